@@ -1,0 +1,70 @@
+"""The ``nas`` command: one sub-command per job, each defined in its own ``nas/cmd_*.py`` module.
+
+Heavy imports (torch, optuna, ray) happen inside the commands so ``nas --help`` answers at once.
+Bad input of any kind (an :class:`EffnasError`) becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from search_space.errors import EffnasError
+
+# Sub-command name -> module that defines ``add_parser(subparsers)`` and ``run(args) -> int``.
+COMMANDS = {
+    "profile": "nas.cmd_profile",
+    "search": "nas.cmd_search",
+    "scale": "nas.cmd_scale",
+    "train": "nas.cmd_train",
+    "report": "nas.cmd_report",
+    "best": "nas.cmd_best",
+}
+
+DESCRIPTION = """\
+effnas: training-aware neural architecture search in the style of EfficientNetV2.
+
+A typical session:
+  nas search --budget 200 --out runs/digits     search on the bundled digits data set
+  nas report runs/digits                        look at the Pareto front (HTML)
+  nas scale --base runs/digits/best.json --target m --out m.json
+  nas train --arch m.json --data cifar:~/cifar-10-batches-py --epochs 30
+  nas profile efficientnetv2-s                  params, FLOPs and step time of any spec
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is a single line (and still exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="nas", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="effnas 0.1.0")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except EffnasError as error:
+        print(f"nas {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
