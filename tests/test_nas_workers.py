@@ -1,0 +1,39 @@
+"""The local worker pool: results come back, failures and hangs become reasons, workers are reused."""
+
+from nas.workers import WorkerPool
+
+TASK = "tests.workers_tasks:behave"
+
+
+def collect_all(pool, count, poll=0.2):
+    results = []
+    while len(results) < count:
+        results.extend(pool.collect(poll=poll))
+    return {r.key: r for r in results}
+
+
+def test_results_failures_and_reuse():
+    with WorkerPool(2, function=TASK) as pool:
+        pool.submit("a", {"action": "ok", "value": 21}, {}, 0)
+        pool.submit("b", {"action": "raise"}, {}, 0)
+        results = collect_all(pool, 2)
+        assert results["a"].metrics["value"] == 42 and results["a"].error is None
+        assert results["b"].metrics is None and "RuntimeError: candidate exploded" in results["b"].error
+        first_pid = results["a"].metrics["pid"]
+        # A worker survives a candidate's exception and serves the next task (its warm state is kept).
+        pool.submit("c", {"action": "ok"}, {}, 0)
+        pool.submit("d", {"action": "ok"}, {}, 0)
+        pids = {r.metrics["pid"] for r in collect_all(pool, 2).values()}
+        assert first_pid in pids
+
+
+def test_timeout_and_death_are_reported_and_workers_replaced():
+    with WorkerPool(2, timeout=3.0, function=TASK) as pool:
+        pool.submit("hang", {"action": "hang"}, {}, 0)
+        pool.submit("die", {"action": "die"}, {}, 0)
+        results = collect_all(pool, 2)
+        assert "time limit of 3 s" in results["hang"].error
+        assert "worker process died (exit code 3" in results["die"].error
+        assert pool.idle == 2
+        pool.submit("after", {"action": "ok", "value": 1}, {}, 0)
+        assert collect_all(pool, 1)["after"].metrics["value"] == 2

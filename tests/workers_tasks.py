@@ -1,0 +1,17 @@
+"""Tasks for the worker-pool tests: each behaves like a trial that finishes, fails, hangs or crashes."""
+
+import os
+import time
+
+
+def behave(spec: dict, settings: dict, seed: int) -> dict:
+    action = spec["action"]
+    if action == "ok":
+        return {"value": spec.get("value", 0) * 2, "pid": os.getpid()}
+    if action == "raise":
+        raise RuntimeError("candidate exploded")
+    if action == "hang":
+        time.sleep(60)
+    if action == "die":
+        os._exit(3)
+    raise ValueError(action)
