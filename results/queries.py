@@ -1,0 +1,62 @@
+"""Picking one trial: the best reward, the best reward under a budget, or a trial by number."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .study import ResultsError, completed
+
+
+def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
+    done = completed(frame)
+    if done.empty:
+        raise ResultsError("no trial completed (every trial failed or is still running)")
+    key = "reward" if done["reward"].notna().any() else "accuracy"
+    return done.sort_values([key, "accuracy", "number"], ascending=[False, False, True])
+
+
+def best_by_reward(frame: pd.DataFrame) -> pd.Series:
+    """The completed trial with the highest reward (ties: more accurate, then earlier)."""
+    return _ranked(frame).iloc[0]
+
+
+def best_under(frame: pd.DataFrame, max_params: float | None = None,
+               max_step_time_ms: float | None = None) -> pd.Series:
+    """The best-reward trial that fits a parameter and/or step-time budget."""
+    ranked = _ranked(frame)
+    fits = pd.Series(True, index=ranked.index)
+    limits = []
+    if max_params is not None:
+        fits &= ranked["params"] <= max_params
+        limits.append(f"params <= {max_params:,.0f} (smallest: {ranked['params'].min():,.0f})")
+    if max_step_time_ms is not None:
+        fits &= ranked["step_time_ms"] <= max_step_time_ms
+        limits.append(f"step time <= {max_step_time_ms:g} ms (fastest: {ranked['step_time_ms'].min():.3g} ms)")
+    if not fits.any():
+        raise ResultsError(f"no completed trial has {' and '.join(limits)}")
+    return ranked[fits].iloc[0]
+
+
+def trial_row(frame: pd.DataFrame, number: int) -> pd.Series:
+    """One trial by number; it must have completed, since only then does it have metrics."""
+    rows = frame[frame["number"] == number]
+    if rows.empty:
+        raise ResultsError(f"no trial {number} (trials are numbered 0 to {int(frame['number'].max())})")
+    row = rows.iloc[0]
+    if row["number"] not in completed(frame)["number"].values:
+        reason = f": {row['fail_reason']}" if isinstance(row.get("fail_reason"), str) else ""
+        raise ResultsError(f"trial {number} is {row['state']}{reason}; only completed trials can be exported")
+    return row
+
+
+def metrics_of(row: pd.Series) -> dict:
+    """The measured numbers of one trial, JSON-ready (what ``best.json`` carries next to the spec)."""
+    metrics = {"trial": int(row["number"])}
+    for name in ("accuracy", "step_time_ms", "step_time_spread", "timed_steps", "params", "macs", "flops",
+                 "reward", "duration_s"):
+        value = row.get(name)
+        if value is not None and pd.notna(value):
+            metrics[name] = int(value) if name in ("params", "macs", "flops", "timed_steps") else float(value)
+    if isinstance(row.get("engine"), str):
+        metrics["engine"] = row["engine"]
+    return metrics

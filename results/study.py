@@ -1,0 +1,179 @@
+"""Reading a search back: open the Optuna study a run wrote, and flatten its trials into a table.
+
+A run directory holds an ordinary Optuna study (``study.db``, study name ``effnas``), so everything
+here uses Optuna's public API only; ``optuna-dashboard`` reads the very same file. The table is the one
+currency of this package: Pareto fronts, queries and every report format start from it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from search_space import ArchSpec, encode_block_string, spec_from_dict
+from search_space.errors import EffnasError, SpecError
+
+STUDY_FILE = "study.db"
+STUDY_NAME = "effnas"
+
+# Metrics the trial engine stores as user attributes, in the order the table shows them.
+METRIC_COLUMNS = ("accuracy", "step_time_ms", "step_time_spread", "timed_steps", "params", "macs", "flops",
+                  "reward", "engine", "duration_s")
+CHOICE_PATTERN = re.compile(r"^s(\d+)_([a-z]+)$")
+CHOICE_KINDS = ("op", "kernel", "expand", "layers", "se")  # the search space's order within a stage
+
+
+class ResultsError(EffnasError):
+    """A study that cannot be read (missing, empty, not an effnas study)."""
+
+
+def _sqlite_url(path: Path) -> str:
+    if not path.exists():
+        raise ResultsError(f"{path}: no such study (expected a run directory with {STUDY_FILE}, "
+                           "a .db file or a storage URL)")
+    if path.is_dir():
+        db = path / STUDY_FILE
+        if not db.is_file():
+            raise ResultsError(f"{path}: no {STUDY_FILE} in this directory (is it a 'nas search' run?)")
+        path = db
+    # Refuse files that are not Optuna databases before Optuna would create its tables inside them.
+    try:
+        with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as error:
+        raise ResultsError(f"{path}: not an SQLite database ({error})") from None
+    if "studies" not in tables:
+        raise ResultsError(f"{path}: not an Optuna study database (no 'studies' table)")
+    return f"sqlite:///{path.resolve()}"
+
+
+def storage_url(location: str | Path) -> str:
+    """The storage URL for a run directory, a ``.db`` file or a URL (``sqlite:///``, ``postgresql://``)."""
+    text = str(location)
+    if "://" not in text:
+        return _sqlite_url(Path(text).expanduser())
+    if text.startswith("sqlite:///"):
+        return _sqlite_url(Path(text[len("sqlite:///"):]))
+    return text
+
+
+def open_study(location: str | Path, study_name: str = STUDY_NAME) -> optuna.Study:
+    """Load the study a run wrote; a missing, foreign or empty study is a :class:`ResultsError`.
+
+    When the storage holds no study called ``study_name`` but exactly one other study, that one is
+    used, so any single-study Optuna database can be reported on.
+    """
+    url = storage_url(location)
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    except Exception as error:  # bad URL, server down, missing driver: the user's storage, one line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ResultsError(f"{location}: cannot open storage ({first_line})") from None
+    if study_name not in names:
+        if len(names) != 1:
+            listed = ", ".join(names) if names else "none"
+            raise ResultsError(f"{location}: no study named {study_name!r} (studies: {listed})")
+        study_name = names[0]
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if not study.get_trials(deepcopy=False):
+        raise ResultsError(f"{location}: the study has no trials yet")
+    return study
+
+
+def _choice_key(name: str) -> tuple[int, int, str]:
+    stage, kind = CHOICE_PATTERN.match(name).groups()
+    return int(stage), CHOICE_KINDS.index(kind) if kind in CHOICE_KINDS else len(CHOICE_KINDS), kind
+
+
+def choice_columns(frame: pd.DataFrame) -> list[str]:
+    """The per-stage architecture choices (``s0_op``, ``s0_kernel``, ...), stage by stage."""
+    return sorted((c for c in frame.columns if CHOICE_PATTERN.match(c)), key=_choice_key)
+
+
+def block_strings(spec: dict[str, Any] | None) -> str:
+    """One line per stage in the official notation, the readable name of an architecture."""
+    if not spec:
+        return ""
+    try:
+        arch = spec_from_dict(spec)
+    except SpecError:
+        return ""
+    return " ".join(encode_block_string(stage) for stage in arch.stages)
+
+
+def _number(value: Any) -> float:
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _row(trial: optuna.trial.FrozenTrial, single_objective: bool) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+    row.update(trial.params)
+    for name in METRIC_COLUMNS:
+        row[name] = attrs.get(name) if name == "engine" else _number(attrs.get(name))
+    if math.isnan(row["reward"]) and single_objective and trial.value is not None:
+        row["reward"] = float(trial.value)  # any single-objective study: its value is what it maximised
+    if math.isnan(row["duration_s"]) and trial.duration is not None:
+        row["duration_s"] = trial.duration.total_seconds()
+    row["fail_reason"] = attrs.get("fail_reason")
+    row["interrupted"] = bool(attrs.get("interrupted", False))
+    row["spec"] = attrs.get("spec")
+    row["blocks"] = block_strings(attrs.get("spec"))
+    return row
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """Every trial as one row: number, state, per-stage choices, metrics, failure, spec.
+
+    Metrics a trial lacks (failed, still running) are NaN; ``spec`` holds the ``ArchSpec.to_dict()``
+    the runner stored and ``blocks`` its block strings.
+    """
+    single = len(study.directions) == 1
+    rows = [_row(trial, single) for trial in study.get_trials(deepcopy=False)]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["number", "state", *METRIC_COLUMNS, "fail_reason", "interrupted", "spec",
+                                      "blocks"])
+    leading = ["number", "state", *choice_columns(frame)]
+    rest = [c for c in frame.columns if c not in leading]
+    return frame[leading + rest].sort_values("number", ignore_index=True)
+
+
+def completed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials that finished and measured all three objectives."""
+    done = frame["state"].eq("COMPLETE")
+    measured = frame[["accuracy", "step_time_ms", "params"]].notna().all(axis=1)
+    return frame[done & measured]
+
+
+def spec_of(row: pd.Series) -> ArchSpec:
+    """The validated architecture of one trial row."""
+    if not row.get("spec"):
+        raise ResultsError(f"trial {row['number']} has no stored spec (not an effnas study?)")
+    return spec_from_dict(row["spec"])
+
+
+def study_info(study: optuna.Study) -> dict[str, Any]:
+    """What the runner recorded about the search: settings, reference, directions, trial counts."""
+    frame_states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
+    counts = {state: frame_states.count(state) for state in sorted(set(frame_states))}
+    return {
+        "study_name": study.study_name,
+        "directions": [direction.name.lower() for direction in study.directions],
+        "settings": study.user_attrs.get("settings", {}),
+        "reference": study.user_attrs.get("reference", {}),
+        "space": study.user_attrs.get("space"),
+        "states": counts,
+    }
