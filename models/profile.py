@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from contextlib import nullcontext
 from time import perf_counter
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -117,7 +117,21 @@ def count_macs(model: nn.Module, image_size: int, channels: int = 3) -> int:
     return count_macs_by_module(model, image_size, channels)[""]
 
 
-def time_train_step(model: nn.Module, image_size: int, batch_size: int, device: str | torch.device = "auto",
+def _timing_plan(device: torch.device, batch_size: int | None, warmup: int | None,
+                 steps: int | None) -> tuple[int, int, int]:
+    """Fill in the device's defaults and reject nonsense before any (slow) work starts."""
+    defaults = TIMING_DEFAULTS[device.type]
+    plan = {"batch_size": batch_size, "warmup": warmup, "steps": steps}
+    for name, value in plan.items():
+        value = defaults[name] if value is None else value
+        lowest = 0 if name == "warmup" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise ProfileError(f"{name}: must be an integer >= {lowest}, got {value!r}")
+        plan[name] = value
+    return plan["batch_size"], plan["warmup"], plan["steps"]
+
+
+def time_train_step(model: nn.Module, image_size: int, batch_size: int | None, device: str | torch.device = "auto",
                     warmup: int | None = None, steps: int | None = None, channels: int = 3,
                     amp: bool = True) -> dict[str, Any]:
     """Median wall time of one SGD training step on random data (forward + backward + step).
@@ -127,14 +141,8 @@ def time_train_step(model: nn.Module, image_size: int, batch_size: int, device: 
     trial engine does. ``spread`` is the relative inter-quartile range of the timed steps.
     """
     device = resolve_device(device)
-    defaults = TIMING_DEFAULTS[device.type]
-    warmup = defaults["warmup"] if warmup is None else warmup
-    steps = defaults["steps"] if steps is None else steps
+    batch_size, warmup, steps = _timing_plan(device, batch_size, warmup, steps)
     size = _check_image_size(image_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ProfileError(f"batch_size: must be a positive integer, got {batch_size!r}")
-    if warmup < 0 or steps < 1:
-        raise ProfileError(f"need warmup >= 0 and steps >= 1, got warmup={warmup}, steps={steps}")
 
     use_bf16 = amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
     model.to(device).train()
@@ -176,19 +184,21 @@ def time_train_step(model: nn.Module, image_size: int, batch_size: int, device: 
 
 def profile_spec(spec: ArchSpec, image_size: int | None = None, batch_size: int | None = None,
                  device: str | torch.device = "auto", time: bool = True, num_classes: int | None = None,
-                 warmup: int | None = None, steps: int | None = None, amp: bool = True) -> dict[str, Any]:
+                 warmup: int | None = None, steps: int | None = None, amp: bool = True,
+                 announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Params, MACs/FLOPs (with a per-stage breakdown) and, if ``time``, the training step time.
 
     FLOPs are counted at ``image_size`` or else the spec's ``eval_image_size`` (as the papers
     report them); the step is timed at ``image_size`` or else the spec's ``train_image_size``.
+    ``announce`` receives a one-line note just before the (possibly slow) timed loop starts.
     """
     if num_classes is not None:
         spec = spec.replace(num_classes=num_classes)
     if image_size is not None and _check_image_size(image_size) < spec.total_stride:
         raise SpecError(f"image_size: {image_size} px is reduced below 1 pixel by the network's total stride "
                         f"{spec.total_stride}; use at least {spec.total_stride}")
-    flops_size = image_size or spec.eval_image_size
-    step_size = image_size or spec.train_image_size
+    flops_size = spec.eval_image_size if image_size is None else image_size
+    step_size = spec.train_image_size if image_size is None else image_size
     resolved = resolve_device(device) if time else None
 
     # Counting needs no real weights: build on meta unless we are about to train the model.
@@ -216,9 +226,12 @@ def profile_spec(spec: ArchSpec, image_size: int | None = None, batch_size: int 
                  "macs": macs.get("head", 0) + macs.get("classifier", 0)},
     }
     if time:
-        batch_size = batch_size or TIMING_DEFAULTS[resolved.type]["batch_size"]
+        batch_size, warmup, steps = _timing_plan(resolved, batch_size, warmup, steps)
+        if announce is not None:
+            announce(f"timing training steps of batch {batch_size} at {step_size} px on {resolved} ...")
         try:
-            timing = time_train_step(model, step_size, batch_size, resolved, warmup=warmup, steps=steps, channels=spec.image_channels, amp=amp)
+            timing = time_train_step(model, step_size, batch_size, resolved, warmup=warmup, steps=steps,
+                                     channels=spec.image_channels, amp=amp)
         except torch.cuda.OutOfMemoryError:
             raise ProfileError(f"out of memory timing batch {batch_size} at {step_size} px on {resolved}; "
                                "try a smaller --batch-size or --image-size") from None
