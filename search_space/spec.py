@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,10 @@ def save_spec(spec: ArchSpec, path: str | Path, extra: dict[str, Any] | None = N
     """Write a spec (optionally wrapped with ``extra`` keys such as metrics) atomically."""
     path = Path(path)
     payload: dict[str, Any] = spec.to_dict() if extra is None else {"spec": spec.to_dict(), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: several searches may share a run
+    try:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise SpecError(f"{path}: cannot write ({error.strerror or error})") from None

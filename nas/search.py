@@ -1,0 +1,361 @@
+"""The search runner: controller -> candidate spec -> proxy trial -> reward -> Optuna study.
+
+The Optuna study (SQLite ``study.db`` in the run directory by default, any RDB URL with
+``--storage``) is the one source of truth: settings, the reference measurement, every trial's
+choices, metrics and failure reason live there, so a killed search resumes where it stopped, the
+controllers rebuild their state from it, and ``nas report`` / ``optuna-dashboard`` read it.
+
+Budget rule: trials that completed or failed on their own count; a trial cut off because the search
+process itself died is marked ``interrupted`` on resume and its architecture is evaluated again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from search_space import ArchSpec, EffnasError
+
+STUDY_NAME = "effnas"
+
+
+class SearchError(EffnasError):
+    """A search that cannot start as asked (bad settings, unusable storage or run directory)."""
+
+
+@dataclass
+class SearchConfig:
+    """Everything ``nas search`` was asked; stored in the study so a resume can check it matches."""
+
+    out: str = "runs/search"
+    budget: int = 200
+    controller: str = "tpe"
+    seed: int = 0
+    storage: str | None = None
+    space: str | None = None
+    workers: int = 1
+    trial_timeout: float | None = None
+    reward_w: float = -0.07
+    reward_v: float = -0.05
+    trial: dict[str, Any] = field(default_factory=dict)  # TrialSettings.to_dict()
+
+    # Settings that define *what* is searched: a resume with different values would mix studies.
+    IDENTITY = ("controller", "space_dict", "reward_w", "reward_v", "trial_identity")
+
+
+def _storage_url(config: SearchConfig) -> str:
+    if config.storage:
+        return config.storage
+    return f"sqlite:///{Path(config.out).resolve() / 'study.db'}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; a URL that cannot connect is a one-line error, not a traceback."""
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy/driver errors vary widely
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SearchError(f"cannot open storage {url}: {message}") from None
+
+
+def _identity(config: SearchConfig, space_dict: dict) -> dict[str, Any]:
+    trial = {k: v for k, v in config.trial.items() if k not in ("device", "engine", "threads")}
+    return {"controller": config.controller, "space_dict": space_dict, "reward_w": config.reward_w,
+            "reward_v": config.reward_v, "trial_identity": trial}
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count against the budget: completed, or failed through the candidate's own fault."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state == TrialState.COMPLETE
+               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")))
+
+
+def budget_position(study: optuna.Study, number: int) -> int:
+    """How many counted or still-running trials, this one included, precede trial ``number``.
+
+    Trial numbers are handed out by the storage in order, so when several processes share a study the
+    lower numbers win: a trial whose position exceeds the budget is surplus and is dropped uncounted.
+    """
+    position = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number > number or trial.user_attrs.get("interrupted"):
+            continue
+        if trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING):
+            position += 1
+    return position
+
+
+def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Mark trials left RUNNING by a dead search process on this host as interrupted; re-queue them.
+
+    Trials of live processes (another ``nas search`` on the same study) are left alone; trials of other
+    hosts are left to Optuna's heartbeat mechanism.
+    """
+    recovered = []
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("worker", "")
+        owner_host, _, owner_pid = owner.rpartition(":")
+        if owner_host != host or not owner_pid.isdigit() or _pid_alive(int(owner_pid)):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(study.study_name), trial.number)
+        storage.set_trial_user_attr(trial_id, "interrupted", True)
+        storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the search process stopped")
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        if trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        recovered.append(trial.number)
+    return recovered
+
+
+@dataclass
+class SearchSummary:
+    run_dir: Path
+    storage: str
+    counted: int
+    budget: int
+    best: dict[str, Any] | None
+    reference: dict[str, Any]
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+class Search:
+    """One search: open or resume the study, measure the reference, run trials up to the budget."""
+
+    def __init__(self, config: SearchConfig, progress: bool = True,
+                 on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
+        from nas.controllers import CONTROLLERS, is_multi_objective, make_sampler
+        from search_space.space import default_space, load_space
+
+        if config.budget <= 0:
+            raise SearchError(f"--budget must be a positive number of trials, got {config.budget}")
+        if config.controller not in CONTROLLERS:
+            raise SearchError(f"unknown controller {config.controller!r} (choose from {', '.join(CONTROLLERS)})")
+        if config.workers < 1:
+            raise SearchError(f"--workers must be at least 1, got {config.workers}")
+        if config.trial_timeout is not None and config.trial_timeout <= 0:
+            raise SearchError(f"--trial-timeout must be positive, got {config.trial_timeout}")
+        self.config = config
+        self.progress = progress
+        self.on_trial = on_trial
+        self.space = load_space(config.space) if config.space else default_space()
+        self.multi_objective = is_multi_objective(config.controller)
+        self.run_dir = Path(config.out)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise SearchError(f"cannot write to run directory {self.run_dir}: {error.strerror or error}") from None
+        self.storage_url = _storage_url(config)
+        self.storage = open_storage(self.storage_url)
+        directions = ["maximize", "minimize", "minimize"] if self.multi_objective else ["maximize"]
+        try:
+            self.study = optuna.create_study(
+                study_name=STUDY_NAME, storage=self.storage, load_if_exists=True, directions=directions,
+                sampler=make_sampler(config.controller, self.space, config.seed))
+        except Exception as error:  # noqa: BLE001
+            raise SearchError(f"cannot open the study in {self.storage_url}: {error}") from None
+        self._check_or_store_settings()
+
+    # ------------------------------------------------------------------ settings
+    def _check_or_store_settings(self) -> None:
+        identity = _identity(self.config, self.space.to_dict())
+        stored = self.study.user_attrs.get("identity")
+        if stored is None:
+            self.study.set_user_attr("identity", identity)
+        elif stored != identity:
+            changed = sorted(k for k in identity if identity[k] != stored.get(k))
+            detail = changed[0]
+            if detail == "trial_identity":
+                keys = sorted(k for k in identity[detail] if identity[detail][k] != stored[detail].get(k))
+                detail = ", ".join(keys) or detail
+            raise SearchError(
+                f"{self.storage_url} already holds a search with different settings ({detail}); "
+                f"re-run with the same settings to resume, or use another --out")
+        settings = asdict(self.config)
+        self.study.set_user_attr("settings", settings)
+        self.study.set_user_attr("space", self.space.to_dict())
+
+    def _num_classes(self) -> int:
+        """Load the data once here, so an unreadable data set fails now, in one line, not per trial."""
+        from nas.data import load_data
+        from nas.trial import TrialSettings
+
+        settings = TrialSettings.from_dict(self.config.trial)
+        return load_data(settings.data, seed=self.config.seed, val_fraction=settings.val_fraction).num_classes
+
+    # ------------------------------------------------------------------ steps any backend uses
+    def prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str]) -> dict[str, Any]:
+        """Recover trials a dead process left running, check the data, and get the reference.
+
+        ``measure_reference(spec)`` runs the backbone on the backend (metrics, or a failure reason);
+        it is only called the first time, later runs reuse the stored reference.
+        """
+        recover_interrupted(self.study, self.storage)
+        self.num_classes = self._num_classes()
+        stored = self.study.user_attrs.get("reference")
+        if stored:
+            self.reference = stored
+            return stored
+        spec = self.space.backbone.replace(num_classes=self.num_classes)
+        metrics = measure_reference(spec)
+        if isinstance(metrics, str):
+            raise SearchError(f"the backbone itself failed to train, so there is no reference: {metrics}")
+        self.reference = {"step_time_ms": metrics["step_time_ms"], "params": metrics["params"],
+                          "accuracy": metrics["accuracy"], "macs": metrics.get("macs"), "spec": spec.to_dict()}
+        self.study.set_user_attr("reference", self.reference)
+        return self.reference
+
+    def propose(self) -> tuple[optuna.trial.Trial, ArchSpec] | None:
+        """Ask the controller for the next candidate; None once the shared budget is taken."""
+        trial = self.study.ask()
+        if budget_position(self.study, trial.number) > self.config.budget:  # other processes got there first
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("fail_reason", "surplus: the budget was reached by other workers")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        spec = self.space.sample(trial, num_classes=self.num_classes)
+        trial.set_user_attr("spec", spec.to_dict())
+        trial.set_user_attr("worker", _worker_id())
+        return trial, spec
+
+    def record(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
+               seconds: float) -> None:
+        """Store a finished trial: its metrics and reward, or its failure reason."""
+        from nas.reward import reward as compute_reward
+
+        trial.set_user_attr("duration_s", round(seconds, 3))
+        if error is not None or metrics is None:
+            trial.set_user_attr("fail_reason", error or "no metrics returned")
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            value = compute_reward(metrics["accuracy"], metrics["step_time_ms"], metrics["params"],
+                                   self.reference["step_time_ms"], self.reference["params"],
+                                   w=self.config.reward_w, v=self.config.reward_v)
+            for key, item in metrics.items():
+                trial.set_user_attr(key, item)
+            trial.set_user_attr("reward", value)
+            if self.multi_objective:
+                self.study.tell(trial, [metrics["accuracy"], metrics["step_time_ms"], float(metrics["params"])])
+            else:
+                self.study.tell(trial, value)
+        if self.on_trial is not None:
+            self.on_trial(self.study.trials[trial.number])
+
+    def interrupt(self, trial: optuna.trial.Trial, reason: str) -> None:
+        """A trial cut off by the search stopping: not counted, and its architecture is queued again."""
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("fail_reason", f"interrupted: {reason}")
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+    def summary(self, seconds: float, stopped_early: bool = False) -> SearchSummary:
+        return SearchSummary(self.run_dir, self.storage_url, counted_trials(self.study), self.config.budget,
+                             self.best(), getattr(self, "reference", {}), stopped_early, seconds)
+
+    # ------------------------------------------------------------------ the local backend
+    def run(self) -> SearchSummary:
+        """Run trials in local worker processes until the budget is reached (or Ctrl-C)."""
+        from tqdm.auto import tqdm
+
+        from nas.workers import WorkerPool, default_threads
+
+        start = time.perf_counter()
+        budget = self.config.budget
+        threads = self.config.trial.get("threads") or default_threads(self.config.workers)
+        running: dict[int, optuna.trial.Trial] = {}
+        stopped_early = False
+        pool = WorkerPool(self.config.workers, timeout=self.config.trial_timeout, threads=threads)
+        bar = None
+        try:
+            self.prepare(lambda spec: self._measure_on_pool(pool, spec))
+            bar = tqdm(total=budget, initial=min(counted_trials(self.study), budget), desc="trials",
+                       unit="trial", disable=not self.progress, dynamic_ncols=True)
+            self._postfix(bar)
+            while True:
+                done = counted_trials(self.study)
+                # Count our own running trials too, so N workers stop together at the budget.
+                while pool.idle and done + len(running) < budget:
+                    proposal = self.propose()
+                    if proposal is None:
+                        break
+                    trial, spec = proposal
+                    pool.submit(trial.number, spec.to_dict(), self.config.trial, self.config.seed)
+                    running[trial.number] = trial
+                if not running:
+                    break
+                for result in pool.collect(poll=0.5):
+                    self.record(running.pop(result.key), result.metrics, result.error, result.seconds)
+                    bar.update(1)
+                    self._postfix(bar)
+        except KeyboardInterrupt:
+            stopped_early = True
+            for trial in running.values():
+                self.interrupt(trial, "the search was stopped (Ctrl-C)")
+            running.clear()
+        finally:
+            pool.close(kill=bool(running) or stopped_early)
+            if bar is not None:
+                bar.close()
+            self.write_outputs()
+        return self.summary(time.perf_counter() - start, stopped_early)
+
+    def _measure_on_pool(self, pool: Any, spec: ArchSpec) -> dict[str, Any] | str:
+        """Train the backbone in a worker, under the same conditions as every candidate."""
+        pool.submit("reference", spec.to_dict(), self.config.trial, self.config.seed)
+        results: list[Any] = []
+        while not results:
+            results = pool.collect(poll=0.5)
+        return results[0].error if results[0].error is not None else results[0].metrics
+
+    def _postfix(self, bar: Any) -> None:
+        best = self.best()
+        if best:
+            bar.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
+
+    def best(self) -> dict[str, Any] | None:
+        """The completed trial with the highest reward: its spec and metrics."""
+        completed = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if "reward" in t.user_attrs]
+        if not completed:
+            return None
+        top = max(completed, key=lambda t: (t.user_attrs["reward"], -t.number))
+        metrics = {k: v for k, v in top.user_attrs.items() if k not in ("spec", "worker")}
+        return {"trial": top.number, "spec": top.user_attrs["spec"], "metrics": metrics}
+
+    def write_outputs(self) -> None:
+        """trials.csv, pareto.json and best.json next to the study, each written atomically."""
+        from results import write_run_files
+
+        write_run_files(self.study, self.run_dir)
