@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "best", help="export the best trial's spec (optionally under a params / step-time budget)",
         description="Export one trial of a search as a spec file for nas scale / nas train / nas profile. "
                     "Without options: the best reward. RUN is a run directory, study .db file or storage URL.")
-    parser.add_argument("run", metavar="RUN", help="run directory, study .db file or storage URL")
+    parser.add_argument("location", metavar="RUN", help="run directory, study .db file or storage URL")
     parser.add_argument("--max-params", type=_positive, metavar="N", help="best reward with at most N parameters (5e6)")
     parser.add_argument("--max-step-time", type=_positive, metavar="MS",
                         help="best reward with a training step of at most MS milliseconds")
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trial is not None and (args.max_params is not None or args.max_step_time is not None):
         raise ResultsError("--trial picks one trial; it cannot be combined with --max-params/--max-step-time")
-    frame = trials_frame(open_study(args.run))
+    frame = trials_frame(open_study(args.location))
     if args.trial is not None:
         row = trial_row(frame, args.trial)
     else:

@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Report on a search run. RUN is a run directory (runs/NAME), its study.db, or an Optuna "
                     "storage URL (sqlite:///..., postgresql://...). The same study also opens in "
                     "optuna-dashboard: optuna-dashboard sqlite:///runs/NAME/study.db")
-    parser.add_argument("run", metavar="RUN", help="run directory, study .db file or storage URL")
+    parser.add_argument("location", metavar="RUN", help="run directory, study .db file or storage URL")
     parser.add_argument("--format", choices=FORMATS, default="html",
                         help="html writes a file (default); csv, json and markdown print to stdout")
     parser.add_argument("--out", metavar="FILE", help="where to write the HTML (default: RUN/report.html)")
@@ -42,20 +42,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out and args.format != "html":
         raise ResultsError(f"--out is for the HTML report; --format {args.format} prints to stdout")
-    study = open_study(args.run)
+    study = open_study(args.location)
     frame, info = trials_frame(study), study_info(study)
     if args.format == "csv":
         sys.stdout.write(to_csv(frame))
     elif args.format == "json":
-        sys.stdout.write(to_json(frame, info, args.run) + "\n")
+        sys.stdout.write(to_json(frame, info, args.location) + "\n")
     elif args.format == "markdown":
-        sys.stdout.write(to_markdown(frame, info, args.run))
+        sys.stdout.write(to_markdown(frame, info, args.location))
     else:
         from results.html_report import render_html
 
-        out = Path(args.out).expanduser() if args.out else default_html_path(args.run)
+        out = Path(args.out).expanduser() if args.out else default_html_path(args.location)
         if not out.parent.is_dir():
             raise ResultsError(f"--out {out}: directory {out.parent} does not exist")
-        out.write_text(render_html(frame, info, args.run), encoding="utf-8")
+        out.write_text(render_html(frame, info, args.location), encoding="utf-8")
         print(f"wrote {out} ({len(frame)} trials)")
     return 0

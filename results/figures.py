@@ -45,7 +45,7 @@ def pareto_figure(frame: pd.DataFrame, x: str, reference: dict[str, Any] | None 
     figure = go.Figure()
     for subset, name, style in (
         (done[~on_front], "other trials", dict(color=GREY, size=7, opacity=0.6)),
-        (done[on_front], "Pareto front (accuracy, step time, params)", dict(color=BLUE, size=9)),
+        (done[on_front], "Pareto front (all 3 objectives)", dict(color=BLUE, size=9)),
     ):
         customdata, template = _hover(subset)
         figure.add_trace(go.Scatter(x=_axis_values(subset, x), y=subset["accuracy"], mode="markers", name=name,
@@ -54,7 +54,7 @@ def pareto_figure(frame: pd.DataFrame, x: str, reference: dict[str, Any] | None 
     customdata, template = _hover(pair)
     figure.add_trace(go.Scatter(
         x=_axis_values(pair, x), y=pair["accuracy"], mode="lines+markers", line_shape="vh",
-        name=f"front of accuracy vs {AXES[x].split(' (')[0]}", line=dict(color=ORANGE, width=2),
+        name="front of these two", line=dict(color=ORANGE, width=2),
         marker=dict(color=ORANGE, size=11, symbol="diamond-open", line=dict(width=2)),
         customdata=customdata, hovertemplate=template))
     if reference and reference.get(x) is not None and reference.get("accuracy") is not None:

@@ -33,7 +33,8 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bo
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0; }
 .card { border: 1px solid #dadce0; border-radius: 8px; padding: 8px 16px; min-width: 120px; }
 .card b { display: block; font-size: 1.4em; } .card span { color: #5f6368; font-size: 0.85em; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 12px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
+.grid > div { min-width: 0; }
 table { border-collapse: collapse; font-size: 0.9em; } td, th { padding: 4px 10px; border-bottom: 1px solid #eee; }
 th { text-align: left; background: #f1f3f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.sortable th { cursor: pointer; user-select: none; } table.sortable th::after { content: " \\2195"; color: #aaa; }
@@ -54,15 +55,19 @@ code, .arch { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 
   }
   window.addEventListener("error", function (e) { errors.push(e.message); show(e.message); });
   window.addEventListener("unhandledrejection", function (e) { errors.push(String(e.reason)); show(String(e.reason)); });
-  window.effnasRendered = function (id) {
-    var div = document.getElementById(id);
-    if (div && div.querySelector(".main-svg")) { rendered[id] = true; }
+  function update() {  // runs after each plot and once the page is parsed (the status line comes last)
     var count = Object.keys(rendered).length, status = document.getElementById("report-status");
     if (status && count === expected && errors.length === 0) {
       status.setAttribute("data-status", "rendered");
       status.textContent = "All " + count + " plots rendered.";
     }
+  }
+  window.effnasRendered = function (id) {
+    var div = document.getElementById(id);
+    if (div && div.querySelector(".main-svg")) { rendered[id] = true; }
+    update();
   };
+  document.addEventListener("DOMContentLoaded", update);
 })();
 </script>
 <script>$plotlyjs</script>

@@ -44,7 +44,7 @@ def trial_row(frame: pd.DataFrame, number: int) -> pd.Series:
         raise ResultsError(f"no trial {number} (trials are numbered 0 to {int(frame['number'].max())})")
     row = rows.iloc[0]
     if row["number"] not in completed(frame)["number"].values:
-        reason = f": {row['fail_reason']}" if isinstance(row.get("fail_reason"), str) else ""
+        reason = f": {row['fail_reason'].splitlines()[0]}" if isinstance(row.get("fail_reason"), str) else ""
         raise ResultsError(f"trial {number} is {row['state']}{reason}; only completed trials can be exported")
     return row
 
