@@ -19,7 +19,7 @@ import plotly.offline
 from .analysis import failure_counts, top_trials
 from .figures import choices_figure, pareto_figure, reward_figure
 from .pareto import pareto_front
-from .study import completed
+from .study import block_strings, completed
 
 _PAGE = Template("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -139,11 +139,25 @@ def _front_table(front: pd.DataFrame) -> str:
     return f'<table class="sortable" id="front-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (``trial.epochs``); a stored spec as its block strings."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and "stages" in value:
+            flat[name] = block_strings(value) or json.dumps(value)
+        elif isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def _key_values(data: dict[str, Any]) -> str:
     if not data:
         return "<p>(not recorded)</p>"
     rows = []
-    for key, value in data.items():
+    for key, value in _flatten(data).items():
         text = value if isinstance(value, str) else json.dumps(value)
         rows.append(f"<tr><th>{html.escape(str(key))}</th><td><code>{html.escape(str(text))}</code></td></tr>")
     return f"<table>{''.join(rows)}</table>"

@@ -40,7 +40,8 @@ def _sqlite_url(path: Path) -> str:
     if path.is_dir():
         db = path / STUDY_FILE
         if not db.is_file():
-            raise ResultsError(f"{path}: no {STUDY_FILE} in this directory (is it a 'nas search' run?)")
+            raise ResultsError(f"{path}: no {STUDY_FILE} in this directory (if the search used --storage, "
+                               "pass that URL instead)")
         path = db
     # Refuse files that are not Optuna databases before Optuna would create its tables inside them.
     try:
@@ -54,13 +55,30 @@ def _sqlite_url(path: Path) -> str:
 
 
 def storage_url(location: str | Path) -> str:
-    """The storage URL for a run directory, a ``.db`` file or a URL (``sqlite:///``, ``postgresql://``)."""
+    """The storage URL for a run directory, a ``.db`` file or a URL.
+
+    URLs: ``sqlite:///PATH``, any SQLAlchemy URL (``postgresql://...``) or ``journal:PATH`` (an Optuna
+    journal file, as ``nas search --storage journal:PATH`` writes on shared file systems).
+    """
     text = str(location)
+    if text.startswith("journal:"):
+        path = Path(text[len("journal:"):]).expanduser()
+        if not path.is_file():
+            raise ResultsError(f"{path}: no such journal file")
+        return f"journal:{path}"
     if "://" not in text:
         return _sqlite_url(Path(text).expanduser())
     if text.startswith("sqlite:///"):
         return _sqlite_url(Path(text[len("sqlite:///"):]))
     return text
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    return optuna.storages.RDBStorage(url)
 
 
 def open_study(location: str | Path, study_name: str = STUDY_NAME) -> optuna.Study:
@@ -71,7 +89,7 @@ def open_study(location: str | Path, study_name: str = STUDY_NAME) -> optuna.Stu
     """
     url = storage_url(location)
     try:
-        storage = optuna.storages.RDBStorage(url)
+        storage = _storage(url)
         names = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     except Exception as error:  # bad URL, server down, missing driver: the user's storage, one line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -144,6 +144,19 @@ def test_empty_study_and_foreign_files_are_refused_without_touching_them(tmp_pat
         open_study("postgresql://nobody@127.0.0.1:9/none")
 
 
+def test_journal_storage_opens_too(tmp_path):
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "journal.log"
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))),
+                                study_name="effnas", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"accuracy": 0.5}))
+    frame = trials_frame(open_study(f"journal:{path}"))
+    assert frame["reward"].tolist() == [0.5] and frame["accuracy"].tolist() == [0.5]
+    with pytest.raises(ResultsError, match="no such journal file"):
+        open_study(f"journal:{tmp_path / 'absent.log'}")
+
+
 def test_trials_frame_has_every_trial_with_choices_metrics_and_failures(run_dir):
     study = open_study(run_dir)
     frame = trials_frame(study)
