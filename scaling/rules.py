@@ -1,0 +1,224 @@
+"""Scaling a base spec into a bigger family member: EfficientNetV2's non-uniform rule, or compound.
+
+One entry point, :func:`scale_spec`. A target is a compound coefficient ``phi``; the named targets
+are ``s`` = 0 (the base itself, with S's training recipe), ``m`` = 1, ``l`` = 2, ``xl`` = 3.
+
+**The ``v2`` rule** (default) follows EfficientNetV2 section 5.1: compound scaling plus two changes,
+"the maximum inference image size is restricted to 480" and "more layers are added gradually to
+later stages"; M and L also gain a 7th stage. The paper gives no formula (its M/L/XL are
+hand-written block strings), so the rule is ours. Each constant is read off the published S/M/L/XL
+block strings (``models/zoo.py``) and then checked: ``efficientnetv2-s`` scaled to ``m`` and ``l``
+lands within 10 % of the published params and MACs (measured: M +0.3 % params, +5.9 % MACs;
+L -2.4 %, +1.3 %; tests/test_scaling_rules.py keeps it that way).
+
+* Width. Stage ``i`` of ``n`` (position ``t = i / (n - 1)``) multiplies its channels by
+  ``(WIDTH_FIRST ** (1 - t) * WIDTH_LAST ** t) ** phi``, rounded with the official V2
+  ``round_filters`` (multiples of 8); the stem follows the first stage. ``WIDTH_FIRST = 1.1``,
+  ``WIDTH_LAST = 1.2``: published M keeps S's first widths (24, 48) and widens the late stages by
+  1.1-1.25 (176/160, 160/128, 304/256); L widens the first by 1.33 and the late ones by 1.4-1.5
+  (about 1.2 ** 2). The head is left alone: every published V2 keeps its 1280-channel head.
+* Depth. Same geometric ramp with ``DEPTH_FIRST = 1.3``, ``DEPTH_LAST = 1.5``: S's last stage
+  (15 layers) becomes 18 + 5 = 23 layers in M (x1.53) and 25 + 7 = 32 in L (x2.13 = 1.46 ** 2);
+  the early stages grow x1.17-1.25 in M and x1.67-1.75 in L (1.3 ** 2 = 1.69). Layer counts round
+  up (official ``round_repeats``), from the last stage backwards, and an earlier stage is clamped so
+  that its relative gain never exceeds the next stage's: later stages never gain relatively fewer
+  layers than earlier ones.
+* Extra stage (``phi >= EXTRA_STAGE_PHI = 1``: M and up). The scaled last stage is split: its last
+  ``ceil(EXTRA_STAGE_SHARE * layers)`` layers (``0.2``) become a new stride-1 stage with
+  ``EXTRA_STAGE_WIDTH = 5/3`` times the channels. Published: M 23 -> 18 + 5 layers, 304 -> 512
+  channels; L 32 -> 25 + 7, 384 -> 640; XL 40 -> 32 + 8 (share exact for all three). For the
+  depth property the new stage counts as part of the stage it was split from.
+* Image sizes. Eval = base eval x ``RESOLUTION_BASE ** phi`` (``1.25``: S evaluates at 384, M at
+  480), rounded to a multiple of ``IMAGE_DIVISOR = 32`` (a network's usual total stride), never
+  below the base's, then capped at ``max_image_size`` (paper: 480). Train = the largest multiple of
+  32 at most ``TRAIN_EVAL_RATIO = 0.8`` x eval (paper: "max train size about 20 % below the eval
+  size"), never below the base's: M and L get 384/480, XL 384/512 under a 512 cap, as published.
+  ``phi = 0`` keeps the base's sizes (only the cap applies). A cap below the base's train size is an
+  error.
+
+**The ``compound`` rule** is EfficientNet's (Tan & Le 2019): every stage alike, depth
+``ALPHA ** phi`` (1.2), width ``BETA ** phi`` (1.1, head included, V1 rounding), resolution
+``GAMMA ** phi`` (1.15) (:func:`scaling.compound.scale_uniform`); image sizes round and cap as above.
+
+**Regularization** depends only on ``phi`` (both rules): linear between the published S (phi 0),
+M (1) and L (2), held at L's beyond (the official XL reuses L's). Classifier dropout 0.2 / 0.3 /
+0.4 (official configs); stochastic depth 0.2 (every official V2 and B0-B7); and the paper's Table 6
+progressive-learning ranges as a :class:`ProgressiveRecipe`: RandAugment 5 -> 15 / 20 / 25, mixup
+0 -> 0 / 0.2 / 0.4, dropout 0.1 -> 0.3 / 0.4 / 0.5, starting at 128 px (or at the base recipe's
+start size), never above the train size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from search_space import ArchSpec, ProgressiveRecipe, SpecError, StageSpec, round_filters, round_repeats
+from search_space.errors import EffnasError
+
+from .compound import ALPHA, BETA, GAMMA, scale_uniform
+
+TARGETS: dict[str, float] = {"s": 0.0, "m": 1.0, "l": 2.0, "xl": 3.0}
+RULES = ("v2", "compound")
+MAX_PHI = 6.0  # phi 3 is XL; beyond 6 layer counts and channels leave any sensible range
+DEFAULT_MAX_IMAGE_SIZE = 480
+
+# --- v2 rule (see module docstring for where each comes from)
+WIDTH_FIRST, WIDTH_LAST = 1.1, 1.2  # per unit of phi, first and last stage
+DEPTH_FIRST, DEPTH_LAST = 1.3, 1.5
+EXTRA_STAGE_PHI = 1.0
+EXTRA_STAGE_WIDTH = 5 / 3
+EXTRA_STAGE_SHARE = 0.2
+RESOLUTION_BASE = 1.25
+IMAGE_DIVISOR = 32
+TRAIN_EVAL_RATIO = 0.8
+
+# --- regularization: published S, M, L at phi = 0, 1, 2 (held at L's beyond)
+DROP_PATH_RATE = 0.2
+DROPOUT = (0.2, 0.3, 0.4)
+PROGRESSIVE_MIN_IMAGE_SIZE = 128
+RANDAUG = ((5.0, 15.0), (5.0, 20.0), (5.0, 25.0))
+MIXUP = ((0.0, 0.0), (0.0, 0.2), (0.0, 0.4))
+PROGRESSIVE_DROPOUT = ((0.1, 0.3), (0.1, 0.4), (0.1, 0.5))
+
+
+class ScaleError(EffnasError):
+    """A scaling request that cannot be honoured (unknown target, bad phi, cap below the train size)."""
+
+
+def resolve_phi(target: str | None = None, phi: float | None = None) -> tuple[str, float]:
+    """The (label, phi) a target name or an explicit compound coefficient stands for."""
+    if phi is not None:
+        if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not math.isfinite(phi):
+            raise ScaleError(f"phi must be a finite number, got {phi!r}")
+        if phi < 0:
+            raise ScaleError(f"phi must be >= 0 (scaling only grows a model), got {phi:g}")
+        if phi > MAX_PHI:
+            raise ScaleError(f"phi {phi:g} is absurd: at most {MAX_PHI:g} (xl is 3)")
+        return f"phi{phi:g}", float(phi)
+    if target is None:
+        raise ScaleError("give a target (s, m, l, xl) or a compound coefficient phi")
+    key = str(target).strip().lower()
+    if key not in TARGETS:
+        raise ScaleError(f"unknown target {target!r} (expected one of {', '.join(TARGETS)}, or --phi)")
+    return key, TARGETS[key]
+
+
+def scale_spec(base: ArchSpec, target: str | None = None, *, phi: float | None = None, rule: str = "v2",
+               max_image_size: int = DEFAULT_MAX_IMAGE_SIZE, extra_stage: bool = True) -> ArchSpec:
+    """Scale ``base`` to ``target`` (``s``/``m``/``l``/``xl``) or to a compound coefficient ``phi``.
+
+    ``phi`` wins over ``target`` when both are given. ``extra_stage=False`` stops the v2 rule from
+    appending M/L's final stage. Raises :class:`ScaleError` for bad input.
+    """
+    if not isinstance(base, ArchSpec):
+        raise ScaleError(f"base must be an ArchSpec, got {type(base).__name__}")
+    label, phi = resolve_phi(target, phi)
+    if rule not in RULES:
+        raise ScaleError(f"unknown rule {rule!r} (expected one of {', '.join(RULES)})")
+    if isinstance(max_image_size, bool) or not isinstance(max_image_size, int) or max_image_size < 1:
+        raise ScaleError(f"max image size must be a positive integer, got {max_image_size!r}")
+    if max_image_size < base.train_image_size:
+        raise ScaleError(f"max image size {max_image_size} is smaller than the base's train size "
+                         f"{base.train_image_size}")
+
+    growth = RESOLUTION_BASE if rule == "v2" else GAMMA
+    train, evaluate = image_sizes(base, growth ** phi, max_image_size)
+    changes = dict(name=f"{base.name or 'base'}-{rule}-{label}", train_image_size=train,
+                   eval_image_size=evaluate, **regularization(phi, base, train))
+    try:
+        if rule == "compound":
+            return scale_uniform(base, BETA ** phi, ALPHA ** phi, rounding="v1", **changes)
+        stages = _scale_stages_v2(base.stages, phi, extra_stage and phi >= EXTRA_STAGE_PHI)
+        return base.replace(stages=stages, stem_channels=stages[0].in_channels, **changes)
+    except SpecError as error:
+        raise ScaleError(f"phi {phi:g} scales this base out of range: {error}") from None
+
+
+# ---------------------------------------------------------------------------- the v2 rule
+def _ramp(first: float, last: float, num_stages: int, phi: float) -> list[float]:
+    """Per-stage ``(first ** (1 - t) * last ** t) ** phi`` for stage position ``t`` in [0, 1]."""
+    positions = [i / (num_stages - 1) if num_stages > 1 else 1.0 for i in range(num_stages)]
+    return [(first ** (1 - t) * last ** t) ** phi for t in positions]
+
+
+def width_multipliers(num_stages: int, phi: float) -> list[float]:
+    """Per-stage width multipliers of the v2 rule (later stages widen more)."""
+    return _ramp(WIDTH_FIRST, WIDTH_LAST, num_stages, phi)
+
+
+def depth_multipliers(num_stages: int, phi: float) -> list[float]:
+    """Per-stage depth multipliers of the v2 rule (later stages deepen more)."""
+    return _ramp(DEPTH_FIRST, DEPTH_LAST, num_stages, phi)
+
+
+def scaled_layers(layers: list[int], multipliers: list[float]) -> list[int]:
+    """Round ``layers * multipliers`` up, clamping earlier stages so relative gains never shrink.
+
+    Going from the last stage backwards, a stage keeps ``ceil(layers * multiplier)`` unless that
+    would make it gain relatively more than the stage after it; then it takes the most layers that
+    do not (never fewer than it had).
+    """
+    result = [0] * len(layers)
+    next_gain = math.inf
+    for i in reversed(range(len(layers))):
+        wanted = round_repeats(layers[i], multipliers[i])
+        allowed = math.floor(layers[i] * next_gain + 1e-9) if math.isfinite(next_gain) else wanted
+        result[i] = max(layers[i], min(wanted, allowed))
+        next_gain = result[i] / layers[i]
+    return result
+
+
+def _scale_stages_v2(stages: tuple[StageSpec, ...], phi: float, add_stage: bool) -> tuple[StageSpec, ...]:
+    widths = width_multipliers(len(stages), phi)
+    layers = scaled_layers([s.layers for s in stages], depth_multipliers(len(stages), phi))
+    channels = round_filters(stages[0].in_channels, widths[0], style="v2")  # the stem
+    scaled = []
+    for stage, width, count in zip(stages, widths, layers):
+        out_channels = round_filters(stage.out_channels, width, style="v2")
+        scaled.append(StageSpec(op=stage.op, kernel=stage.kernel, stride=stage.stride,
+                                expand_ratio=stage.expand_ratio, in_channels=channels,
+                                out_channels=out_channels, layers=count, se_ratio=stage.se_ratio))
+        channels = out_channels
+    if add_stage and scaled[-1].layers >= 2:  # split the last stage: its first layers keep their width, the rest widen
+        last = scaled[-1]
+        moved = round_repeats(last.layers, EXTRA_STAGE_SHARE)
+        scaled[-1] = dataclasses.replace(last, layers=last.layers - moved)
+        scaled.append(StageSpec(op=last.op, kernel=last.kernel, stride=1, expand_ratio=last.expand_ratio,
+                                in_channels=last.out_channels,
+                                out_channels=round_filters(last.out_channels, EXTRA_STAGE_WIDTH, style="v2"),
+                                layers=moved, se_ratio=last.se_ratio))
+    return tuple(scaled)
+
+
+# ---------------------------------------------------------------------------- sizes and recipe
+def image_sizes(base: ArchSpec, resolution: float, max_image_size: int) -> tuple[int, int]:
+    """(train, eval) sizes for a resolution multiplier, eval capped at ``max_image_size``."""
+    if resolution == 1.0:
+        return base.train_image_size, min(base.eval_image_size, max_image_size)
+    scaled = round(base.eval_image_size * resolution / IMAGE_DIVISOR) * IMAGE_DIVISOR
+    evaluate = min(max(base.eval_image_size, scaled), max_image_size)
+    train = int(TRAIN_EVAL_RATIO * evaluate) // IMAGE_DIVISOR * IMAGE_DIVISOR
+    return max(base.train_image_size, train), evaluate
+
+
+def _interpolate(rows: tuple, phi: float) -> float | tuple[float, ...]:
+    """Linear interpolation over published rows at phi = 0, 1, 2 ..., held at the last row beyond."""
+    low = min(int(phi), len(rows) - 1)
+    high = min(low + 1, len(rows) - 1)
+    fraction = min(phi, len(rows) - 1) - low
+    if isinstance(rows[0], tuple):
+        return tuple(round(a + (b - a) * fraction, 6) for a, b in zip(rows[low], rows[high]))
+    return round(rows[low] + (rows[high] - rows[low]) * fraction, 6)
+
+
+def regularization(phi: float, base: ArchSpec, train_image_size: int) -> dict[str, object]:
+    """Dropout, stochastic depth and the progressive recipe (RandAugment, mixup, dropout) for ``phi``."""
+    start = base.progressive.min_image_size if base.progressive else PROGRESSIVE_MIN_IMAGE_SIZE
+    start = max(min(start, train_image_size), min(base.total_stride, train_image_size))
+    (min_ra, max_ra), (min_mix, max_mix), (min_drop, max_drop) = (
+        _interpolate(rows, phi) for rows in (RANDAUG, MIXUP, PROGRESSIVE_DROPOUT))
+    recipe = ProgressiveRecipe(min_image_size=start, min_randaug=min_ra, max_randaug=max_ra,
+                               min_mixup=min_mix, max_mixup=max_mix, min_dropout=min_drop,
+                               max_dropout=max_drop)
+    return dict(dropout=_interpolate(DROPOUT, phi), drop_path_rate=DROP_PATH_RATE, progressive=recipe)

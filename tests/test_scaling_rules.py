@@ -1,0 +1,145 @@
+"""The scaling rules against the published EfficientNet / EfficientNetV2 numbers, and their edges."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from models import build_model, get_spec
+from models.profile import count_params
+from scaling import EFFICIENTNET_V1_COEFFICIENTS, ScaleError, efficientnet_v1, scale_spec, scale_uniform
+from scaling.compare import comparison_table, measure
+from scaling.rules import (EXTRA_STAGE_SHARE, MAX_PHI, TARGETS, image_sizes, round_repeats, scaled_layers)
+from search_space import load_spec, save_spec
+
+# Published counts (facts file; MACs at the eval size).
+PUBLISHED_V2 = {"m": (54_139_356, 24.582e9), "l": (118_515_272, 56.080e9)}
+PUBLISHED_V1 = {"efficientnet-b1": 7_794_184, "efficientnet-b4": 19_341_616, "efficientnet-b7": 66_347_960}
+
+
+@pytest.fixture(scope="module")
+def v2_s():
+    return get_spec("efficientnetv2-s")
+
+
+def params_of(spec):
+    """Parameters only: a meta-device build, no forward pass."""
+    with torch.device("meta"):
+        return count_params(build_model(spec))
+
+
+@pytest.mark.parametrize("target", ["m", "l"])
+def test_s_scales_to_published_m_and_l_within_10_percent(v2_s, target):
+    scaled = scale_spec(v2_s, target)
+    assert (scaled.train_image_size, scaled.eval_image_size) == (384, 480)
+    counts = measure(scaled)
+    params, macs = PUBLISHED_V2[target]
+    assert counts["image_size"] == 480
+    assert abs(counts["params"] / params - 1) < 0.10, counts
+    assert abs(counts["macs"] / macs - 1) < 0.10, counts
+    assert len(scaled.stages) == 7  # M and L add a 7th stage, as published
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_V1))
+def test_b1_b4_b7_from_b0_match_published_params(name):
+    scaled = efficientnet_v1(get_spec("efficientnet-b0"), name)
+    params = params_of(scaled)
+    assert abs(params / PUBLISHED_V1[name] - 1) < 0.005
+    assert scaled.eval_image_size == EFFICIENTNET_V1_COEFFICIENTS[name][2]
+
+
+@pytest.mark.parametrize("target", ["m", "l", "xl"])
+def test_regularization_is_the_published_recipe(v2_s, target):
+    published = get_spec(f"efficientnetv2-{target}")
+    scaled = scale_spec(v2_s, target)
+    assert scaled.progressive == published.progressive
+    assert scaled.dropout == published.dropout
+    assert scaled.drop_path_rate == published.drop_path_rate
+
+
+def test_target_s_is_the_base_with_s_recipe(v2_s):
+    searched = v2_s.replace(progressive=None, dropout=0.0, drop_path_rate=0.0, name="searched")
+    scaled = scale_spec(searched, "s")
+    assert scaled.stages == v2_s.stages
+    assert (scaled.train_image_size, scaled.eval_image_size) == (300, 384)
+    assert scaled.progressive == v2_s.progressive and scaled.dropout == v2_s.dropout == 0.2
+    assert scaled.drop_path_rate == 0.2
+
+
+def test_custom_phi_interpolates_between_targets(v2_s):
+    half = scale_spec(v2_s, phi=0.5)
+    assert half.progressive.max_randaug == 17.5 and half.dropout == 0.25
+    assert len(half.stages) == 6  # the extra stage only comes with M and up
+    assert v2_s.num_blocks < half.num_blocks < scale_spec(v2_s, "m").num_blocks
+    assert scale_spec(v2_s, "m", phi=0.5) == half  # phi wins over target
+
+
+def test_extra_stage_split_matches_published_m_l_xl():
+    # Published last stage + extra stage: M 18 + 5, L 25 + 7, XL 32 + 8.
+    for total, extra in ((23, 5), (32, 7), (40, 8)):
+        assert round_repeats(total, EXTRA_STAGE_SHARE) == extra
+
+
+def test_extra_stage_can_be_turned_off(v2_s):
+    scaled = scale_spec(v2_s, "m", extra_stage=False)
+    assert len(scaled.stages) == 6
+    assert v2_s.num_blocks < scaled.num_blocks == scale_spec(v2_s, "m").num_blocks
+    assert params_of(v2_s) < params_of(scaled) < params_of(scale_spec(v2_s, "m"))
+
+
+def test_scaled_layers_clamps_earlier_stages():
+    layers = [10, 3, 1, 1]
+    result = scaled_layers(layers, [1.2, 1.25, 1.3, 1.35])
+    gains = [new / old for new, old in zip(result, layers)]
+    assert gains == sorted(gains)
+    assert all(new >= old for new, old in zip(result, layers))
+    assert result[-1] == 2  # the last stage always gets what its multiplier asks (rounded up)
+    assert scaled_layers([2, 4, 15], [1.0, 1.0, 1.0]) == [2, 4, 15]
+
+
+def test_image_sizes_cap_and_train_fraction(v2_s):
+    assert image_sizes(v2_s, 1.25 ** 3, 512) == (384, 512)  # XL as published under a 512 cap
+    assert image_sizes(v2_s, 1.25 ** 3, 480) == (384, 480)
+    assert image_sizes(v2_s, 1.0, 320) == (300, 320)
+    assert scale_spec(v2_s, "xl", max_image_size=400).eval_image_size == 400
+
+
+def test_compound_rule_is_efficientnet_scaling():
+    b0 = get_spec("efficientnet-b0")
+    scaled = scale_spec(b0, "m", rule="compound", max_image_size=1000)
+    reference = scale_uniform(b0, 1.1, 1.2, rounding="v1")
+    assert scaled.stages == reference.stages and scaled.head_channels == reference.head_channels
+    assert scaled.eval_image_size == round(224 * 1.15 / 32) * 32
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(target="q"), "unknown target"),
+    (dict(target=None), "give a target"),
+    (dict(phi=-0.5), ">= 0"),
+    (dict(phi=MAX_PHI + 1), "absurd"),
+    (dict(phi=math.nan), "finite"),
+    (dict(target="m", rule="uniform"), "unknown rule"),
+    (dict(target="m", max_image_size=256), "smaller than the base's train size 300"),
+    (dict(target="m", max_image_size=0), "positive integer"),
+])
+def test_bad_requests_raise_scale_error(v2_s, kwargs, message):
+    with pytest.raises(ScaleError, match=message):
+        scale_spec(v2_s, **kwargs)
+
+
+def test_phi_that_overflows_a_base_is_a_scale_error(v2_s):
+    deep = v2_s.replace(stages=v2_s.stages[:-1] + (dataclasses.replace(v2_s.stages[-1], layers=60),))
+    with pytest.raises(ScaleError, match="out of range"):
+        scale_spec(deep, "xl")
+
+
+def test_scaled_spec_round_trips_and_table_lists_every_stage(tmp_path):
+    b0 = get_spec("efficientnet-b0")
+    scaled = scale_spec(b0, "m")
+    save_spec(scaled, tmp_path / "m.json")
+    assert load_spec(tmp_path / "m.json") == scaled
+    table = comparison_table(b0, scaled)
+    assert f"{params_of(scaled):,}" in table and "5,288,548" in table
+    assert f"@ {scaled.eval_image_size}" in table and "stage 7" in table and "5 -> 20" in table
+    assert set(TARGETS) == {"s", "m", "l", "xl"}
