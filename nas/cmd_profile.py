@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from search_space import SpecError, load_spec
+
 EPILOG = """\
 examples:
   nas profile efficientnetv2-s                       zoo model: table with params, MACs, step time
@@ -49,8 +51,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def load_target(target: str) -> Any:
     """A spec from a file path (anything that looks like one) or else from the zoo."""
-    from search_space import SpecError, load_spec
-
     path = Path(target).expanduser()
     if path.suffix.lower() == ".json" or path.exists() or "/" in target:
         return load_spec(path)  # no torch import needed to reject a bad file

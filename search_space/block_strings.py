@@ -66,5 +66,6 @@ def encode_block_string(stage: StageSpec) -> str:
     if stage.op == "fused":
         parts.append("c1")
     if stage.se_ratio > 0:
-        parts.append(f"se{stage.se_ratio:g}")
+        short = f"{stage.se_ratio:g}"  # "0.25" as officially written; full precision when that would round
+        parts.append(f"se{short if float(short) == stage.se_ratio else repr(float(stage.se_ratio))}")
     return "_".join(parts)

@@ -40,6 +40,12 @@ def test_every_zoo_stage_round_trips(name):
         assert ("_se" in text) == (stage.se_ratio > 0)
 
 
+def test_unusual_se_ratio_round_trips_exactly():
+    stage = StageSpec("mbconv", 3, 1, 4, 8, 8, 1, se_ratio=1 / 3)
+    assert decode_block_string(encode_block_string(stage)) == stage
+    assert encode_block_string(stage.__class__("mbconv", 3, 1, 4, 8, 8, 1, se_ratio=0.5)).endswith("_se0.5")
+
+
 @pytest.mark.parametrize("text, expected", [
     ("", "empty"),
     ("r2_k3_s1_e1_i24", "missing 'o'"),
