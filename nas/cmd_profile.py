@@ -25,7 +25,8 @@ torchvision call "FLOPs"; FLOPs = 2 x MACs here). Without --image-size they are 
 spec's eval_image_size, as the papers report them, and the training step (forward + backward +
 SGD step on random data, median after warm-up) is timed at the spec's train_image_size.
 Timing defaults: on cuda batch 32, 5 warm-up + 20 timed steps (bf16 autocast); on cpu batch 8,
-1 + 3 steps. --no-time skips training and answers in about a second.
+1 + 3 steps. --no-time skips training and answers in a few seconds (counting runs on the
+meta device: shapes only, no real compute).
 """
 
 
