@@ -20,7 +20,7 @@ TEMPLATE = "plotly_white"
 GREY, BLUE, ORANGE, GREEN = "#9aa0a6", "#1f77b4", "#ff7f0e", "#2ca02c"
 AXES = {"step_time_ms": "training step time (ms)", "params": "parameters (M)", "accuracy": "validation accuracy"}
 KIND_TITLES = {"op": "block type", "kernel": "kernel size", "expand": "expansion ratio", "layers": "layers",
-               "se": "squeeze-excitation ratio"}
+               "se": "squeeze-excitation"}
 
 
 def _axis_values(frame: pd.DataFrame, column: str) -> pd.Series:

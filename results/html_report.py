@@ -158,7 +158,7 @@ def _key_values(data: dict[str, Any]) -> str:
         return "<p>(not recorded)</p>"
     rows = []
     for key, value in _flatten(data).items():
-        text = value if isinstance(value, str) else json.dumps(value)
+        text = value if isinstance(value, str) else f"{value:.6g}" if isinstance(value, float) else json.dumps(value)
         rows.append(f"<tr><th>{html.escape(str(key))}</th><td><code>{html.escape(str(text))}</code></td></tr>")
     return f"<table>{''.join(rows)}</table>"
 

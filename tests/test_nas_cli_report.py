@@ -33,8 +33,8 @@ def nas(*argv: str) -> tuple[int, str]:
     return code, buffer.getvalue()
 
 
-def nas_subprocess(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True, timeout=120,
+def nas_subprocess(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True, timeout=timeout,
                           cwd=Path(__file__).resolve().parents[1])
 
 
@@ -190,3 +190,58 @@ def test_bad_requests_are_one_line_and_exit_2(capsys, argv, message):
     assert main([a.format(run=shared_run()) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+# ---------------------------------------------------------------- a small real search, then its report
+@pytest.fixture(scope="module")
+def searched_run(tmp_path_factory) -> Path:
+    """``nas search`` as a user runs it: tiny synthetic data, a width-reduced space, 2 trials."""
+    root = tmp_path_factory.mktemp("search")
+    space = root / "space.json"
+    space.write_text(json.dumps({"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}))
+    result = nas_subprocess("search", "--budget", "2", "--controller", "random", "--data", "synthetic:160x16",
+                            "--epochs", "1", "--batch-size", "32", "--image-size", "32", "--space", str(space),
+                            "--device", "cpu", "--seed", "3", "--quiet", "--out", str(root / "run"), timeout=540)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
+def test_report_of_a_real_search_has_every_trial_and_front_point(searched_run, tmp_path):
+    frame = trials_frame(open_study(searched_run))
+    done = set(completed(frame)["number"])
+    assert len(done) == 2  # tiny candidates on synthetic data train without failing
+    code, stdout = nas("report", str(searched_run))
+    page = (searched_run / "report.html").read_text(encoding="utf-8")
+    assert code == 0 and "report.html" in stdout
+    traces = plot_traces(page, "plot-time")
+    assert plotted_trials(traces, "trials") | plotted_trials(traces, "all 3") == done
+    front = set(pareto_front(frame)["number"])
+    assert plotted_trials(traces, "all 3") == front
+    rows = re.findall(r'<tr><td class="num" data-sort="(\d+)\.0">', page[page.index('id="front-table"'):])
+    assert set(map(int, rows)) == front
+    assert "<code>random</code>" in page and "trial.epochs" in page  # the search's own settings
+    # The runner's pareto.json and the report agree on the front.
+    assert {p["trial"] for p in json.loads((searched_run / "pareto.json").read_text())} == front
+    code, text = nas("report", str(searched_run), "--format", "json")
+    assert set(json.loads(text)["fronts"]["pareto"]) == front
+    if CHROMIUM:
+        result = _chromium(searched_run / "report.html", tmp_path, "--dump-dom")
+        assert 'data-status="rendered"' in result.stdout
+        assert not [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_best_of_a_real_search_builds_and_runs(searched_run, tmp_path):
+    import torch
+
+    from models import build_model
+
+    out = tmp_path / "pick.json"
+    assert nas("best", str(searched_run), "--out", str(out))[0] == 0
+    picked = json.loads(out.read_text())
+    assert picked["metrics"] == {k: v for k, v in json.loads((searched_run / "best.json").read_text())["metrics"]
+                                 .items() if k in picked["metrics"]}
+    spec = load_spec(out)
+    model = build_model(spec).eval()
+    size = spec.eval_image_size
+    with torch.no_grad():
+        assert model(torch.zeros(2, spec.image_channels, size, size)).shape == (2, spec.num_classes)
