@@ -196,7 +196,7 @@ def image_sizes(base: ArchSpec, resolution: float, max_image_size: int) -> tuple
     """(train, eval) sizes for a resolution multiplier, eval capped at ``max_image_size``."""
     if resolution == 1.0:
         return base.train_image_size, min(base.eval_image_size, max_image_size)
-    scaled = round(base.eval_image_size * resolution / IMAGE_DIVISOR) * IMAGE_DIVISOR
+    scaled = int(base.eval_image_size * resolution / IMAGE_DIVISOR + 0.5) * IMAGE_DIVISOR  # half up
     evaluate = min(max(base.eval_image_size, scaled), max_image_size)
     train = int(TRAIN_EVAL_RATIO * evaluate) // IMAGE_DIVISOR * IMAGE_DIVISOR
     return max(base.train_image_size, train), evaluate

@@ -23,6 +23,13 @@ def v2_s():
     return get_spec("efficientnetv2-s")
 
 
+@pytest.fixture(scope="module")
+def v2_family(v2_s):
+    """efficientnetv2-s scaled to s, m, l, xl with (params, MACs) counted once on the meta device."""
+    family = {target: scale_spec(v2_s, target) for target in ("s", "m", "l", "xl")}
+    return {target: (spec, measure(spec)) for target, spec in family.items()}
+
+
 def params_of(spec):
     """Parameters only: a meta-device build, no forward pass."""
     with torch.device("meta"):
@@ -30,15 +37,29 @@ def params_of(spec):
 
 
 @pytest.mark.parametrize("target", ["m", "l"])
-def test_s_scales_to_published_m_and_l_within_10_percent(v2_s, target):
-    scaled = scale_spec(v2_s, target)
+def test_s_scales_to_published_m_and_l_within_10_percent(v2_family, target):
+    scaled, counts = v2_family[target]
     assert (scaled.train_image_size, scaled.eval_image_size) == (384, 480)
-    counts = measure(scaled)
     params, macs = PUBLISHED_V2[target]
     assert counts["image_size"] == 480
     assert abs(counts["params"] / params - 1) < 0.10, counts
     assert abs(counts["macs"] / macs - 1) < 0.10, counts
     assert len(scaled.stages) == 7  # M and L add a 7th stage, as published
+
+
+def test_s_family_grows_and_respects_the_cap(v2_s, v2_family):
+    specs = [v2_family[target][0] for target in ("s", "m", "l", "xl")]
+    counted = [v2_family[target][1] for target in ("s", "m", "l", "xl")]
+    assert specs[0].stages == v2_s.stages and counted[0]["params"] == 21_458_488
+    for key in ("params", "macs"):
+        values = [c[key] for c in counted]
+        assert values == sorted(values) and len(set(values)) == 4
+    assert all(spec.eval_image_size <= 480 for spec in specs)
+    for spec in specs[1:]:  # relative layer gains never shrink toward later stages
+        layers = [stage.layers for stage in spec.stages[:6]]
+        layers[-1] += spec.stages[6].layers  # the split-off 7th stage counts with the 6th
+        gains = [new / stage.layers for new, stage in zip(layers, v2_s.stages)]
+        assert gains == sorted(gains)
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_V1))
@@ -102,6 +123,8 @@ def test_image_sizes_cap_and_train_fraction(v2_s):
     assert image_sizes(v2_s, 1.25 ** 3, 512) == (384, 512)  # XL as published under a 512 cap
     assert image_sizes(v2_s, 1.25 ** 3, 480) == (384, 480)
     assert image_sizes(v2_s, 1.0, 320) == (300, 320)
+    small = v2_s.replace(train_image_size=64, eval_image_size=64, progressive=None)
+    assert image_sizes(small, 1.25, 480) == (64, 96)  # 80 rounds half up to 96, train stays >= base
     assert scale_spec(v2_s, "xl", max_image_size=400).eval_image_size == 400
 
 
@@ -110,7 +133,7 @@ def test_compound_rule_is_efficientnet_scaling():
     scaled = scale_spec(b0, "m", rule="compound", max_image_size=1000)
     reference = scale_uniform(b0, 1.1, 1.2, rounding="v1")
     assert scaled.stages == reference.stages and scaled.head_channels == reference.head_channels
-    assert scaled.eval_image_size == round(224 * 1.15 / 32) * 32
+    assert scaled.eval_image_size == 256  # 224 x 1.15 = 257.6, to a multiple of 32
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -1,0 +1,94 @@
+"""`nas scale` end to end, in a subprocess: the written spec, the table, and one-line errors."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models import get_spec
+from scaling import scale_spec
+from search_space import load_spec, save_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nas(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas", "scale", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def best_json(tmp_path_factory) -> Path:
+    """A search-style best.json ({"spec": ..., "metrics": ...}): V2-S's stages, one layer each."""
+    v2_s = get_spec("efficientnetv2-s", num_classes=10)
+    small = v2_s.replace(stages=tuple(dataclasses.replace(stage, layers=1) for stage in v2_s.stages),
+                         train_image_size=64, eval_image_size=64, progressive=None, name="best")
+    path = tmp_path_factory.mktemp("run") / "best.json"
+    save_spec(small, path, extra={"metrics": {"accuracy": 0.9}})
+    return path
+
+
+def test_scale_best_json_to_m_writes_loadable_spec_and_prints_table(best_json, tmp_path):
+    out = tmp_path / "m.json"
+    result = nas("--base", str(best_json), "--target", "m", "--max-image-size", "96", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    written = load_spec(out)
+    assert written == scale_spec(load_spec(best_json), "m", max_image_size=96)
+    assert written.eval_image_size == 96 and len(written.stages) == 7
+    assert json.loads(out.read_text())["name"] == "best-v2-m"
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["best", "best-v2-m"]
+    assert any(line.startswith("params") for line in lines)
+    assert any(line.startswith("stage 6") and "-" in line.split()[4:6] for line in lines)
+    assert "64 / 64" in result.stdout and "64 / 96" in result.stdout
+    assert lines[-1] == f"wrote {out}"
+
+
+def test_scale_zoo_name_with_phi_and_compound_rule(capsys):
+    from nas.cli import main  # in-process: the subprocess path is covered above
+
+    assert main(["scale", "--base", "efficientnet-b0", "--phi", "1", "--rule", "compound"]) == 0
+    stdout = capsys.readouterr().out
+    assert "efficientnet-b0-compound-phi1" in stdout
+    assert "5,288,548" in stdout  # B0's published parameter count in the base column
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "q"], "unknown target 'q'"),
+    (["--phi", "-1"], "phi must be >= 0"),
+    (["--phi", "50"], "absurd"),
+    (["--phi", "nan"], "finite"),
+    (["--target", "m", "--max-image-size", "32"], "smaller than the base's train size 64"),
+    (["--rule", "uniform"], "unknown rule"),
+    (["--target", "m", "--phi", "1"], "either --target or --phi"),
+    (["--max-image-size", "big"], "invalid int value"),
+])
+def test_bad_requests_are_one_line_exit_2(best_json, args, message):
+    result = nas("--base", str(best_json), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    ("{not json", "not valid JSON"),
+    ('{"stages": []}', "missing field 'stem_channels'"),
+    ('{"spec": {"stages": ["r2_k3_s1_e1_i24_o24_c9"], "stem_channels": 24}}', "c must be 0"),
+])
+def test_unreadable_or_malformed_base_is_one_line_exit_2(tmp_path, content, message):
+    path = tmp_path / "base.json"
+    if content is not None:
+        path.write_text(content)
+    result = nas("--base", str(path), "--target", "m")
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_zoo_name_is_one_line_exit_2():
+    result = nas("--base", "efficientnetv9", "--target", "m")
+    assert result.returncode == 2 and "unknown zoo model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
