@@ -13,10 +13,11 @@ L -2.4 %, +1.3 %; tests/test_scaling_rules.py keeps it that way).
 
 * Width. Stage ``i`` of ``n`` (position ``t = i / (n - 1)``) multiplies its channels by
   ``(WIDTH_FIRST ** (1 - t) * WIDTH_LAST ** t) ** phi``, rounded with the official V2
-  ``round_filters`` (multiples of 8); the stem follows the first stage. ``WIDTH_FIRST = 1.1``,
-  ``WIDTH_LAST = 1.2``: published M keeps S's first widths (24, 48) and widens the late stages by
-  1.1-1.25 (176/160, 160/128, 304/256); L widens the first by 1.33 and the late ones by 1.4-1.5
-  (about 1.2 ** 2). The head is left alone: every published V2 keeps its 1280-channel head.
+  ``round_filters`` (multiples of 8, never below the base's); the stem follows the first stage.
+  ``WIDTH_FIRST = 1.1``, ``WIDTH_LAST = 1.2``: published M keeps S's first widths (24, 48) and
+  widens the late stages by 1.1-1.25 (176/160, 160/128, 304/256); L widens the first by 1.33 and
+  the late ones by 1.4-1.5 (about 1.2 ** 2). The head is left alone: every published V2 keeps
+  its 1280-channel head.
 * Depth. Same geometric ramp with ``DEPTH_FIRST = 1.3``, ``DEPTH_LAST = 1.5``: S's last stage
   (15 layers) becomes 18 + 5 = 23 layers in M (x1.53) and 25 + 7 = 32 in L (x2.13 = 1.46 ** 2);
   the early stages grow x1.17-1.25 in M and x1.67-1.75 in L (1.3 ** 2 = 1.69). Layer counts round
@@ -33,8 +34,10 @@ L -2.4 %, +1.3 %; tests/test_scaling_rules.py keeps it that way).
   below the base's, then capped at ``max_image_size`` (paper: 480). Train = the largest multiple of
   32 at most ``TRAIN_EVAL_RATIO = 0.8`` x eval (paper: "max train size about 20 % below the eval
   size"), never below the base's: M and L get 384/480, XL 384/512 under a 512 cap, as published.
-  ``phi = 0`` keeps the base's sizes (only the cap applies). A cap below the base's train size is an
-  error.
+  A cap below the base's train size is an error.
+
+``phi = 0`` (target ``s``) keeps the base's architecture and sizes as they are (only the cap
+applies) and gives it S's regularization, under either rule.
 
 **The ``compound`` rule** is EfficientNet's (Tan & Le 2019): every stage alike, depth
 ``ALPHA ** phi`` (1.2), width ``BETA ** phi`` (1.1, head included, V1 rounding), resolution
@@ -126,6 +129,8 @@ def scale_spec(base: ArchSpec, target: str | None = None, *, phi: float | None =
     train, evaluate = image_sizes(base, growth ** phi, max_image_size)
     changes = dict(name=f"{base.name or 'base'}-{rule}-{label}", train_image_size=train,
                    eval_image_size=evaluate, **regularization(phi, base, train))
+    if phi == 0:  # target s: the base's architecture as it is, with S's sizes and recipe
+        return base.replace(**changes)
     try:
         if rule == "compound":
             return scale_uniform(base, BETA ** phi, ALPHA ** phi, rounding="v1", **changes)
@@ -172,15 +177,19 @@ def scaled_layers(layers: list[int], multipliers: list[float]) -> list[int]:
 def _scale_stages_v2(stages: tuple[StageSpec, ...], phi: float, add_stage: bool) -> tuple[StageSpec, ...]:
     widths = width_multipliers(len(stages), phi)
     layers = scaled_layers([s.layers for s in stages], depth_multipliers(len(stages), phi))
-    channels = round_filters(stages[0].in_channels, widths[0], style="v2")  # the stem
+    def widen(channels: int, width: float) -> int:  # multiples of 8, never below the base's
+        return max(channels, round_filters(channels, width, style="v2"))
+
+    channels = widen(stages[0].in_channels, widths[0])  # the stem
     scaled = []
     for stage, width, count in zip(stages, widths, layers):
-        out_channels = round_filters(stage.out_channels, width, style="v2")
+        out_channels = widen(stage.out_channels, width)
         scaled.append(StageSpec(op=stage.op, kernel=stage.kernel, stride=stage.stride,
                                 expand_ratio=stage.expand_ratio, in_channels=channels,
                                 out_channels=out_channels, layers=count, se_ratio=stage.se_ratio))
         channels = out_channels
-    if add_stage and scaled[-1].layers >= 2:  # split the last stage: its first layers keep their width, the rest widen
+    if add_stage and scaled[-1].layers >= 2:
+        # Split the last stage: its first layers keep their width, the rest become a wider stage.
         last = scaled[-1]
         moved = round_repeats(last.layers, EXTRA_STAGE_SHARE)
         scaled[-1] = dataclasses.replace(last, layers=last.layers - moved)

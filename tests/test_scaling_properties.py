@@ -23,10 +23,10 @@ COMPOUND_RANDOM = 4
 def random_spec(seed: int) -> ArchSpec:
     """A small valid spec: 1-6 stages of random op/kernel/expansion/SE/width/depth, small images."""
     rng = random.Random(seed)
-    stem = rng.choice([8, 16, 24, 32])
+    stem = rng.choice([8, 12, 16, 24, 32])
     channels, stages = stem, []
     for index in range(rng.randint(1, 6)):
-        out = rng.choice([8, 16, 24, 32, 48, 64, 96])
+        out = rng.choice([8, 16, 20, 24, 32, 48, 64, 96])
         stages.append(StageSpec(op=rng.choice(["mbconv", "fused"]), kernel=rng.choice([3, 5]),
                                 stride=2 if index < 4 and rng.random() < 0.6 else 1,
                                 expand_ratio=rng.choice([1, 4, 6]), in_channels=channels, out_channels=out,
