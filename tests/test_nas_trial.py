@@ -1,0 +1,108 @@
+"""Proxy trials end to end on the bundled digits: real training, real measurements, real failures."""
+
+import json
+import math
+import multiprocessing as mp
+import time
+
+import pytest
+
+from nas.trial import DeviceLock, TrialError, TrialSettings, TrialSettingsError, lr_schedule, run_trial, trial_data
+from search_space import ArchSpec, StageSpec
+from search_space.errors import EffnasError
+
+TINY = ArchSpec(stages=(StageSpec("fused", 3, 1, 1, 8, 8, 1), StageSpec("mbconv", 3, 2, 2, 8, 16, 1, se_ratio=0.25)),
+                stem_channels=8, head_channels=32, num_classes=10, dropout=0.0, drop_path_rate=0.0,
+                train_image_size=16, eval_image_size=16, name="tiny").to_dict()
+FAST = dict(data="digits", image_size=16, epochs=3, batch_size=32, threads=1, timing_steps=10, device="cpu")
+
+
+def test_digits_trial_returns_sane_metrics():
+    trial_data(TrialSettings(**FAST), 0, "cpu")  # loading digits is the worker's one-off cost, not the trial's
+    start = time.process_time()  # CPU time: wall time on a shared CI machine says little
+    metrics = run_trial(TINY, TrialSettings(**FAST).to_dict(), seed=0)
+    assert time.process_time() - start < 15
+    assert metrics["accuracy"] > 0.5  # chance is 0.1
+    assert metrics["step_time_ms"] > 0 and metrics["step_time_spread"] >= 0
+    assert metrics["timed_steps"] == 10
+    assert metrics["engine"] == "eager" and metrics["fallback_reason"] is None
+    assert metrics["params"] > 1000 and metrics["flops"] == 2 * metrics["macs"] > 0
+    assert metrics["train_steps"] == 3 * (1438 // 32)
+    assert 0 < metrics["train_seconds"] < metrics["total_seconds"]
+    assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] < 2.3
+    json.dumps(metrics)  # the runner stores every value as an Optuna user attribute
+
+
+def test_trial_is_deterministic_on_cpu_for_a_seed():
+    settings = dict(FAST, epochs=1, timing_steps=2)
+    first, second = run_trial(TINY, settings, seed=7), run_trial(TINY, settings, seed=7)
+    assert first["accuracy"] == second["accuracy"]
+    assert first["train_loss"] == second["train_loss"]
+    other = run_trial(TINY, settings, seed=8)
+    assert other["train_loss"] != first["train_loss"]
+
+
+def test_diverging_candidate_raises_trial_error_mentioning_nan():
+    with pytest.raises(TrialError, match="NaN") as info:
+        run_trial(TINY, dict(FAST, epochs=2, lr=1e6, warmup_fraction=0.0, timing_steps=2), seed=0)
+    assert not isinstance(info.value, EffnasError)  # the runner records it as the candidate's failure
+
+
+def test_graph_engine_on_cpu_is_recorded_as_eager_fallback():
+    metrics = run_trial(TINY, dict(FAST, epochs=1, engine="graph", timing_steps=2), seed=0)
+    assert metrics["engine"] == "eager" and "CUDA" in metrics["fallback_reason"]
+
+
+def test_settings_round_trip_and_validation():
+    settings = TrialSettings(data="synthetic:100x8", epochs=2, lr=0.01)
+    assert TrialSettings.from_dict(settings.to_dict()) == settings
+    assert TrialSettings.from_dict({}) == TrialSettings()
+    with pytest.raises(TrialSettingsError, match="unknown field 'epoch'"):
+        TrialSettings.from_dict({"epoch": 3})
+    for bad in ({"epochs": 0}, {"lr": -1.0}, {"engine": "turbo"}, {"optimizer": "lion"}, {"val_fraction": 1.0},
+                {"threads": 0}, {"batch_size": 2.5}):
+        with pytest.raises(TrialSettingsError):
+            TrialSettings(**bad)
+
+
+def test_bad_data_is_a_user_error_not_a_trial_failure(tmp_path):
+    with pytest.raises(EffnasError, match="no such file"):
+        run_trial(TINY, dict(FAST, data=f"npz:{tmp_path / 'missing.npz'}"), seed=0)
+
+
+def test_device_data_is_cached_per_process():
+    settings = TrialSettings(**FAST)
+    assert trial_data(settings, 0, "cpu") is trial_data(settings, 0, "cpu")
+    assert trial_data(settings, 1, "cpu") is not trial_data(settings, 0, "cpu")
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    rates = lr_schedule(0.1, 100, 0.1)
+    assert len(rates) == 100 and rates[0] == pytest.approx(0.01) and rates[9] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:])) and rates[-1] < 1e-3
+
+
+def _hold_exclusive(path, seconds, ready):
+    with DeviceLock(path).exclusive():
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_device_lock_makes_training_wait_for_a_timing_pass(tmp_path):
+    path = str(tmp_path / "device.lock")
+    context = mp.get_context("fork")
+    ready = context.Event()
+    holder = context.Process(target=_hold_exclusive, args=(path, 0.6, ready))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        start = time.perf_counter()
+        with DeviceLock(path).shared():
+            waited = time.perf_counter() - start
+    finally:
+        holder.join(10)
+    assert waited > 0.3
+    with DeviceLock(path).shared(), DeviceLock(path).shared():  # readers share
+        pass
+    with DeviceLock(None).exclusive():  # no path: no locking
+        pass
