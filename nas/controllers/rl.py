@@ -17,6 +17,7 @@ same next architecture as an uninterrupted one. Failed trials are ignored (see :
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import optuna
@@ -77,7 +78,7 @@ class RLSampler(SpaceSampler):
     """REINFORCE with a moving-average baseline over an LSTM policy (MnasNet's controller, open form)."""
 
     def __init__(self, space: SearchSpace, seed: int = 0, hidden: int = 64, lr: float = 0.01,
-                 baseline_decay: float = 0.9, entropy_weight: float = 0.01, tanh_constant: float = 2.5) -> None:
+                 baseline_decay: float = 0.8, entropy_weight: float = 0.01, tanh_constant: float = 2.5) -> None:
         super().__init__(space, seed)
         self.names = list(self._distributions)
         self.lr, self.baseline_decay, self.entropy_weight = lr, baseline_decay, entropy_weight
@@ -86,9 +87,10 @@ class RLSampler(SpaceSampler):
             self.policy = Policy([len(self._distributions[n].choices) for n in self.names], hidden, tanh_constant)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr, foreach=True)
         self.baseline: float | None = None
-        self.spread: float | None = None
+        self.spread, self.updates = 0.0, 0  # EMA of |reward - baseline| and its bias correction
         self.learned: set[int] = set()
-        self._study_key: tuple[str, int] | None = None
+        self._study_name: str | None = None
+        self._lock = threading.Lock()  # Optuna may call a sampler from several threads (n_jobs > 1)
 
     # ------------------------------------------------------------------ learning
     def learn(self, params: dict[str, Any], reward: float) -> None:
@@ -97,11 +99,16 @@ class RLSampler(SpaceSampler):
         if actions is None:
             return
         if self.baseline is None:
-            self.baseline, self.spread = reward, 0.0
+            self.baseline = reward
+        decay = self.baseline_decay
         advantage = reward - self.baseline
-        self.spread = self.baseline_decay * self.spread + (1 - self.baseline_decay) * abs(advantage)
-        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward
-        scaled = advantage / self.spread if self.spread > 1e-12 else 0.0
+        self.baseline = decay * self.baseline + (1 - decay) * reward
+        if advantage == 0.0 and self.updates == 0:
+            return  # nothing to compare the very first reward with
+        self.updates += 1
+        self.spread = decay * self.spread + (1 - decay) * abs(advantage)
+        spread = self.spread / (1 - decay ** self.updates)
+        scaled = advantage / spread if spread > 1e-12 else 0.0
         _, log_prob, entropy = self.policy(actions)
         loss = -scaled * log_prob - self.entropy_weight * entropy
         self.optimizer.zero_grad(set_to_none=True)
@@ -117,10 +124,9 @@ class RLSampler(SpaceSampler):
 
     def catch_up(self, study: optuna.Study, before: int) -> None:
         """Learn from every completed trial numbered below ``before`` not learned yet, in order."""
-        key = (study.study_name, id(study._storage))
-        if self._study_key not in (None, key):
+        if self._study_name not in (None, study.study_name):
             raise RuntimeError("an RLSampler learns from one study; make a new sampler for another")
-        self._study_key = key
+        self._study_name = study.study_name
         for trial, reward in rewarded_history(study):
             if trial.number < before and trial.number not in self.learned:
                 self.learned.add(trial.number)
@@ -128,10 +134,11 @@ class RLSampler(SpaceSampler):
 
     # ------------------------------------------------------------------ sampling
     def propose(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
-        self.catch_up(study, before=trial.number)
         generator = torch.Generator().manual_seed(trial_seed(self.seed, trial.number))
-        with torch.no_grad():
-            actions, _, _ = self.policy(generator=generator)
+        with self._lock:
+            self.catch_up(study, before=trial.number)
+            with torch.no_grad():
+                actions, _, _ = self.policy(generator=generator)
         return {name: self._distributions[name].choices[a] for name, a in zip(self.names, actions)}
 
     def greedy_params(self) -> dict[str, Any]:
