@@ -37,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "journal:PATH for a journal file on a shared file system)")
     parser.add_argument("--space", default=None, help="search space JSON file (default: the paper's space)")
     parser.add_argument("--epochs", type=int, default=None, help="proxy training epochs per candidate")
-    parser.add_argument("--image-size", type=int, default=None, help="proxy image size in pixels")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="proxy image size in pixels (default: the space's, 32)")
     parser.add_argument("--batch-size", type=int, default=None, help="proxy batch size")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--engine", default="auto",
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.trial import TrialSettings
 
     overrides = {"data": args.data, "device": args.device, "engine": args.engine}
-    for name in ("epochs", "image_size", "batch_size"):
+    for name in ("epochs", "batch_size"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     config = SearchConfig(
         out=args.out or _default_out(args.controller, args.data), budget=args.budget, controller=args.controller,
         seed=args.seed, storage=args.storage, space=args.space, workers=args.workers,
-        trial_timeout=args.trial_timeout, reward_w=args.reward_w, reward_v=args.reward_v,
+        trial_timeout=args.trial_timeout, image_size=args.image_size, reward_w=args.reward_w, reward_v=args.reward_v,
         trial=trial_settings.to_dict())
     ray_flags = [flag for flag, value in (("--address", args.address), ("--gpus-per-trial", args.gpus_per_trial),
                                           ("--cpus-per-trial", args.cpus_per_trial)) if value is not None]

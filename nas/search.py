@@ -44,6 +44,7 @@ class SearchConfig:
     trial_timeout: float | None = None
     reward_w: float = -0.07
     reward_v: float = -0.05
+    image_size: int | None = None  # proxy image size; None: the space's
     trial: dict[str, Any] = field(default_factory=dict)  # TrialSettings.to_dict()
 
     # Settings that define *what* is searched: a resume with different values would mix studies.
@@ -64,14 +65,28 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
             return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return _rdb_storage(url, engine_kwargs)
     except Exception as error:  # noqa: BLE001 - SQLAlchemy/driver errors vary widely
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SearchError(f"cannot open storage {url}: {message}") from None
 
 
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Processes started together on a new database race to create Optuna's tables: the losers retry."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (IntegrityError, OperationalError, ProgrammingError) as error:
+            if attempt == 4 or not (isinstance(error, IntegrityError) or "already exists" in str(error)):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _identity(config: SearchConfig, space_dict: dict) -> dict[str, Any]:
-    trial = {k: v for k, v in config.trial.items() if k not in ("device", "engine", "threads")}
+    trial = {k: v for k, v in config.trial.items() if k not in ("device", "engine", "threads", "timing_lock")}
     return {"controller": config.controller, "space_dict": space_dict, "reward_w": config.reward_w,
             "reward_v": config.reward_v, "trial_identity": trial}
 
@@ -170,6 +185,14 @@ class Search:
         self.space = load_space(config.space) if config.space else default_space()
         self.multi_objective = is_multi_objective(config.controller)
         self.run_dir = Path(config.out)
+        image_size = config.image_size or self.space.backbone.train_image_size
+        if image_size < self.space.backbone.total_stride:
+            raise SearchError(f"--image-size {image_size} is below the network's total stride "
+                              f"{self.space.backbone.total_stride}: the last stage would see less than 1 pixel")
+        config.trial = {**config.trial, "image_size": image_size}
+        self.num_classes = self._num_classes()  # an unreadable data set fails here, before anything is written
+        if config.workers > 1:  # concurrent trials time their steps one at a time (see nas.trial.DeviceLock)
+            config.trial["timing_lock"] = str(self.run_dir.resolve() / ".timing.lock")
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"
@@ -177,6 +200,7 @@ class Search:
             probe.unlink()
         except OSError as error:
             raise SearchError(f"cannot write to run directory {self.run_dir}: {error.strerror or error}") from None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage_url = _storage_url(config)
         self.storage = open_storage(self.storage_url)
         directions = ["maximize", "minimize", "minimize"] if self.multi_objective else ["maximize"]
@@ -223,7 +247,6 @@ class Search:
         it is only called the first time, later runs reuse the stored reference.
         """
         recover_interrupted(self.study, self.storage)
-        self.num_classes = self._num_classes()
         stored = self.study.user_attrs.get("reference")
         if stored:
             self.reference = stored

@@ -1,0 +1,103 @@
+"""The search runner end to end on real (tiny) trials: budget, outputs, resume, interruption, failures."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from nas.search import Search, SearchConfig, SearchError, counted_trials, open_storage
+from nas.trial import TrialSettings
+from search_space import load_spec
+
+TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
+SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
+
+
+def config(tmp_path, budget=3, controller="random", **changes):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    trial = TrialSettings.from_dict({**TrialSettings().to_dict(), **TINY})
+    return SearchConfig(out=str(tmp_path / "run"), budget=budget, controller=controller, space=str(space),
+                        trial=trial.to_dict(), **changes)
+
+
+def test_search_runs_to_budget_and_writes_outputs(tmp_path):
+    summary = Search(config(tmp_path, budget=3), progress=False).run()
+    run = tmp_path / "run"
+    study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{run / 'study.db'}")
+    assert counted_trials(study) == 3 == summary.counted
+    reference = study.user_attrs["reference"]
+    assert reference["params"] > 0 and reference["step_time_ms"] > 0
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        assert 0.0 <= attrs["accuracy"] <= 1.0 and attrs["params"] > 0 and attrs["reward"] > 0
+        assert set(trial.params) == {f"s{i}_{d}" for i in range(6) for d in ("op", "kernel", "expand", "layers", "se")}
+    frame = pd.read_csv(run / "trials.csv")
+    assert len(frame) == len(study.trials)
+    best = json.loads((run / "best.json").read_text())
+    assert best["metrics"]["reward"] == max(t.user_attrs.get("reward", 0) for t in study.trials)
+    assert load_spec(run / "best.json").num_classes == 10
+    assert isinstance(json.loads((run / "pareto.json").read_text()), (list, dict))
+
+
+def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
+    Search(config(tmp_path, budget=2), progress=False).run()
+    storage_url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    study = optuna.load_study(study_name="effnas", storage=storage_url)
+    # A trial left RUNNING by a search process that was killed (a pid that no longer exists).
+    orphan = study.ask()
+    for name, distribution in Search(config(tmp_path, budget=2), progress=False).space.distributions().items():
+        orphan.suggest_categorical(name, distribution.choices)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{int(dead.stdout)}")
+    summary = Search(config(tmp_path, budget=4), progress=False).run()
+    study = optuna.load_study(study_name="effnas", storage=storage_url)
+    assert summary.counted == counted_trials(study) == 4
+    interrupted = study.trials[orphan.number]
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] is True
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
+    assert len(retries) == 1 and retries[0].params == interrupted.params
+    assert retries[0].state == TrialState.COMPLETE
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+
+
+def test_failed_trial_is_recorded_with_reason_and_not_lost(tmp_path):
+    search = Search(config(tmp_path, budget=2), progress=False)
+    search.prepare(lambda spec: {"step_time_ms": 1.0, "params": 1000, "accuracy": 0.5})
+    trial, _spec = search.propose()
+    search.record(trial, None, "TrialError: loss became NaN at epoch 1", 1.5)
+    frozen = search.study.trials[trial.number]
+    assert frozen.state == TrialState.FAIL
+    assert frozen.user_attrs["fail_reason"].startswith("TrialError: loss became NaN")
+    assert counted_trials(search.study) == 1  # a candidate's own failure counts against the budget
+
+
+def test_changed_settings_refuse_to_mix_studies(tmp_path):
+    Search(config(tmp_path, budget=1), progress=False).run()
+    with pytest.raises(SearchError, match="different settings"):
+        Search(config(tmp_path, budget=1, controller="tpe"), progress=False)
+
+
+def test_bad_storage_url_is_one_line_error():
+    with pytest.raises(SearchError, match="cannot open storage"):
+        open_storage("postgresql://nobody@127.0.0.1:1/none")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "0"], "--budget must be a positive"),
+    (["--controller", "genius"], "unknown controller"),
+    (["--data", "imagefolder:/no/such/dir"], "/no/such/dir"),
+    (["--space", "/no/such/space.json"], "no such space file"),
+])
+def test_cli_bad_arguments(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "nas", "search", "--out", str(tmp_path / "r"), "--quiet", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
