@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from models import build_model
-from search_space import ArchSpec
+from search_space import ArchSpec, ProgressiveRecipe
 from search_space.errors import EffnasError
 
 from . import train_state
@@ -201,7 +201,11 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
     if eval_size < spec.total_stride:
         raise TrainError(f"eval image size {eval_size} px is below the network's total stride {spec.total_stride}")
     data = load_data(config.data, seed=config.seed, val_fraction=config.val_fraction)
-    spec = spec.replace(num_classes=data.num_classes, image_channels=data.channels)
+    # The spec saved with the weights says how they were trained: data's classes and channels, sizes, recipe.
+    spec = spec.replace(num_classes=data.num_classes, image_channels=data.channels,
+                        train_image_size=ranges.max_image_size, eval_image_size=eval_size,
+                        progressive=ProgressiveRecipe(ranges.min_image_size, *ranges.randaug, *ranges.mixup,
+                                                      *ranges.dropout))
     n_train = len(data.train_y)
     if config.batch_size > n_train:
         raise TrainError(f"batch size {config.batch_size} exceeds the {n_train} training images of "
@@ -247,12 +251,12 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
             lr = lr_at(global_step)
             # The epoch's order depends only on (seed, epoch): a resumed run draws the same batches.
             order = torch.randperm(n_train, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             train_loss, global_step = _train_epoch(step, augment, train_x, train_y, order.to(torch_device),
                                                    config.batch_size, steps_per_epoch, lr_at, ema, global_step,
                                                    desc=f"epoch {epoch + 1}/{config.epochs} {stage.image_size}px",
                                                    progress=progress)
-            seconds = time.perf_counter() - started
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             if not math.isfinite(train_loss):
                 raise TrainError(f"training diverged (loss {train_loss}) in epoch {epoch + 1}; try a lower --lr")
             _, train_acc = evaluate_loss_acc(model, train_x[probe], train_y[probe], stage.image_size, mean, std,
@@ -262,7 +266,8 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
             history.append({"epoch": epoch + 1, "stage": stage.index, "image_size": stage.image_size,
                             "dropout": stage.dropout, "randaug": stage.randaug, "mixup": stage.mixup, "lr": lr,
                             "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                            "val_acc": val_acc, "ema_val_acc": ema_val_acc, "seconds": seconds})
+                            "val_acc": val_acc, "ema_val_acc": ema_val_acc, "seconds": seconds,
+                            "cpu_seconds": cpu_seconds})
             train_state.save_checkpoint(checkpoint, {
                 "spec": spec.to_dict(), "config": config.to_dict(), "epoch": epoch + 1, "stage": stage.index,
                 "step": global_step, "model": model.state_dict(), "ema": ema.state_dict(),
@@ -335,6 +340,7 @@ def _finish(out: Path, spec: ArchSpec, config: TrainConfig, schedule: list[Stage
         "top1": top1, "top1_raw_weights": top1_raw, "val_loss": val_loss, "eval_image_size": eval_size,
         "epochs": config.epochs, "stages": len(schedule), "progressive": config.progressive,
         "train_seconds": sum(row["seconds"] for row in history),
+        "train_cpu_seconds": sum(row["cpu_seconds"] for row in history),
         "params": sum(p.numel() for p in model.parameters()), "engine": engine,
         "schedule": [stage.to_dict() for stage in schedule], "config": config.to_dict(), "spec": spec.to_dict(),
     }

@@ -20,8 +20,9 @@ from torch import nn
 from search_space.errors import EffnasError
 
 CHECKPOINT_FORMAT = 1
+RECIPE_FIELDS = {"train_image_size", "eval_image_size", "progressive", "dropout", "drop_path_rate"}
 METRIC_COLUMNS = ("epoch", "stage", "image_size", "dropout", "randaug", "mixup", "lr", "train_loss", "train_acc",
-                  "val_loss", "val_acc", "ema_val_acc", "seconds")
+                  "val_loss", "val_acc", "ema_val_acc", "seconds", "cpu_seconds")
 
 
 class CheckpointError(EffnasError):
@@ -119,17 +120,19 @@ def first_difference(old: Any, new: Any, path: str = "") -> str | None:
 
 def check_compatible(path: Path, state: dict[str, Any], spec: dict[str, Any], config: dict[str, Any]) -> None:
     """Refuse to resume a checkpoint of another architecture or another training recipe, in one line."""
+    saved = state.get("config") or {}
+    changed = [key for key in sorted(set(saved) | set(config)) if saved.get(key) != config.get(key)]
+    if changed:
+        key = changed[0]
+        raise CheckpointError(f"{path}: checkpoint was trained with a different {key!r} setting "
+                              f"({saved.get(key)!r} vs {config.get(key)!r} now); resume with the same options")
     field = first_difference(state.get("spec"), spec)
     if field is not None:
         old = (state.get("spec") or {}).get("name") or "unnamed"
+        kind = "training recipe" if field.split(".")[0].split("[")[0] in RECIPE_FIELDS else "architecture"
         raise CheckpointError(
-            f"{path}: checkpoint is of a different architecture ({old!r}; first difference at spec field "
-            f"{field}) than --arch {spec.get('name') or 'unnamed'!r}; use another --out or drop --resume")
-    field = first_difference(state.get("config"), config)
-    if field is not None:
-        raise CheckpointError(f"{path}: checkpoint was trained with a different {field.split('.')[0]!r} setting "
-                              f"({state['config'].get(field.split('.')[0])!r} vs "
-                              f"{config.get(field.split('.')[0])!r}); resume with the same options")
+            f"{path}: checkpoint is of a different {kind} ({old!r}; first difference at spec field {field}) "
+            f"than --arch {spec.get('name') or 'unnamed'!r}; use another --out or drop --resume")
 
 
 # ----------------------------------------------------------------------------- metrics log and plot
