@@ -61,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(default: the cluster's GPUs spread over --workers, at most 1)")
     parser.add_argument("--cpus-per-trial", type=float, default=None,
                         help="with --backend ray: CPU cores per trial (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per trial (default: this machine's cores over --workers; "
+                             "with Ray: --cpus-per-trial); lower it when other searches share the machine")
     # --- end scaling out ---
     parser.set_defaults(run=run)
 
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.trial import TrialSettings
 
     overrides = {"data": args.data, "device": args.device, "engine": args.engine}
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "threads"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

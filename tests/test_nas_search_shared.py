@@ -1,0 +1,136 @@
+"""Several `nas search` processes on one study (SQLite, journal file, PostgreSQL) stop together at the budget."""
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.search import counted_trials, open_storage
+
+BUDGET = 4
+SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
+TINY = ["--data", "synthetic:240x16", "--epochs", "1", "--batch-size", "32",
+        "--controller", "random", "--threads", "1", "--quiet"]
+
+
+def run_two_searches(tmp_path: Path, storage: str) -> None:
+    """Start two `nas search` processes at once on ``storage``; both must finish cleanly."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "nas", "search", *TINY, "--space", str(space), "--budget",
+                          str(BUDGET), "--storage", storage, "--out", str(tmp_path / f"run{index}")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for index in range(2)]
+    for process in processes:
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, output
+
+
+def check_shared_study(storage: str, out_dirs: list[Path]) -> None:
+    study = optuna.load_study(study_name="effnas", storage=open_storage(storage))
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert counted_trials(study) == BUDGET  # exactly the budget, although two processes shared it
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # Both processes took part, and each trial names the process that ran it.
+    workers = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
+    assert len(workers) == 2
+    surplus = [t for t in trials if t.state == TrialState.FAIL]
+    assert all(t.user_attrs.get("interrupted") for t in surplus)  # only surplus asks, never counted
+    for out in out_dirs:
+        best = json.loads((out / "best.json").read_text())
+        assert best["metrics"]["reward"] == max(t.user_attrs.get("reward", 0) for t in trials)
+
+
+def test_two_processes_share_a_journal_study(tmp_path):
+    storage = f"journal:{tmp_path / 'shared.log'}"  # Optuna's journal file, for a shared file system
+    run_two_searches(tmp_path, storage)
+    check_shared_study(storage, [tmp_path / "run0", tmp_path / "run1"])
+
+
+def test_processes_creating_one_sqlite_study_together_all_succeed(tmp_path):
+    """Searches started at once on a new database race to create its tables; none may fail for it."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    code = ("import sys, optuna; from nas.search import open_storage; "
+            "optuna.create_study(study_name='effnas', storage=open_storage(sys.argv[1]), load_if_exists=True)")
+    processes = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, errors
+    assert len(optuna.get_all_study_summaries(open_storage(url))) == 1
+
+
+# ---------------------------------------------------------------- a real PostgreSQL server
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL server (Debian's package) on a free localhost port; skipped if unavailable."""
+    pytest.importorskip("psycopg2", reason="PostgreSQL test needs psycopg2 (pip install psycopg2-binary)")
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: run it as the postgres system user
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="effnas-pg-"))
+    if prefix:
+        shutil.chown(root, "postgres")
+    data, port = root / "data", _free_port()
+
+    def run(*command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=60)
+
+    init = run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "effnas", "--no-sync")
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"initdb failed: {(init.stderr or init.stdout).strip().splitlines()[-1:]}")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    start = run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+    if start.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {(start.stderr or start.stdout).strip()[-300:]}")
+    try:
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="effnas", dbname="postgres")
+        connection.autocommit = True
+        connection.cursor().execute("CREATE DATABASE effnas")
+        connection.close()
+        yield f"postgresql+psycopg2://effnas@127.0.0.1:{port}/effnas"
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_processes_share_a_postgresql_study(tmp_path, postgres_url):
+    run_two_searches(tmp_path, postgres_url)
+    check_shared_study(postgres_url, [tmp_path / "run0", tmp_path / "run1"])
