@@ -44,7 +44,7 @@ def test_trial_is_deterministic_on_cpu_for_a_seed():
 
 def test_diverging_candidate_raises_trial_error_mentioning_nan():
     with pytest.raises(TrialError, match="NaN") as info:
-        run_trial(TINY, dict(FAST, epochs=2, lr=1e6, warmup_fraction=0.0, timing_steps=2), seed=0)
+        run_trial(TINY, dict(FAST, epochs=2, optimizer="sgd", lr=1e6, warmup_fraction=0.0, timing_steps=2), seed=0)
     assert not isinstance(info.value, EffnasError)  # the runner records it as the candidate's failure
 
 
@@ -106,3 +106,20 @@ def test_device_lock_makes_training_wait_for_a_timing_pass(tmp_path):
         pass
     with DeviceLock(None).exclusive():  # no path: no locking
         pass
+
+
+def test_macs_counted_on_a_meta_copy_in_the_background_match():
+    # The CUDA path counts MACs in a thread on a meta-device copy while the GPU trains.
+    from models import build_model
+    from models.profile import count_macs
+    from nas.trial import _macs_in_background
+
+    spec = ArchSpec.from_dict(TINY).replace(image_channels=1)
+    assert _macs_in_background(spec, 16).result() == count_macs(build_model(spec), 16, 1)
+
+
+def test_regularisation_overrides_reach_the_model():
+    settings = TrialSettings(dropout=0.0, drop_path_rate=0.1)
+    assert settings.to_dict()["dropout"] == 0.0
+    with pytest.raises(TrialSettingsError, match="dropout"):
+        TrialSettings(dropout=1.5)
