@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -93,6 +94,14 @@ def _identity(config: SearchConfig, space_dict: dict) -> dict[str, Any]:
 
 def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sampler_seed(config: SearchConfig) -> int:
+    """The controller's seed. On a shared ``--storage`` each process mixes in its own identity: with the
+    same seed, processes started together would propose the same candidates and train each twice."""
+    if not config.storage:
+        return config.seed
+    return (config.seed + zlib.crc32(_worker_id().encode())) % 2**31
 
 
 def _pid_alive(pid: int) -> bool:
@@ -207,7 +216,7 @@ class Search:
         try:
             self.study = optuna.create_study(
                 study_name=STUDY_NAME, storage=self.storage, load_if_exists=True, directions=directions,
-                sampler=make_sampler(config.controller, self.space, config.seed))
+                sampler=make_sampler(config.controller, self.space, _sampler_seed(config)))
         except Exception as error:  # noqa: BLE001
             raise SearchError(f"cannot open the study in {self.storage_url}: {error}") from None
         self._check_or_store_settings()

@@ -47,6 +47,9 @@ def check_shared_study(storage: str, out_dirs: list[Path]) -> None:
     # Both processes took part, and each trial names the process that ran it.
     workers = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
     assert len(workers) == 2
+    # The processes share the seed but not the candidates: none is trained twice.
+    counted = [tuple(sorted(t.params.items())) for t in trials if not t.user_attrs.get("interrupted")]
+    assert len(set(counted)) == len(counted)
     surplus = [t for t in trials if t.state == TrialState.FAIL]
     assert all(t.user_attrs.get("interrupted") for t in surplus)  # only surplus asks, never counted
     for out in out_dirs:
