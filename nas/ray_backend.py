@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas.search import Search, SearchError, SearchSummary, counted_trials
-
 # Quiet, prompt-free start-up; Tune writes no result logs of its own (the study has everything).
 RAY_ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -35,6 +33,22 @@ RAY_ENVIRONMENT = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_DEDUP_LOGS": "0",
 }
+
+
+def configure_ray_environment() -> None:
+    """No usage-stats prompt, no Tune result logs; the user's own environment settings win."""
+    for key, value in RAY_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
+
+configure_ray_environment()  # before Ray is imported: some of these are read at import time
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune import Callback  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
+
+from nas.search import Search, SearchError, SearchSummary, counted_trials  # noqa: E402
 
 
 @dataclass
@@ -49,6 +63,14 @@ class RayOptions:
 def _reason(error: BaseException) -> str:
     reason = f"{type(error).__name__}: {error}".strip().rstrip(":")
     return reason[:2000]
+
+
+def _on_this_device(settings: dict[str, Any]) -> dict[str, Any]:
+    """One timing lock per GPU that Ray gave this worker: trials on other GPUs need not wait their turn."""
+    if settings.get("timing_lock"):
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(",", "-")
+        settings = {**settings, "timing_lock": f"{settings['timing_lock']}.{gpus or 'cpu'}"}
+    return settings
 
 
 def _train(config: dict[str, Any]) -> None:
@@ -70,7 +92,7 @@ def _train(config: dict[str, Any]) -> None:
     start = time.perf_counter()
     outcome: dict[str, Any] = {"metrics": None, "error": None}
     try:
-        outcome["metrics"] = run_trial(config["spec"], config["settings"], config["seed"])
+        outcome["metrics"] = run_trial(config["spec"], _on_this_device(config["settings"]), config["seed"])
     except Exception as error:  # noqa: BLE001 - any failure of a candidate is data, not a crash
         outcome["error"] = _reason(error)
     finally:
@@ -89,7 +111,7 @@ def _measure(spec: dict, settings: dict, seed: int, threads: int | None) -> dict
 
         torch.set_num_threads(threads)
     try:
-        return run_trial(spec, settings, seed)
+        return run_trial(spec, _on_this_device(settings), seed)
     except Exception as error:  # noqa: BLE001
         return _reason(error)
 
@@ -107,89 +129,90 @@ def node_settings(search: Search) -> dict[str, Any]:
     return settings
 
 
-def _make_searcher_classes():
-    """Tune's base classes imported late, so ``import nas.ray_backend`` stays cheap without Ray in use."""
-    from ray.tune import Callback
-    from ray.tune.search import Searcher
+class StudySearcher(Searcher):
+    """Tune's searcher backed by the Optuna study: propose on suggest, record on completion."""
 
-    class StudySearcher(Searcher):
-        """Tune's searcher backed by the Optuna study: propose on suggest, record on completion."""
+    def __init__(self, search: Search, threads: int | None, progress: Any = None) -> None:
+        super().__init__()
+        self.search = search
+        self.threads = threads
+        self.progress = progress
+        self.running: dict[str, list] = {}  # Tune trial id -> [Optuna trial, started at]
+        self.errored: dict[str, list] = {}  # failed in Ray; the reason comes in ErrorReasons.on_trial_error
+        self.finished = False
 
-        def __init__(self, search: Search, options: RayOptions, threads: int | None, progress: Any) -> None:
-            super().__init__()
-            self.search = search
-            self.options = options
-            self.threads = threads
-            self.progress = progress
-            self.running: dict[str, tuple[Any, float]] = {}  # Tune trial id -> (Optuna trial, started)
-            self.errored: dict[str, tuple[Any, float]] = {}  # failed in Ray, reason still to come
-            self.finished = False
+    def suggest(self, trial_id: str) -> dict | str | None:
+        search = self.search
+        if self.finished or counted_trials(search.study) + len(self.running) >= search.config.budget:
+            self.finished = True
+            return Searcher.FINISHED
+        proposal = search.propose()
+        if proposal is None:  # other processes on the same study took the rest of the budget
+            self.finished = True
+            return Searcher.FINISHED
+        trial, spec = proposal
+        self.running[trial_id] = [trial, time.perf_counter()]
+        return {"number": trial.number, "spec": spec.to_dict(), "settings": node_settings(search),
+                "seed": search.config.seed, "threads": self.threads, "timeout": search.config.trial_timeout}
 
-        def suggest(self, trial_id: str) -> dict | str | None:
-            search = self.search
-            if self.finished or counted_trials(search.study) + len(self.running) >= search.config.budget:
-                self.finished = True
-                return Searcher.FINISHED
-            proposal = search.propose()
-            if proposal is None:  # other processes on the same study took the rest of the budget
-                self.finished = True
-                return Searcher.FINISHED
-            trial, spec = proposal
-            self.running[trial_id] = (trial, time.perf_counter())
-            return {"spec": spec.to_dict(), "settings": node_settings(search), "seed": search.config.seed,
-                    "number": trial.number, "threads": self.threads, "timeout": search.config.trial_timeout}
+    def started(self, trial_id: str) -> None:
+        """The trial got its resources and began (it may have waited for them since ``suggest``)."""
+        if trial_id in self.running:
+            self.running[trial_id][1] = time.perf_counter()
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if trial_id not in self.running:
-                return
-            if error:  # the reason arrives in ErrorReasons.on_trial_error, called right after this
-                self.errored[trial_id] = self.running.pop(trial_id)
-                return
-            trial, started = self.running.pop(trial_id)
-            if not result or "effnas" not in result:
-                self.search.interrupt(trial, "Ray Tune stopped the trial before it reported")
-                return
-            outcome = json.loads(result["effnas"])
-            self._record(trial, outcome["metrics"], outcome["error"], outcome["seconds"])
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.running:
+            return
+        if error:
+            self.errored[trial_id] = self.running.pop(trial_id)
+            return
+        trial, _ = self.running.pop(trial_id)
+        if not result or "effnas" not in result:
+            self.search.interrupt(trial, "Ray Tune stopped the trial before it reported")
+            return
+        outcome = json.loads(result["effnas"])
+        self._record(trial, outcome["metrics"], outcome["error"], outcome["seconds"])
 
-        def fail(self, trial_id: str, detail: str | None) -> None:
-            """Record a trial whose Ray worker or task failed, with the best reason known."""
-            if trial_id not in self.errored:
-                return
-            trial, started = self.errored.pop(trial_id)
-            seconds = time.perf_counter() - started
-            timeout = self.search.config.trial_timeout
-            if timeout is not None and seconds >= timeout:
-                reason = f"trial exceeded the time limit of {timeout:g} s"
-            else:
-                reason = "Ray worker died" + (f": {detail}" if detail else " (killed, out of memory or crashed)")
-            self._record(trial, None, reason, seconds)
+    def fail(self, trial_id: str, detail: str | None) -> None:
+        """Record a trial whose Ray worker failed, with the best reason known."""
+        if trial_id not in self.errored:
+            return
+        trial, started = self.errored.pop(trial_id)
+        seconds = time.perf_counter() - started
+        timeout = self.search.config.trial_timeout
+        if timeout is not None and seconds >= timeout:  # the trial's watchdog ended its worker
+            reason = f"trial exceeded the time limit of {timeout:g} s"
+        else:
+            reason = "Ray worker died" + (f": {detail}" if detail else " (killed, out of memory or crashed)")
+        self._record(trial, None, reason, seconds)
 
-        def _record(self, trial: Any, metrics: dict | None, error: str | None, seconds: float) -> None:
-            self.search.record(trial, metrics, error, seconds)
-            if self.progress is not None:
-                self.progress.update(1)
-                best = self.search.best()
-                if best:
-                    self.progress.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
+    def _record(self, trial: Any, metrics: dict | None, error: str | None, seconds: float) -> None:
+        self.search.record(trial, metrics, error, seconds)
+        if self.progress is not None:
+            self.progress.update(1)
+            best = self.search.best()
+            if best:
+                self.progress.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
 
-        def save(self, checkpoint_path: str) -> None:
-            # Tune asks for a checkpoint of the searcher; its whole state is the study, so say where.
-            Path(checkpoint_path).write_text(json.dumps({"study": self.search.storage_url}))
+    def save(self, checkpoint_path: str) -> None:
+        # Tune checkpoints its searcher; all of this one's state is the study, so say where it is.
+        Path(checkpoint_path).write_text(json.dumps({"study": self.search.storage_url}))
 
-        def restore(self, checkpoint_path: str) -> None:
-            pass  # a resumed search reopens the study, which holds every trial
+    def restore(self, checkpoint_path: str) -> None:
+        pass  # a resumed search reopens the study, which holds every trial
 
-    class ErrorReasons(Callback):
-        """Passes the reason Ray gives for a failed trial (e.g. its worker was killed) to the searcher."""
 
-        def __init__(self, searcher: StudySearcher) -> None:
-            self.searcher = searcher
+class ErrorReasons(Callback):
+    """Tells the searcher when a trial starts, and why Ray says a failed one failed (its worker died)."""
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.searcher.fail(trial.trial_id, _ray_error_detail(trial))
+    def __init__(self, searcher: StudySearcher) -> None:
+        self.searcher = searcher
 
-    return StudySearcher, ErrorReasons
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.searcher.started(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.searcher.fail(trial.trial_id, _ray_error_detail(trial))
 
 
 def _ray_error_detail(trial: Any) -> str | None:
@@ -203,19 +226,11 @@ def _ray_error_detail(trial: Any) -> str | None:
     return text.strip()[:300] or None
 
 
-def configure_ray_environment() -> None:
-    """No usage-stats prompt, no Tune result logs; the user's own environment settings win."""
-    for key, value in RAY_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
-
-
 def start_ray(options: RayOptions) -> bool:
     """Join ``options.address`` or start a local Ray; returns whether this call started it.
 
     An already initialised Ray (a notebook, a test fixture) is used as it is.
     """
-    import ray
-
     if ray.is_initialized():
         return False
     if options.address and options.address.startswith("ray://"):
@@ -237,8 +252,6 @@ def start_ray(options: RayOptions) -> bool:
 
 def _resolve_resources(options: RayOptions, workers: int, device: str) -> RayOptions:
     """Fill in the defaults from the cluster; a request no node can meet is an error, not a hang."""
-    import ray
-
     total = ray.cluster_resources()
     gpus = total.get("GPU", 0)
     cpus = 1.0 if options.cpus_per_trial is None else options.cpus_per_trial
@@ -266,9 +279,6 @@ def _resolve_resources(options: RayOptions, workers: int, device: str) -> RayOpt
 
 def run_ray(search: Search, options: RayOptions) -> SearchSummary:
     """Run ``search`` to its budget on Ray Tune (or until Ctrl-C); same study and outputs as ``Search.run``."""
-    configure_ray_environment()
-    import ray
-    from ray import tune
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -286,8 +296,7 @@ def run_ray(search: Search, options: RayOptions) -> SearchSummary:
         done = counted_trials(search.study)
         bar = tqdm(total=config.budget, initial=min(done, config.budget), desc="trials", unit="trial",
                    disable=not search.progress, dynamic_ncols=True)
-        StudySearcher, ErrorReasons = _make_searcher_classes()
-        searcher = StudySearcher(search, options, threads, bar)
+        searcher = StudySearcher(search, threads, bar)
         if done < config.budget:
             resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
             tuner = tune.Tuner(
@@ -299,7 +308,7 @@ def run_ray(search: Search, options: RayOptions) -> SearchSummary:
                     storage_path=str((search.run_dir / "ray").resolve()), verbose=0, log_to_file=False,
                     failure_config=tune.FailureConfig(max_failures=0), callbacks=[ErrorReasons(searcher)],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-            with _quiet_tune():
+            with _QuietTune():
                 tuner.fit()
     except KeyboardInterrupt:
         stopped_early = True
@@ -322,8 +331,6 @@ def run_ray(search: Search, options: RayOptions) -> SearchSummary:
 
 
 def _get_reference(ref: Any) -> dict[str, Any] | str:
-    import ray
-
     try:
         return ray.get(ref)
     except KeyboardInterrupt:
@@ -333,7 +340,7 @@ def _get_reference(ref: Any) -> dict[str, Any] | str:
         return f"Ray worker died: {str(error).strip().splitlines()[0][:300]}"
 
 
-class _quiet_tune:
+class _QuietTune:
     """Tune logs resume hints and trial tracebacks that the study and our summary say better, and it
     leaves its own Ctrl-C handler installed after a run: restore the process's handlers afterwards."""
 

@@ -18,9 +18,9 @@ from search_space import load_spec
 
 ray = pytest.importorskip("ray")
 
-from nas.ray_backend import RayOptions, configure_ray_environment, run_ray  # noqa: E402
+from nas.ray_backend import RayOptions, run_ray  # noqa: E402  (sets Ray's quiet environment)
 
-TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32, "image_size": 16}
+TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 ONE_CPU = RayOptions(cpus_per_trial=1)
 
@@ -28,7 +28,6 @@ ONE_CPU = RayOptions(cpus_per_trial=1)
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     """One Ray instance for the module (start-up takes seconds); run_ray uses it and leaves it running."""
-    configure_ray_environment()
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
