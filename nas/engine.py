@@ -230,7 +230,8 @@ class GraphTrainStep(TrainStep):
         self.optimizer.zero_grad(set_to_none=True)  # grads are then allocated inside the graph's pool
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: a worker's other threads (MAC counting on the meta device) may run meanwhile.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.static_loss = self._body(self.static_x, self.static_y)
         except Exception as error:  # noqa: BLE001 - an uncapturable op or optimizer: train eagerly instead
             torch.cuda.synchronize(self.device)
