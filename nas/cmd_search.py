@@ -43,7 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--engine", default="auto",
                         help="auto | eager | graph | compile: how a training step runs (auto: graph on CUDA)")
-    parser.add_argument("--workers", type=int, default=1, help="trials run at once on this machine (default 1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="trials run at once on this machine (default: one per CPU core on CPU, 1 on a GPU)")
+    parser.add_argument("--data-size", type=int, default=None,
+                        help="imagefolder images are read at this size before resizing on the device (default 64)")
     parser.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
                         help="fail a candidate that trains longer than this")
     parser.add_argument("--seed", type=int, default=0, help="seed for the controller, data split and training")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.trial import TrialSettings
 
     overrides = {"data": args.data, "device": args.device, "engine": args.engine}
-    for name in ("epochs", "batch_size", "threads"):
+    for name in ("epochs", "batch_size", "threads", "data_size"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

@@ -41,7 +41,7 @@ class SearchConfig:
     seed: int = 0
     storage: str | None = None
     space: str | None = None
-    workers: int = 1
+    workers: int | None = None  # None: one per CPU core (at most 8) on CPU, one on a GPU
     trial_timeout: float | None = None
     reward_w: float = -0.07
     reward_v: float = -0.05
@@ -50,6 +50,16 @@ class SearchConfig:
 
     # Settings that define *what* is searched: a resume with different values would mix studies.
     IDENTITY = ("controller", "space_dict", "reward_w", "reward_v", "trial_identity")
+
+
+def default_workers(device: str) -> int:
+    """Trials at once when the user does not say: one single-threaded trial per core on CPU (the best
+    throughput, and steady step times), one on a GPU (pass --workers N to share it)."""
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _storage_url(config: SearchConfig) -> str:
@@ -184,6 +194,8 @@ class Search:
             raise SearchError(f"--budget must be a positive number of trials, got {config.budget}")
         if config.controller not in CONTROLLERS:
             raise SearchError(f"unknown controller {config.controller!r} (choose from {', '.join(CONTROLLERS)})")
+        if config.workers is None:
+            config.workers = default_workers(config.trial.get("device", "auto"))
         if config.workers < 1:
             raise SearchError(f"--workers must be at least 1, got {config.workers}")
         if config.trial_timeout is not None and config.trial_timeout <= 0:
