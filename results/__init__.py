@@ -1,6 +1,6 @@
 """Reading a finished (or running) search back: trials table, Pareto fronts, queries and reports."""
 
-from .analysis import choice_frequencies, failure_counts, running_best, top_trials
+from .analysis import choice_frequencies, failure_counts, running_best, state_counts, top_trials
 from .pareto import FRONTS, OBJECTIVES, front_mask, non_dominated, pareto_front, with_fronts
 from .queries import best_by_reward, best_under, metrics_of, trial_row
 from .run_files import write_run_files
@@ -10,6 +10,6 @@ from .study import (STUDY_FILE, STUDY_NAME, ResultsError, block_strings, choice_
 __all__ = [
     "FRONTS", "OBJECTIVES", "STUDY_FILE", "STUDY_NAME", "ResultsError", "best_by_reward", "best_under",
     "block_strings", "choice_columns", "choice_frequencies", "completed", "failure_counts", "front_mask",
-    "metrics_of", "non_dominated", "open_study", "pareto_front", "running_best", "spec_of", "storage_url",
-    "study_info", "top_trials", "trial_row", "trials_frame", "with_fronts", "write_run_files",
+    "metrics_of", "non_dominated", "open_study", "pareto_front", "running_best", "spec_of", "state_counts",
+    "storage_url", "study_info", "top_trials", "trial_row", "trials_frame", "with_fronts", "write_run_files",
 ]

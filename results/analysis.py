@@ -43,6 +43,17 @@ def choice_frequencies(frame: pd.DataFrame, fraction: float = 0.1) -> pd.DataFra
     return pd.DataFrame(rows, columns=["stage", "kind", "choice", "all", "top"])
 
 
+def state_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Trials by outcome; a killed search's trials are ``interrupted``, apart from real failures."""
+    failed = frame["state"].eq("FAIL")
+    counts = {"completed": int(frame["state"].eq("COMPLETE").sum()),
+              "failed": int((failed & ~frame["interrupted"]).sum()),
+              "interrupted": int((failed & frame["interrupted"]).sum())}
+    for state in ("RUNNING", "WAITING", "PRUNED"):
+        counts[state.lower()] = int(frame["state"].eq(state).sum())
+    return counts
+
+
 def failure_counts(frame: pd.DataFrame) -> pd.DataFrame:
     """Failed trials grouped by reason; trials cut off by a killed search are counted apart."""
     failed = frame[frame["state"].eq("FAIL")]

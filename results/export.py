@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from .analysis import failure_counts
+from .analysis import failure_counts, state_counts
 from .pareto import FRONTS, pareto_front, with_fronts
 from .queries import best_by_reward, metrics_of
 from .study import ResultsError, completed
@@ -44,7 +44,7 @@ def to_markdown(frame: pd.DataFrame, info: dict[str, Any], source: str) -> str:
     settings = info.get("settings") or {}
     lines = [f"# effnas search report: {source}", "",
              f"- controller: {settings.get('controller', 'unknown')}",
-             f"- trials: {len(frame)} ({len(done)} completed, {int(frame['state'].eq('FAIL').sum())} failed)"]
+             f"- trials: {len(frame)} ({', '.join(f'{n} {state}' for state, n in state_counts(frame).items() if n)})"]
     if not done.empty:
         best = best_by_reward(frame)
         lines.append(f"- best reward: {best['reward']:.4f} (trial {int(best['number'])}, accuracy "

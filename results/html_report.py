@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import plotly.offline
 
-from .analysis import failure_counts, top_trials
+from .analysis import failure_counts, state_counts, top_trials
 from .figures import choices_figure, pareto_figure, reward_figure
 from .pareto import pareto_front
 from .study import block_strings, completed
@@ -31,7 +31,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 .sub { color: #5f6368; margin-top: 0; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0; }
-.card { border: 1px solid #dadce0; border-radius: 8px; padding: 8px 16px; min-width: 120px; }
+.card { border: 1px solid #dadce0; border-radius: 8px; padding: 6px 14px; min-width: 84px; }
 .card b { display: block; font-size: 1.4em; } .card span { color: #5f6368; font-size: 0.85em; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 12px; }
 .grid > div { min-width: 0; }
@@ -164,10 +164,10 @@ def _key_values(data: dict[str, Any]) -> str:
 
 
 def _cards(frame: pd.DataFrame, front_count: int) -> str:
-    done = completed(frame)
-    failed = int(frame["state"].eq("FAIL").sum())
-    items = [(str(len(frame)), "trials"), (str(len(done)), "completed"), (str(failed), "failed"),
-             (str(front_count), "on the Pareto front")]
+    done, counts = completed(frame), state_counts(frame)
+    items = [(str(len(frame)), "trials")] + [(str(n), state) for state, n in counts.items()
+                                               if n or state in ("completed", "failed")]
+    items.append((str(front_count), "on the Pareto front"))
     if not done.empty:
         best = top_trials(frame, 0.0).iloc[0]
         items.append((f"{best['reward']:.4f}", f"best reward (trial {int(best['number'])})"))

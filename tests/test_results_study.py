@@ -20,7 +20,7 @@ import pytest
 
 from models import build_model, get_spec
 from results import (ResultsError, best_by_reward, best_under, choice_frequencies, completed, open_study,
-                     spec_of, study_info, top_trials, trial_row, trials_frame)
+                     spec_of, state_counts, study_info, top_trials, trial_row, trials_frame)
 from scaling import scale_uniform
 from search_space import ArchSpec, StageSpec
 
@@ -175,6 +175,8 @@ def test_trials_frame_has_every_trial_with_choices_metrics_and_failures(run_dir)
         else:
             assert math.isnan(row["accuracy"])
     assert frame["interrupted"].sum() == 1
+    assert state_counts(frame) == {"completed": 24, "failed": 3, "interrupted": 1, "running": 0, "waiting": 0,
+                                   "pruned": 0}
     assert frame["fail_reason"].notna().sum() == 3
     info = study_info(study)
     assert info["settings"]["controller"] == "tpe" and info["states"] == {"COMPLETE": 24, "FAIL": 4}
