@@ -48,7 +48,8 @@ def to_markdown(frame: pd.DataFrame, info: dict[str, Any], source: str) -> str:
     if not done.empty:
         best = best_by_reward(frame)
         lines.append(f"- best reward: {best['reward']:.4f} (trial {int(best['number'])}, accuracy "
-                     f"{best['accuracy']:.4f}, {best['step_time_ms']:.3f} ms/step, {best['params'] / 1e6:.3f} M params)")
+                     f"{best['accuracy']:.4f}, {best['step_time_ms']:.3f} ms/step, "
+                     f"{best['params'] / 1e6:.3f} M params)")
     front = pareto_front(frame)
     lines += ["", f"## Pareto front: accuracy up, step time down, params down ({len(front)} trials)", ""]
     rows = [[str(int(r.number)), f"{r.accuracy:.4f}", f"{r.step_time_ms:.3f}", f"{r.params / 1e6:.3f}",

@@ -54,7 +54,9 @@ code, .arch { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 
     if (status) { status.setAttribute("data-status", "error"); }
   }
   window.addEventListener("error", function (e) { errors.push(e.message); show(e.message); });
-  window.addEventListener("unhandledrejection", function (e) { errors.push(String(e.reason)); show(String(e.reason)); });
+  window.addEventListener("unhandledrejection", function (e) {
+    errors.push(String(e.reason)); show(String(e.reason));
+  });
   function update() {  // runs after each plot and once the page is parsed (the status line comes last)
     var count = Object.keys(rendered).length, status = document.getElementById("report-status");
     if (status && count === expected && errors.length === 0) {
@@ -190,7 +192,8 @@ def render_html(frame: pd.DataFrame, info: dict[str, Any], source: str) -> str:
     controller = settings.get("controller", "unknown controller")
     generated = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     subtitle = (f"{html.escape(str(controller))} search, study <code>{html.escape(info.get('study_name', ''))}</code> "
-                f"in <code>{html.escape(source)}</code>, directions {html.escape(', '.join(info.get('directions', [])))}; "
+                f"in <code>{html.escape(source)}</code>, "
+                f"directions {html.escape(', '.join(info.get('directions', [])))}; "
                 f"generated {generated} by effnas. The same study opens in "
                 f"<code>optuna-dashboard</code>.")
     return _PAGE.substitute(
