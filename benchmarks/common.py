@@ -1,0 +1,114 @@
+"""Shared helpers for the benchmarks: which device ran them, tables, and the few statistics they report.
+
+Every benchmark prints the device it ran on and the machine's load, because on a shared machine only ratios
+measured side by side in one run mean anything; absolute figures from two runs do not compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from typing import Any, Sequence
+
+import torch
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """``--device`` / ``--threads`` / ``--quick``, the same in every benchmark."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: all cores); fixed for every row of a table")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a minute or two on a laptop CPU")
+
+
+def setup_device(args: argparse.Namespace) -> torch.device:
+    """Resolve ``--device`` and pin the CPU thread count, so every row runs under the same conditions."""
+    from nas.engine import resolve_device
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return resolve_device(args.device)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """One line: the GPU's name, or the CPU's core count, torch threads and load (shared machines vary)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}"
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f", load average {os.getloadavg()[0]:.1f} at the start"
+    return (f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}), "
+            f"torch {torch.__version__}")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A plain-text table: numbers right-aligned with sensible precision, headers from the dict keys."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+
+    def cell(value: Any) -> str:
+        if isinstance(value, bool) or value is None:
+            return "-" if value is None else str(value)
+        if isinstance(value, int):
+            return f"{value:,}"
+        if isinstance(value, float):
+            if value != value:  # NaN
+                return "-"
+            magnitude = abs(value)
+            return f"{value:,.0f}" if magnitude >= 1000 else f"{value:.3g}" if magnitude < 1 else f"{value:.1f}"
+        return str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row.get(c), (int, float)) and not isinstance(row.get(c), bool) for row in rows)
+               for c in columns]
+    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(columns, widths, numeric))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append("  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(r, widths, numeric)))
+    return "\n".join(lines)
+
+
+def print_report(title: str, device: torch.device, rows: Sequence[dict[str, Any]], notes: Sequence[str] = (),
+                 columns: Sequence[str] | None = None) -> None:
+    """Title, device line, table and notes (ratios, caveats), in the same shape for every benchmark."""
+    print(f"\n{title}")
+    print(f"device: {describe_device(device)}")
+    print(format_table(rows, columns))
+    for note in notes:
+        print(note)
+
+
+def cv(values: Sequence[float]) -> float:
+    """Coefficient of variation (sample standard deviation / mean); 0 for fewer than two values."""
+    if len(values) < 2:
+        return 0.0
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / mean if mean else 0.0
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (scipy when installed; else Pearson of average ranks, the same thing)."""
+    try:
+        from scipy.stats import spearmanr
+    except ImportError:
+        import numpy as np
+
+        def ranks(values: Sequence[float]) -> "np.ndarray":
+            values = np.asarray(values, dtype=float)
+            order = values.argsort()
+            result = np.empty(len(values))
+            result[order] = np.arange(len(values), dtype=float)
+            for value in np.unique(values):  # ties share their average rank
+                result[values == value] = result[values == value].mean()
+            return result
+
+        return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+    return float(spearmanr(a, b).statistic)

@@ -1,0 +1,132 @@
+"""Overhead: the share of a trial's wall time spent outside training and evaluation steps.
+
+    python -m benchmarks.overhead [--quick] [--device cuda]
+
+Runs a real search in-process (``nas.search.Search`` with the TPE controller on SQLite, its reference trial
+first, then ``--trials`` candidates) and times every phase of a trial from outside:
+  sample     ``Search.propose``: Optuna ask on SQLite, the controller's choices, spec as a user attribute
+  build      ``build_model`` inside ``run_trial`` (and parameter count)
+  MACs       MAC counting (CPU: on the critical path; CUDA: in a background thread, hidden by training)
+  step       ``make_train_step``: graph warm-up and capture on CUDA, nothing on CPU (the trial's build_seconds)
+  train      the training loop (the trial's train_seconds; its timed steps included)
+  eval       ``evaluate`` on the validation split
+  other      the rest of ``run_trial`` (data from the process cache, seeding, optimizer)
+  store      ``Search.record``: reward, user attributes, Optuna tell on SQLite
+  files      ``write_run_files`` (trials.csv, pareto.json, best.json), written once per search; shown per trial
+Overhead = everything but train and eval, as a share of the trial's wall time. Worker-process IPC (the local
+backend runs trials in long-lived worker processes) is not included: it is one pickle of a spec and a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from benchmarks.common import add_device_args, print_report, setup_device
+
+PHASES = ("sample", "build", "MACs", "step", "train", "eval", "other", "store", "files")
+
+
+@contextlib.contextmanager
+def timed_phases(module: Any, names: dict[str, str], spent: dict[str, float]) -> Iterator[None]:
+    """Wrap ``module.<function>`` for a block so each call adds its duration to ``spent[phase]``."""
+    originals = {attr: getattr(module, attr) for attr in names}
+
+    def wrap(attr: str, phase: str):
+        original = originals[attr]
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[phase] += time.perf_counter() - start
+        return timed
+
+    try:
+        for attr, phase in names.items():
+            setattr(module, attr, wrap(attr, phase))
+        yield
+    finally:
+        for attr, original in originals.items():
+            setattr(module, attr, original)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_args(parser)
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.epochs = 3, 1
+    device = setup_device(args)
+
+    import nas.trial
+    from nas.search import Search, SearchConfig
+    from nas.trial import TrialSettings, run_trial
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="effnas-overhead-") as tmp:
+        space_file = Path(tmp) / "space.json"
+        space_file.write_text(json.dumps({} if args.width is None else {"width": args.width}))
+        trial = TrialSettings(data=args.data, epochs=args.epochs, batch_size=args.batch_size, device=str(device),
+                              threads=args.threads).to_dict()
+        config = SearchConfig(out=str(Path(tmp) / "run"), budget=args.trials, controller="tpe", seed=0,
+                              space=str(space_file), workers=1, trial=trial)
+        search = Search(config, progress=False)
+        search.prepare(lambda spec: run_trial(spec.to_dict(), config.trial, config.seed))  # warms the data cache
+        for _ in range(args.trials):
+            spent: dict[str, float] = defaultdict(float)
+            start = time.perf_counter()
+            proposed = search.propose()
+            assert proposed is not None
+            candidate, spec = proposed
+            spent["sample"] = time.perf_counter() - start
+            wrapped = {"build_model": "build", "count_macs": "MACs", "evaluate": "eval"}
+            with timed_phases(nas.trial, wrapped, spent):
+                began = time.perf_counter()
+                metrics = run_trial(spec.to_dict(), config.trial, config.seed)
+                seconds = time.perf_counter() - began
+            if device.type == "cuda":
+                spent["MACs"] = 0.0  # counted in a background thread while the GPU trains
+            spent["step"], spent["train"] = metrics["build_seconds"], metrics["train_seconds"]
+            spent["other"] = metrics["total_seconds"] - sum(spent[p] for p in ("build", "MACs", "step", "train",
+                                                                               "eval"))
+            began = time.perf_counter()
+            search.record(candidate, metrics, None, seconds)
+            spent["store"] = time.perf_counter() - began
+            spent["wall"] = time.perf_counter() - start
+            rows.append({"trial": candidate.number, "params": metrics["params"], **spent})
+        began = time.perf_counter()
+        search.write_outputs()
+        files = (time.perf_counter() - began) / len(rows)
+
+    table = []
+    for row in rows:
+        row["files"] = files
+        row["wall"] += files
+        overhead = row["wall"] - row["train"] - row["eval"]
+        table.append({"trial": row["trial"], "params": row["params"], "wall s": row["wall"],
+                      **{f"{p} ms": 1000 * row[p] for p in PHASES if p not in ("train",)}, "train s": row["train"],
+                      "overhead %": 100 * overhead / row["wall"]})
+    shares = [r["overhead %"] for r in table]
+    print_report(f"per-trial overhead: {args.trials} TPE trials on SQLite, {args.data}, {args.epochs} epoch(s), "
+                 f"batch {args.batch_size}", device, table,
+                 notes=[f"overhead (outside training and evaluation steps): median {statistics.median(shares):.1f} % "
+                        f"of a trial's wall time (range {min(shares):.1f}-{max(shares):.1f} %)"])
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Each benchmark's main runs end to end in a tiny configuration and reports the rows it promises.
+
+No timing assertions (CI machines are shared): only that every row is there and every figure is positive.
+"""
+
+import math
+
+import pytest
+
+TINY = ["--device", "cpu", "--threads", "1", "--width", "0.125"]
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_trial_throughput_rows(capsys):
+    from benchmarks.trial_throughput import main
+
+    rows = main(TINY + ["--images", "160", "--batch-size", "16", "--epochs", "1", "--rounds", "1"])
+    assert [r["loop"] for r in rows] == ["effnas trainer", "plain DataLoader loop", "hand-tuned minimal loop"]
+    assert all(_positive(r["img/s"]) and _positive(r["vs hand-tuned"]) for r in rows)
+    assert rows[-1]["vs hand-tuned"] == pytest.approx(1.0)
+    out = capsys.readouterr().out
+    assert "device: CPU" in out and "effnas trainer =" in out
+
+
+def test_overhead_rows(capsys):
+    from benchmarks.overhead import PHASES, main
+
+    rows = main(TINY + ["--trials", "2", "--epochs", "1", "--data", "synthetic:160x32", "--batch-size", "32"])
+    assert len(rows) == 2
+    for row in rows:
+        assert _positive(row["wall s"]) and _positive(row["train s"])
+        assert all(row[f"{p} ms"] >= 0 for p in PHASES if p != "train")
+        assert _positive(row["sample ms"]) and _positive(row["store ms"]) and _positive(row["files ms"])
+        assert 0 < row["overhead %"] < 100
+    assert "overhead (outside training" in capsys.readouterr().out
+
+
+def test_step_time_fidelity_rows(capsys):
+    from benchmarks.step_time_fidelity import VARIANTS, main, variant_params
+    from search_space.space import default_space
+
+    result = main(TINY + ["--data", "synthetic:200x32", "--repeats", "2", "--variants", "3", "--timing-steps", "2",
+                          "--full-width", "0.125", "--full-depth", "0.25", "--full-size", "32", "--full-batch", "4",
+                          "--full-steps", "1"])
+    assert len(result["repeatability"]) == 2
+    assert all(_positive(r["median ms"]) and r["CV %"] >= 0 for r in result["repeatability"])
+    assert [r["variant"] for r in result["ranking"]] == [name for name, _ in VARIANTS[:3]]
+    assert all(_positive(r["proxy ms"]) and _positive(r["full ms"]) for r in result["ranking"])
+    assert -1.0 <= result["spearman"] <= 1.0
+    # the variants really differ: all-fused has more parameters than all-MBConv
+    space = default_space()
+    fused = space.spec_from_params(variant_params(space, VARIANTS[2][1]))
+    assert all(stage.op == "fused" for stage in fused.stages)
+    assert "Spearman" in capsys.readouterr().out
+
+
+def test_fused_vs_mbconv_rows(capsys):
+    from benchmarks.fused_vs_mbconv import main
+
+    rows = main(["--device", "cpu", "--threads", "1", "--width", "0.25", "--image-size", "32", "--batch-size", "2",
+                 "--steps", "1", "--rounds", "1"])
+    assert [r["variant"] for r in rows] == ["no fused", "fused stages 1-3", "fused stages 1-5", "fused stages 1-7"]
+    assert all(_positive(r["params"]) and _positive(r["MMACs"]) and _positive(r["train img/s"]) for r in rows)
+    assert rows[0]["params"] < rows[-1]["params"]  # fused convolutions are bigger than depthwise ones
+    assert "fastest on this device" in capsys.readouterr().out
