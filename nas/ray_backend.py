@@ -252,8 +252,9 @@ def start_ray(options: RayOptions) -> bool:
 
 def _resolve_resources(options: RayOptions, workers: int, device: str) -> RayOptions:
     """Fill in the defaults from the cluster; a request no node can meet is an error, not a hang."""
-    total = ray.cluster_resources()
-    gpus = total.get("GPU", 0)
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    largest = {key: max((node.get(key, 0) for node in nodes), default=0) for key in ("CPU", "GPU")}
+    gpus = sum(node.get("GPU", 0) for node in nodes)
     cpus = 1.0 if options.cpus_per_trial is None else options.cpus_per_trial
     if options.gpus_per_trial is not None:
         share = options.gpus_per_trial
@@ -261,13 +262,13 @@ def _resolve_resources(options: RayOptions, workers: int, device: str) -> RayOpt
         share = 0.0
     else:  # e.g. 1 GPU and --workers 4: a quarter each; 8 GPUs and --workers 8: one each
         share = min(1.0, gpus / workers)
-    if device.startswith("cuda:"):
-        raise SearchError(f"--device {device} picks a GPU, but Ray assigns GPUs to trials: use --device cuda")
+    if device == "cuda" and gpus == 0:
+        raise SearchError("--device cuda but the Ray cluster has no GPUs")
     for name, key, wanted in (("--cpus-per-trial", "CPU", cpus), ("--gpus-per-trial", "GPU", share)):
         if wanted < 0:
             raise SearchError(f"{name} must not be negative, got {wanted:g}")
-        if wanted > total.get(key, 0):
-            raise SearchError(f"{name} {wanted:g} but the Ray cluster has {total.get(key, 0):g} {key}s")
+        if wanted > largest[key]:  # a trial runs on one node
+            raise SearchError(f"{name} {wanted:g} but no Ray node has more than {largest[key]:g} {key}s")
     if share > 1 and share != int(share):
         raise SearchError(f"--gpus-per-trial above 1 must be a whole number, got {share:g}")
     if cpus == 0 and share == 0:
@@ -283,11 +284,14 @@ def run_ray(search: Search, options: RayOptions) -> SearchSummary:
 
     start = time.perf_counter()
     config = search.config
+    device = str(config.trial.get("device", "auto"))
+    if device.startswith("cuda:"):
+        raise SearchError(f"--device {device} picks a GPU, but Ray assigns GPUs to trials: use --device cuda")
     started_ray = start_ray(options)
     searcher = bar = None
     stopped_early = False
     try:
-        options = _resolve_resources(options, config.workers, str(config.trial.get("device", "auto")))
+        options = _resolve_resources(options, config.workers, device)
         threads = config.trial.get("threads") or max(1, int(options.cpus_per_trial))
         measure = ray.remote(_measure).options(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial,
                                                max_retries=0)

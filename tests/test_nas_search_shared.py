@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 
 from nas.search import counted_trials, open_storage
 
+pytestmark = pytest.mark.slow  # each test runs two whole searches side by side
+
 BUDGET = 4
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 TINY = ["--data", "synthetic:240x16", "--epochs", "1", "--batch-size", "32",
