@@ -306,7 +306,8 @@ def run_ray(search: Search, options: RayOptions) -> SearchSummary:
             tuner = tune.Tuner(
                 tune.with_resources(_train, resources),
                 tune_config=tune.TuneConfig(search_alg=searcher, num_samples=config.budget - done,
-                                            max_concurrent_trials=config.workers, reuse_actors=True),
+                                            max_concurrent_trials=config.workers, reuse_actors=True,
+                                            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(
                     name=f"effnas-{time.strftime('%Y%m%d-%H%M%S')}",
                     storage_path=str((search.run_dir / "ray").resolve()), verbose=0, log_to_file=False,
@@ -332,6 +333,11 @@ def run_ray(search: Search, options: RayOptions) -> SearchSummary:
         if started_ray:
             ray.shutdown()
     return search.summary(time.perf_counter() - start, stopped_early)
+
+
+def _trial_name(trial: Any) -> str:
+    """Ray's name for a trial: the study's trial number, so its folder and the study agree."""
+    return f"trial-{trial.config['number']}"
 
 
 def _get_reference(ref: Any) -> dict[str, Any] | str:
