@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -348,7 +349,7 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
             x, y = archive["x"], archive["y"]
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"data: {name}: not a readable .npz file ({error})") from None
     if x.ndim == 3:
         x = x[:, None]
