@@ -314,6 +314,7 @@ class Search:
                 self.study.tell(trial, [metrics["accuracy"], metrics["step_time_ms"], float(metrics["params"])])
             else:
                 self.study.tell(trial, value)
+        self.write_outputs()  # after every trial, so a killed search leaves files that match its study
         if self.on_trial is not None:
             self.on_trial(self.study.trials[trial.number])
 
