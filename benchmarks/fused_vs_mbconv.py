@@ -34,15 +34,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device_args(parser)
     parser.add_argument("--model", default="efficientnet-b0", help="a zoo name")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--image-size", type=int, default=None, help="default: 224 on CUDA, 64 on CPU")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 128 on CUDA, 16 on CPU")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per round (30 CUDA, 5 CPU)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--width", type=float, default=1.0, help="uniform width factor (smaller for tests)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.image_size, args.steps, args.rounds = 32, 3, 2
     device = setup_device(args)
+    cuda = device.type == "cuda"
+    if args.quick:
+        args.image_size, args.steps, args.rounds = args.image_size or (128 if cuda else 32), args.steps or 3, 2
+    args.image_size = args.image_size or (224 if cuda else 64)
+    args.batch_size = args.batch_size or (128 if cuda else 16)
+    args.steps = args.steps or (30 if cuda else 5)
 
     from models import build_model, get_spec
     from models.profile import count_macs, count_params

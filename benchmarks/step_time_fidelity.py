@@ -9,8 +9,8 @@ training them at full size does?
    ``spec_from_params``). Proxy: the step time ``run_trial`` records for each. Full: the same choices on the
    backbone at ``--full-width`` / ``--full-depth``, ``--full-size`` px, batch ``--full-batch``, 1000 classes,
    timed with ``time_steps`` on the same engine. Spearman rank correlation between the two columns.
-   On a GPU use full size for real (``--full-width 1 --full-depth 1 --full-size 224 --full-batch 128``); the
-   CPU defaults (64 px, batch 16) are a moderate "full" size so the run finishes in minutes.
+   On a GPU the defaults are full size for real (224 px, batch 128); the CPU defaults (64 px, batch 16) are a
+   moderate "full" size so the run finishes in minutes.
 """
 
 from __future__ import annotations
@@ -82,13 +82,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
     parser.add_argument("--full-width", type=float, default=1.0)
     parser.add_argument("--full-depth", type=float, default=1.0)
-    parser.add_argument("--full-size", type=int, default=64)
-    parser.add_argument("--full-batch", type=int, default=16)
-    parser.add_argument("--full-steps", type=int, default=5)
+    parser.add_argument("--full-size", type=int, default=None, help="default: 224 on CUDA, 64 on CPU")
+    parser.add_argument("--full-batch", type=int, default=None, help="default: 128 on CUDA, 16 on CPU")
+    parser.add_argument("--full-steps", type=int, default=None, help="default: 30 on CUDA, 5 on CPU")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.variants, args.full_width, args.full_steps = 3, 6, 0.5, 3
     device = setup_device(args)
+    cuda = device.type == "cuda"
+    if args.quick:
+        args.repeats, args.variants, args.full_width, args.full_steps = 3, 6, 0.5, args.full_steps or 3
+    args.full_size = args.full_size or (224 if cuda else 64)
+    args.full_batch = args.full_batch or (128 if cuda else 16)
+    args.full_steps = args.full_steps or (30 if cuda else 5)
 
     from nas.engine import classification_loss, make_optimizer, make_train_step, prepare_model, time_steps
     from models import build_model

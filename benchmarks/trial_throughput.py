@@ -33,7 +33,7 @@ def _settings(args: argparse.Namespace, device: torch.device, engine: str = "aut
 
     return TrialSettings(data=f"synthetic:{args.images}x{args.image_size}", image_size=args.image_size,
                          epochs=args.epochs, batch_size=args.batch_size, device=str(device), engine=engine,
-                         threads=args.threads, timing_steps=min(5, args.epochs)).to_dict()
+                         threads=args.threads).to_dict()
 
 
 def _model_and_optimizer(spec: Any, settings: dict[str, Any], device: torch.device, cuda_tuned: bool):
@@ -121,17 +121,21 @@ def cuda_graph_loop(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch: i
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device_args(parser)
-    parser.add_argument("--images", type=int, default=1280, help="synthetic images (80 %% train)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="synthetic images, 80 %% train (default: 1280 on CPU, 12800 on CUDA)")
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on CPU, 256 on CUDA")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 2 on CPU, 3 on CUDA")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every row")
     parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.images, args.epochs, args.rounds = 640, 1, 2
     device = setup_device(args)
     cuda = device.type == "cuda"
+    if args.quick:
+        args.images, args.epochs, args.rounds = args.images or (5120 if cuda else 640), args.epochs or 1, 2
+    args.images = args.images or (12800 if cuda else 1280)
+    args.batch_size = args.batch_size or (256 if cuda else 64)
+    args.epochs = args.epochs or (3 if cuda else 2)
 
     from nas.trial import run_trial, trial_data, TrialSettings
     from search_space.space import SearchSpace

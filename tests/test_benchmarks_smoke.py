@@ -66,3 +66,14 @@ def test_fused_vs_mbconv_rows(capsys):
     assert all(_positive(r["params"]) and _positive(r["MMACs"]) and _positive(r["train img/s"]) for r in rows)
     assert rows[0]["params"] < rows[-1]["params"]  # fused convolutions are bigger than depthwise ones
     assert "fastest on this device" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+def test_trial_throughput_on_cuda_includes_the_graph_loop(capsys):
+    from benchmarks.trial_throughput import main
+
+    rows = main(["--device", "cuda", "--width", "0.125", "--images", "640", "--batch-size", "64", "--epochs", "1",
+                 "--rounds", "1"])
+    assert [r["loop"] for r in rows] == ["effnas trainer", "effnas eager", "plain DataLoader loop",
+                                         "hand-tuned CUDA graph"]
+    assert all(_positive(r["img/s"]) for r in rows)
