@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,9 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume from (train once without --resume)")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles before refusing them: keep the error one line
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # pickle / zip errors of many kinds: all mean "not a usable checkpoint"
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
