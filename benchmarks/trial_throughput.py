@@ -126,13 +126,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on CPU, 256 on CUDA")
     parser.add_argument("--epochs", type=int, default=None, help="default: 2 on CPU, 3 on CUDA")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every row")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions of every row")
     parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
     args = parser.parse_args(argv)
     device = setup_device(args)
     cuda = device.type == "cuda"
     if args.quick:
-        args.images, args.epochs, args.rounds = args.images or (5120 if cuda else 640), args.epochs or 1, 2
+        args.images, args.epochs, args.rounds = args.images or (5120 if cuda else 640), args.epochs or 1, 3
     args.images = args.images or (12800 if cuda else 1280)
     args.batch_size = args.batch_size or (256 if cuda else 64)
     args.epochs = args.epochs or (3 if cuda else 2)
@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     best = statistics.median(measured[best_name])
     plain = statistics.median(measured["plain DataLoader loop"])
     rows = [{"loop": name, "img/s": statistics.median(v), "vs hand-tuned": statistics.median(v) / best,
-             "vs plain": statistics.median(v) / plain, "rounds": len(v)} for name, v in measured.items()]
+             "vs plain": statistics.median(v) / plain, "rounds": len(v),
+             "range %": 100 * (max(v) - min(v)) / statistics.median(v)} for name, v in measured.items()]
     steps = args.epochs * (len(data.train_x) // args.batch_size)
     print_report(
         f"trial throughput: {spec.name} at width {space.config['width']:g}, {args.image_size} px, batch "
