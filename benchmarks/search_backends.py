@@ -50,7 +50,7 @@ def _run(backend: str, workers: int, args: argparse.Namespace, root: Path) -> di
         from nas.ray_backend import RayOptions, run_ray
 
         gpus = None if args.device != "cpu" else 0.0
-        summary = run_ray(search, RayOptions(cpus_per_trial=args.threads, gpus_per_trial=gpus))
+        summary = run_ray(search, RayOptions(cpus_per_trial=args.threads, gpus_per_trial=gpus, workers=workers))
     else:
         summary = search.run()
     wall = time.perf_counter() - start

@@ -55,13 +55,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # --- scaling out on Ray (nas/ray_backend.py) ---
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
-                        help="local: worker processes on this machine; ray: trials on Ray Tune (default local)")
+                        help="local: worker processes on this machine; ray: trials on Ray Tune, with --workers "
+                             "defaulting to as many trials as the Ray cluster fits (default local)")
     parser.add_argument("--address", default=None,
                         help="with --backend ray: the Ray cluster to join (auto | HOST:PORT); "
                              "default: start Ray on this machine")
     parser.add_argument("--gpus-per-trial", type=float, default=None,
                         help="with --backend ray: GPU share per trial, e.g. 0.25 puts 4 trials on a GPU "
-                             "(default: the cluster's GPUs spread over --workers, at most 1)")
+                             "(default: the GPUs spread over --workers, at most 1 each)")
     parser.add_argument("--cpus-per-trial", type=float, default=None,
                         help="with --backend ray: CPU cores per trial (default 1)")
     parser.add_argument("--threads", type=int, default=None,
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "ray":  # --- scaling out on Ray (nas/ray_backend.py) ---
         from nas.ray_backend import RayOptions, run_ray
 
-        summary = run_ray(search, RayOptions(args.address, args.cpus_per_trial, args.gpus_per_trial))
+        summary = run_ray(search, RayOptions(args.address, args.cpus_per_trial, args.gpus_per_trial, args.workers))
     else:
         summary = search.run()
     _print_summary(summary)

@@ -57,7 +57,8 @@ class RayOptions:
 
     address: str | None = None  # None: start a local Ray sized to this machine; "auto" or "host:port": join
     cpus_per_trial: float | None = None  # None: 1
-    gpus_per_trial: float | None = None  # None: the cluster's GPUs spread over the concurrent trials, at most 1
+    gpus_per_trial: float | None = None  # None: the GPUs spread over the concurrent trials, at most 1 each
+    workers: int | None = None  # trials at once; None: as many as the cluster's CPUs or GPUs fit
 
 
 def _reason(error: BaseException) -> str:
@@ -116,14 +117,15 @@ def _measure(spec: dict, settings: dict, seed: int, threads: int | None) -> dict
         return _reason(error)
 
 
-def node_settings(search: Search) -> dict[str, Any]:
-    """Trial settings as a Ray node runs them: the timing lock lives in the node's temporary folder.
+def node_settings(search: Search, workers: int) -> dict[str, Any]:
+    """Trial settings as a Ray node runs them: concurrent trials time their steps one at a time.
 
-    Concurrent trials take turns for their timed steps (``nas.trial.DeviceLock``); the run directory
-    may not exist on other nodes, and trials only compete with trials on the same node anyway.
+    The lock (``nas.trial.DeviceLock``) lives in the node's temporary folder, since the run directory
+    may not exist on other nodes and trials only compete with trials on the same node.
     """
     settings = dict(search.config.trial)
-    if settings.get("timing_lock"):
+    settings.pop("timing_lock", None)
+    if workers > 1:
         tag = hashlib.sha1(search.storage_url.encode()).hexdigest()[:12]
         settings["timing_lock"] = os.path.join(tempfile.gettempdir(), f"effnas-{tag}.timing.lock")
     return settings
@@ -132,9 +134,10 @@ def node_settings(search: Search) -> dict[str, Any]:
 class StudySearcher(Searcher):
     """Tune's searcher backed by the Optuna study: propose on suggest, record on completion."""
 
-    def __init__(self, search: Search, threads: int | None, progress: Any = None) -> None:
+    def __init__(self, search: Search, settings: dict[str, Any], threads: int | None, progress: Any = None) -> None:
         super().__init__()
         self.search = search
+        self.settings = settings
         self.threads = threads
         self.progress = progress
         self.running: dict[str, list] = {}  # Tune trial id -> [Optuna trial, started at]
@@ -152,7 +155,7 @@ class StudySearcher(Searcher):
             return Searcher.FINISHED
         trial, spec = proposal
         self.running[trial_id] = [trial, time.perf_counter()]
-        return {"number": trial.number, "spec": spec.to_dict(), "settings": node_settings(search),
+        return {"number": trial.number, "spec": spec.to_dict(), "settings": self.settings,
                 "seed": search.config.seed, "threads": self.threads, "timeout": search.config.trial_timeout}
 
     def started(self, trial_id: str) -> None:
@@ -250,20 +253,18 @@ def start_ray(options: RayOptions) -> bool:
     return True
 
 
-def _resolve_resources(options: RayOptions, workers: int, device: str) -> RayOptions:
+def _resolve_resources(options: RayOptions, device: str) -> RayOptions:
     """Fill in the defaults from the cluster; a request no node can meet is an error, not a hang."""
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    total = {key: sum(node.get(key, 0) for node in nodes) for key in ("CPU", "GPU")}
     largest = {key: max((node.get(key, 0) for node in nodes), default=0) for key in ("CPU", "GPU")}
-    gpus = sum(node.get("GPU", 0) for node in nodes)
-    cpus = 1.0 if options.cpus_per_trial is None else options.cpus_per_trial
-    if options.gpus_per_trial is not None:
-        share = options.gpus_per_trial
-    elif device == "cpu" or gpus == 0:
-        share = 0.0
-    else:  # e.g. 1 GPU and --workers 4: a quarter each; 8 GPUs and --workers 8: one each
-        share = min(1.0, gpus / workers)
-    if device == "cuda" and gpus == 0:
+    use_gpus = device != "cpu" and total["GPU"] > 0
+    if device == "cuda" and not use_gpus:
         raise SearchError("--device cuda but the Ray cluster has no GPUs")
+    cpus = 1.0 if options.cpus_per_trial is None else options.cpus_per_trial
+    share = options.gpus_per_trial
+    if share is None:  # e.g. 1 GPU and --workers 4: a quarter each; 8 GPUs and --workers 8: one each
+        share = 0.0 if not use_gpus else 1.0 if options.workers is None else min(1.0, total["GPU"] / options.workers)
     for name, key, wanted in (("--cpus-per-trial", "CPU", cpus), ("--gpus-per-trial", "GPU", share)):
         if wanted < 0:
             raise SearchError(f"{name} must not be negative, got {wanted:g}")
@@ -275,7 +276,11 @@ def _resolve_resources(options: RayOptions, workers: int, device: str) -> RayOpt
         raise SearchError("each trial needs some resource: give --cpus-per-trial or --gpus-per-trial above 0")
     if device == "cuda" and share == 0:
         raise SearchError("--device cuda but no GPU share per trial: give --gpus-per-trial (e.g. 0.25)")
-    return RayOptions(options.address, cpus, share)
+    workers = options.workers
+    if workers is None:  # as many trials as the cluster holds at once
+        fits = [int(total[key] // wanted) for key, wanted in (("CPU", cpus), ("GPU", share)) if wanted > 0]
+        workers = max(1, min(fits))
+    return RayOptions(options.address, cpus, share, workers)
 
 
 def run_ray(search: Search, options: RayOptions) -> SearchSummary:
@@ -291,22 +296,22 @@ def run_ray(search: Search, options: RayOptions) -> SearchSummary:
     searcher = bar = None
     stopped_early = False
     try:
-        options = _resolve_resources(options, config.workers, device)
+        options = _resolve_resources(options, device)
         threads = config.trial.get("threads") or max(1, int(options.cpus_per_trial))
+        settings = node_settings(search, options.workers)
         measure = ray.remote(_measure).options(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial,
                                                max_retries=0)
-        search.prepare(lambda spec: _get_reference(measure.remote(spec.to_dict(), node_settings(search),
-                                                                  config.seed, threads)))
+        search.prepare(lambda spec: _get_reference(measure.remote(spec.to_dict(), settings, config.seed, threads)))
         done = counted_trials(search.study)
         bar = tqdm(total=config.budget, initial=min(done, config.budget), desc="trials", unit="trial",
                    disable=not search.progress, dynamic_ncols=True)
-        searcher = StudySearcher(search, threads, bar)
+        searcher = StudySearcher(search, settings, threads, bar)
         if done < config.budget:
             resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
             tuner = tune.Tuner(
                 tune.with_resources(_train, resources),
                 tune_config=tune.TuneConfig(search_alg=searcher, num_samples=config.budget - done,
-                                            max_concurrent_trials=config.workers, reuse_actors=True,
+                                            max_concurrent_trials=options.workers, reuse_actors=True,
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(
                     name=f"effnas-{time.strftime('%Y%m%d-%H%M%S')}",

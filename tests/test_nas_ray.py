@@ -19,7 +19,7 @@ from search_space import load_spec
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a real Ray instance and several searches: about a minute on 2 cores
 
-from nas.ray_backend import RayOptions, run_ray  # noqa: E402  (sets Ray's quiet environment)
+from nas.ray_backend import RayOptions, _resolve_resources, run_ray  # noqa: E402  (sets Ray's quiet environment)
 
 TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
@@ -129,9 +129,14 @@ def test_stop_and_resume_under_ray_lose_nothing(tmp_path):
     assert study.user_attrs["reference"] == stopped.user_attrs["reference"]  # measured once
 
 
-def test_impossible_resource_request_is_a_clear_error(tmp_path):
+def test_resources_default_to_what_the_cluster_fits_and_impossible_requests_are_refused(tmp_path):
+    assert _resolve_resources(RayOptions(), "auto") == RayOptions(None, 1.0, 0.0, 2)  # 2 CPUs: 2 trials
+    assert _resolve_resources(RayOptions(cpus_per_trial=2), "cpu").workers == 1
+    assert _resolve_resources(RayOptions(workers=3), "cpu").workers == 3  # more may queue, as asked
     search = Search(config(tmp_path, budget=1), progress=False)
     with pytest.raises(SearchError, match="--cpus-per-trial 64 but no Ray node has more than 2 CPUs"):
         run_ray(search, RayOptions(cpus_per_trial=64))
     with pytest.raises(SearchError, match="--gpus-per-trial"):
         run_ray(search, RayOptions(gpus_per_trial=1))
+    with pytest.raises(SearchError, match="--device cuda but the Ray cluster has no GPUs"):
+        _resolve_resources(RayOptions(), "cuda")
