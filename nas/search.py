@@ -211,7 +211,8 @@ class Search:
             raise SearchError(f"--image-size {image_size} is below the network's total stride "
                               f"{self.space.backbone.total_stride}: the last stage would see less than 1 pixel")
         config.trial = {**config.trial, "image_size": image_size}
-        self.num_classes = self._num_classes()  # an unreadable data set fails here, before anything is written
+        # An unreadable data set fails here, before anything is written; specs get its classes and channels.
+        self.num_classes, self.image_channels = self._data_shape()
         if config.workers > 1:  # concurrent trials time their steps one at a time (see nas.trial.DeviceLock)
             config.trial["timing_lock"] = str(self.run_dir.resolve() / ".timing.lock")
         try:
@@ -252,13 +253,15 @@ class Search:
         self.study.set_user_attr("settings", settings)
         self.study.set_user_attr("space", self.space.to_dict())
 
-    def _num_classes(self) -> int:
-        """Load the data once here, so an unreadable data set fails now, in one line, not per trial."""
+    def _data_shape(self) -> tuple[int, int]:
+        """The data set's number of classes and image channels (loading it also validates it)."""
         from nas.data import load_data
         from nas.trial import TrialSettings
 
         settings = TrialSettings.from_dict(self.config.trial)
-        return load_data(settings.data, seed=self.config.seed, val_fraction=settings.val_fraction).num_classes
+        data = load_data(settings.data, seed=self.config.seed, val_fraction=settings.val_fraction,
+                         data_size=settings.data_size)
+        return data.num_classes, data.channels
 
     # ------------------------------------------------------------------ steps any backend uses
     def prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str]) -> dict[str, Any]:
@@ -272,7 +275,7 @@ class Search:
         if stored:
             self.reference = stored
             return stored
-        spec = self.space.backbone.replace(num_classes=self.num_classes)
+        spec = self.space.backbone.replace(num_classes=self.num_classes, image_channels=self.image_channels)
         metrics = measure_reference(spec)
         if isinstance(metrics, str):
             raise SearchError(f"the backbone itself failed to train, so there is no reference: {metrics}")
@@ -289,7 +292,7 @@ class Search:
             trial.set_user_attr("fail_reason", "surplus: the budget was reached by other workers")
             self.study.tell(trial, state=TrialState.FAIL)
             return None
-        spec = self.space.sample(trial, num_classes=self.num_classes)
+        spec = self.space.sample(trial, num_classes=self.num_classes).replace(image_channels=self.image_channels)
         trial.set_user_attr("spec", spec.to_dict())
         trial.set_user_attr("worker", _worker_id())
         return trial, spec
