@@ -120,9 +120,11 @@ def chain(tmp_path_factory):
     # 2. A candidate is training (a RUNNING trial exists).
     steps["mid_trial"] = run_and_kill(
         out, lambda db: count(db, "SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'") > 0, settle=1.0)
-    # 3. The instant the first trial's files appear: write_outputs() is still writing pareto.json / best.json.
-    assert not (out / "trials.csv").exists()
-    steps["after_record"] = run_and_kill(out, lambda db: (out / "trials.csv").exists())
+    # 3. The instant a trial's result files are rewritten: write_outputs() is still writing pareto.json /
+    # best.json. (On a fast machine a trial may already have finished before kill 2, so wait for a *new* write.)
+    results = out / "trials.csv"
+    before = results.stat().st_mtime_ns if results.exists() else None
+    steps["after_record"] = run_and_kill(out, lambda db: results.exists() and results.stat().st_mtime_ns != before)
     final = subprocess.run(search_argv(out), capture_output=True, text=True, cwd=root, timeout=300)
     steps["final"] = {"result": final, "snapshot": snapshot(out)}
     return out, steps
