@@ -146,21 +146,41 @@ def budget_position(study: optuna.Study, number: int) -> int:
     return position
 
 
+UNOWNED_GRACE_S = 5.0  # a live process names itself on a trial milliseconds after asking for it
+
+
+def _orphaned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials whose process is gone: named by a dead process on this host, or never named at all.
+
+    A process killed between asking for a trial and naming itself on it leaves an unnamed trial; one that
+    is still unnamed after a grace period cannot belong to a live process.
+    """
+    host = socket.gethostname()
+    dead, unnamed = [], []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner_host, _, owner_pid = trial.user_attrs.get("worker", "").rpartition(":")
+        if not owner_pid:
+            unnamed.append(trial.number)
+        elif owner_host == host and owner_pid.isdigit() and not _pid_alive(int(owner_pid)):
+            dead.append(trial)
+    if unnamed:
+        time.sleep(UNOWNED_GRACE_S)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number in unnamed and "worker" not in trial.user_attrs:
+                dead.append(trial)
+    return dead
+
+
 def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
     """Mark trials left RUNNING by a dead search process on this host as interrupted; re-queue them.
 
-    Trials of live processes (another ``nas search`` on the same study) are left alone; trials of other
-    hosts are left to Optuna's heartbeat mechanism.
+    Trials of live processes (another ``nas search`` on the same study) are left alone, and so are those
+    of processes on other hosts: a search there recovers them.
     """
     recovered = []
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get("worker", "")
-        owner_host, _, owner_pid = owner.rpartition(":")
-        if owner_host != host or not owner_pid.isdigit() or _pid_alive(int(owner_pid)):
-            continue
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(study.study_name), trial.number)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trial in _orphaned(study):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_user_attr(trial_id, "interrupted", True)
         storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the search process stopped")
         storage.set_trial_state_values(trial_id, TrialState.FAIL)

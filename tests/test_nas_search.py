@@ -1,6 +1,7 @@
 """The search runner end to end on real (tiny) trials: budget, outputs, resume, interruption, failures."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -101,3 +102,18 @@ def test_cli_bad_arguments(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):
+    """A search killed between asking for a trial and naming itself on it leaves an unnamed RUNNING trial."""
+    import nas.search as runner
+
+    monkeypatch.setattr(runner, "UNOWNED_GRACE_S", 0.1)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="effnas", storage=storage, direction="maximize")
+    unnamed = study.ask()
+    named = study.ask()
+    named.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # this live process: left alone
+    assert runner.recover_interrupted(study, storage) == [unnamed.number]
+    assert study.trials[unnamed.number].user_attrs["interrupted"] is True
+    assert study.trials[named.number].state == TrialState.RUNNING
