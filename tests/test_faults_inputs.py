@@ -1,7 +1,7 @@
 """Fault suite, bad inputs: the real CLI in subprocesses; each case is a one-line error, exit 2, nothing written.
 
-``FAULTS`` lists every case of this module (and the table in docs/faults.md is built from the FAULTS of all
-three ``test_faults_*`` modules): run ``EFFNAS_WRITE_FAULTS=1 pytest tests/test_faults_inputs.py`` to refresh it.
+``FAULTS`` lists every case of this module (and the table in docs/faults.md is built from the FAULTS of every
+``tests/test_faults_*.py`` module): run ``EFFNAS_WRITE_FAULTS=1 pytest tests/test_faults_inputs.py`` to refresh it.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def render_table() -> str:
              "Every fault and bad input that the fault suite (`tests/test_faults_*.py`) tries, and what happens. "
              "Each row is a test that runs the real `nas` command in a subprocess. Generated from the suite's "
              "`FAULTS` lists: `EFFNAS_WRITE_FAULTS=1 pytest tests/test_faults_inputs.py -k table`.", ""]
-    for module in ("test_faults_search", "test_faults_train", "test_faults_inputs"):
+    for module in sorted(path.stem for path in Path(__file__).parent.glob("test_faults_*.py")):
         faults = importlib.import_module(f"tests.{module}").FAULTS
         lines += [f"## {module}.py ({len(faults)})", "", "| case | fault or bad input | outcome |", "|---|---|---|"]
         lines += [f"| `{case}` | {what} | {outcome} |" for case, what, outcome in faults]
