@@ -97,6 +97,25 @@ def test_bad_cli_input_is_one_line_error(case, cli_results):
     assert sorted(p.name for p in case_dir.iterdir()) == ["spec.json"]  # nothing written
 
 
+# ----------------------------------------------------------------------------- search-space files (nas search)
+SPACE_CASES = [  # (id, file text, expected error pattern, what the fault is)
+    ("space-unknown-field", json.dumps({"widht": 0.5}), r"unknown field 'widht'", "space JSON with an unknown field"),
+    ("space-wrong-type", json.dumps({"width": "wide"}), r"width: must be a number", "space width of the wrong type"),
+    ("space-negative", json.dumps({"width": -1}), r"width: must be in \(0.0, 8.0\], got -1", "negative space width"),
+    ("space-huge", json.dumps({"image_size": 10**8}), r"image_size: must be in \[32, 4096\]",
+     "space image size 10^8"),
+    ("space-stages-not-object", json.dumps({"stages": "abc"}), r"stages: expected an object",
+     "space 'stages' that is a string"),
+]
+
+
+@pytest.mark.parametrize("case", SPACE_CASES, ids=[c[0] for c in SPACE_CASES])
+def test_bad_space_is_one_line_error_in_search(case, cli_results):
+    case_dir, result = cli_results[case[0]]
+    assert_one_line_error(result, case[2])
+    assert sorted(p.name for p in case_dir.iterdir()) == ["space.json"]  # no run directory, no study
+
+
 # ----------------------------------------------------------------------------- data sets (nas search / nas train)
 def _npz(path: Path, x, y) -> str:
     with path.open("wb") as handle:
@@ -171,6 +190,10 @@ def cli_results(tmp_path_factory):
         if kind == "data":
             argv = ["search", "--data", case[1](case_dir), "--out", str(case_dir / "run"), "--device", "cpu",
                     "--quiet"]
+        elif kind == "space":
+            (case_dir / "space.json").write_text(case[1])
+            argv = ["search", "--space", str(case_dir / "space.json"), "--out", str(case_dir / "run"), "--device",
+                    "cpu", "--quiet"]
         elif kind == "spec":
             (case_dir / "spec.json").write_text(case[1])
             argv = ["profile", str(case_dir / "spec.json"), "--no-time"]
@@ -179,7 +202,8 @@ def cli_results(tmp_path_factory):
             argv = [str(case_dir / "spec.json") if a == "{SPEC}" else a for a in case[1]]
         return case[0], (case_dir, nas(*argv, cwd=case_dir))
 
-    jobs = [("data", c) for c in DATA_CASES] + [("spec", c) for c in SPEC_CASES] + [("cli", c) for c in CLI_CASES]
+    jobs = ([("data", c) for c in DATA_CASES] + [("spec", c) for c in SPEC_CASES] + [("cli", c) for c in CLI_CASES]
+            + [("space", c) for c in SPACE_CASES])
     with ThreadPoolExecutor(3) as pool:
         return dict(pool.map(one, jobs))
 
@@ -220,7 +244,8 @@ def test_bad_arch_for_train_is_one_line_error(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-FAULTS = ([(c[0], c[3], "exit 2, one-line error, nothing written") for c in SPEC_CASES + CLI_CASES]
+NOTHING_WRITTEN = "exit 2, one-line error, nothing written"
+FAULTS = ([(c[0], c[3], NOTHING_WRITTEN) for c in SPEC_CASES + CLI_CASES + SPACE_CASES]
           + [(c[0], c[3], "exit 2, one-line error, run directory not created") for c in DATA_CASES]
           + [("imagefolder-unreadable-files", "truncated PNG and a text file named .jpg in an ImageFolder",
               "skipped with a warning naming each file; training runs"),
