@@ -31,6 +31,16 @@ def setup_device(args: argparse.Namespace) -> torch.device:
     return resolve_device(args.device)
 
 
+def search_defaults(device: str) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` that ``nas search`` picks on this machine for ``device`` when the
+    user passes neither, taken from the search itself so a benchmark measures what a search runs."""
+    from nas.search import default_workers
+    from nas.workers import default_threads
+
+    workers = default_workers(device)
+    return workers, default_threads(workers)
+
+
 def describe_device(device: torch.device | str) -> str:
     """One line: the GPU's name, or the CPU's core count, torch threads and load (shared machines vary)."""
     device = torch.device(device)

@@ -5,6 +5,10 @@ training them at full size does?
 
 1. Repeatability: one architecture (the default space's backbone), measured ``--repeats`` times by
    ``run_trial`` (the step time a search records) and by ``time_steps`` on one built step; CV across repeats.
+   First on an otherwise idle machine, then the way a search runs: while ``--others`` worker processes (the
+   search's own ``WorkerPool``, same threads each) train other candidates back to back on the other cores.
+   ``--threads`` defaults to what each worker of ``nas search`` gets on this machine (cores / default workers
+   on CPU), the thread count the recorded step times are measured with.
 2. Ranking: up to ten variants of the default space (op type, kernel, expansion, depth; built with
    ``spec_from_params``). Proxy: the step time ``run_trial`` records for each. Full: the same choices on the
    backbone at ``--full-width`` / ``--full-depth``, ``--full-size`` px, batch ``--full-batch``, 1000 classes,
@@ -16,12 +20,16 @@ training them at full size does?
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
-from typing import Any
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 
-from benchmarks.common import add_device_args, cv, print_report, setup_device, spearman
+from benchmarks.common import add_device_args, cv, print_report, search_defaults, setup_device, spearman
 
 # (name, changes): each change sets decisions on some stages (all by default); layers "fewer"/"more" pick the
 # stage's smallest/largest layer count in the space, so the same variant exists at proxy and at full depth.
@@ -71,40 +79,56 @@ def full_step_ms(spec: Any, args: argparse.Namespace, device: torch.device) -> f
         return time_steps(step, x, y, warmup=2, steps=args.full_steps).median_ms
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_device_args(parser)
-    parser.add_argument("--data", default="digits", help="proxy trial data (the search's default)")
-    parser.add_argument("--epochs", type=int, default=1, help="proxy trial epochs")
-    parser.add_argument("--timing-steps", type=int, default=20, help="timed steps per proxy trial")
-    parser.add_argument("--repeats", type=int, default=4, help="repeated measurements for the CV")
-    parser.add_argument("--variants", type=int, default=len(VARIANTS))
-    parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
-    parser.add_argument("--full-width", type=float, default=1.0)
-    parser.add_argument("--full-depth", type=float, default=1.0)
-    parser.add_argument("--full-size", type=int, default=None, help="default: 224 on CUDA, 64 on CPU")
-    parser.add_argument("--full-batch", type=int, default=None, help="default: 128 on CUDA, 16 on CPU")
-    parser.add_argument("--full-steps", type=int, default=None, help="default: 30 on CUDA, 5 on CPU")
-    args = parser.parse_args(argv)
-    device = setup_device(args)
-    cuda = device.type == "cuda"
-    if args.quick:
-        args.repeats, args.variants, args.full_width, args.full_steps = 3, 6, 0.5, args.full_steps or 3
-    args.full_size = args.full_size or (224 if cuda else 64)
-    args.full_batch = args.full_batch or (128 if cuda else 16)
-    args.full_steps = args.full_steps or (30 if cuda else 5)
+def train_until_killed(specs: list[dict], control: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A WorkerPool task: train ``specs`` in turn with ``run_trial``, forever, like a busy search worker.
 
-    from nas.engine import classification_loss, make_optimizer, make_train_step, prepare_model, time_steps
-    from models import build_model
+    ``control``: ``settings`` (the trial settings) and ``ready`` (a file created once the data is loaded, so
+    the measurement starts while this worker trains). The benchmark kills the worker when it is done.
+    """
+    from nas.engine import resolve_device
     from nas.trial import TrialSettings, run_trial, trial_data
-    from search_space.space import SearchSpace
 
-    proxy = SearchSpace.from_dict({} if args.width is None else {"width": args.width})
-    full = SearchSpace.from_dict({"width": args.full_width, "depth": args.full_depth, "image_size": args.full_size})
-    settings = TrialSettings(data=args.data, epochs=args.epochs, device=str(device), threads=args.threads,
-                             timing_steps=args.timing_steps)
+    settings = TrialSettings.from_dict(control["settings"])
+    trial_data(settings, seed, resolve_device(settings.device))
+    Path(control["ready"]).touch()
+    while True:
+        for spec in specs:
+            run_trial(spec, settings, seed)
 
-    # 1. repeatability of one architecture
+
+@contextlib.contextmanager
+def other_workers(count: int, threads: int, specs: list[dict], settings: dict[str, Any]) -> Iterator[None]:
+    """``count`` search worker processes training ``specs`` back to back for the duration of the block."""
+    from nas.workers import WorkerPool
+
+    if count < 1:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="effnas-fidelity-") as tmp:
+        pool = WorkerPool(count, threads=threads, function="benchmarks.step_time_fidelity:train_until_killed")
+        try:
+            ready = [Path(tmp) / f"ready-{i}" for i in range(count)]
+            for path in ready:
+                pool.submit(path.name, specs, {"settings": settings, "ready": str(path)}, 0)
+            deadline = time.monotonic() + 300
+            while not all(path.exists() for path in ready):
+                failed = pool.collect(poll=0.2)
+                if failed:
+                    raise RuntimeError(f"a background worker failed: {failed[0].error}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the background workers did not start within 300 s")
+            yield
+        finally:
+            pool.close(kill=True)
+
+
+def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespace,
+                  device: torch.device) -> list[dict[str, Any]]:
+    """CV of the backbone's step time over ``--repeats``: as ``run_trial`` records it, and by ``time_steps``."""
+    from models import build_model
+    from nas.engine import classification_loss, make_optimizer, make_train_step, prepare_model, time_steps
+    from nas.trial import DeviceLock, run_trial, trial_data
+
     trial_ms = [run_trial(proxy.backbone, settings.to_dict(), seed=0)["step_time_ms"] for _ in range(args.repeats)]
     data = trial_data(settings, 0, device)
     spec = proxy.backbone.replace(num_classes=data.num_classes, image_channels=data.channels, dropout=0.0,
@@ -113,15 +137,78 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     x, y = data.train_x[:settings.batch_size], data.train_y[:settings.batch_size]
     step = make_train_step(model, make_optimizer(settings.optimizer, model.parameters(), settings.lr, device),
                            classification_loss(), x, y)
-    pass_ms = [time_steps(step, x, y, warmup=2, steps=args.timing_steps).median_ms for _ in range(args.repeats)]
-    repeat_rows = [
-        {"measurement": f"run_trial step_time_ms ({args.timing_steps} timed steps)", "repeats": args.repeats,
-         "median ms": statistics.median(trial_ms), "CV %": 100 * cv(trial_ms), "engine": step.engine},
-        {"measurement": f"time_steps on one built step ({args.timing_steps} steps)", "repeats": args.repeats,
-         "median ms": statistics.median(pass_ms), "CV %": 100 * cv(pass_ms), "engine": step.engine},
-    ]
-    print_report(f"step-time repeatability: {spec.name}, {settings.image_size} px, batch {settings.batch_size}, "
-                 f"{args.data}", device, repeat_rows)
+    lock = DeviceLock(settings.timing_lock if device.type == "cuda" else None)  # as run_trial times its steps
+    pass_ms = []
+    for _ in range(args.repeats):
+        with lock.exclusive():
+            pass_ms.append(time_steps(step, x, y, warmup=2, steps=args.timing_steps).median_ms)
+    return [{"measurement": measurement, "machine": label, "repeats": args.repeats,
+             "median ms": statistics.median(values), "min ms": min(values), "max ms": max(values),
+             "CV %": 100 * cv(values), "engine": step.engine}
+            for measurement, values in ((f"run_trial step_time_ms ({args.timing_steps} timed steps)", trial_ms),
+                                        (f"time_steps on one built step ({args.timing_steps} steps)", pass_ms))]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_device_args(parser)
+    parser.add_argument("--data", default="digits", help="proxy trial data (the search's default)")
+    parser.add_argument("--epochs", type=int, default=1, help="proxy trial epochs")
+    parser.add_argument("--timing-steps", type=int, default=20, help="timed steps per proxy trial")
+    parser.add_argument("--repeats", type=int, default=5, help="repeated measurements for the CV")
+    parser.add_argument("--others", type=int, default=None,
+                        help="other workers training during the loaded rows (default: the search's default "
+                             "workers on this device minus one; 3 on CUDA, as with --workers 4); 0 skips them")
+    parser.add_argument("--variants", type=int, default=len(VARIANTS))
+    parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
+    parser.add_argument("--full-width", type=float, default=1.0)
+    parser.add_argument("--full-depth", type=float, default=1.0)
+    parser.add_argument("--full-size", type=int, default=None, help="default: 224 on CUDA, 64 on CPU")
+    parser.add_argument("--full-batch", type=int, default=None, help="default: 128 on CUDA, 16 on CPU")
+    parser.add_argument("--full-steps", type=int, default=None, help="default: 30 on CUDA, 5 on CPU")
+    args = parser.parse_args(argv)
+    search_workers, search_threads = search_defaults(args.device)
+    threads_note = (f"torch threads per measurement: {args.threads}" if args.threads is not None else
+                    f"torch threads per measurement: {search_threads}, what each of the {search_workers} "
+                    f"default workers of `nas search` gets on this machine")
+    args.threads = args.threads or search_threads
+    device = setup_device(args)
+    cuda = device.type == "cuda"
+    if args.others is None:
+        args.others = 3 if cuda else search_workers - 1
+    if args.quick:
+        args.repeats, args.variants, args.full_width, args.full_steps = 3, 6, 0.5, args.full_steps or 3
+    args.full_size = args.full_size or (224 if cuda else 64)
+    args.full_batch = args.full_batch or (128 if cuda else 16)
+    args.full_steps = args.full_steps or (30 if cuda else 5)
+
+    from nas.trial import TrialSettings, run_trial
+    from search_space.space import SearchSpace
+
+    proxy = SearchSpace.from_dict({} if args.width is None else {"width": args.width})
+    full = SearchSpace.from_dict({"width": args.full_width, "depth": args.full_depth, "image_size": args.full_size})
+    settings = TrialSettings(data=args.data, epochs=args.epochs, device=str(device), threads=args.threads,
+                             timing_steps=args.timing_steps)
+
+    # 1. repeatability of one architecture: idle, then beside other workers training other candidates
+    repeat_rows = repeatability("idle", proxy, settings, args, device)
+    if args.others:
+        # the search's timing lock too, as it sets one for any --workers > 1 (run_trial uses it on CUDA only)
+        with tempfile.TemporaryDirectory(prefix="effnas-fidelity-") as tmp:
+            loaded = TrialSettings.from_dict({**settings.to_dict(), "timing_lock": str(Path(tmp) / "timing.lock")})
+            others = [proxy.spec_from_params(variant_params(proxy, changes)).to_dict() for _, changes in VARIANTS[1:]]
+            with other_workers(args.others, args.threads, others, loaded.to_dict()):
+                label = f"{args.others} other worker{'s' if args.others > 1 else ''} training"
+                repeat_rows += repeatability(label, proxy, loaded, args, device)
+    worst = max(repeat_rows, key=lambda row: row["CV %"])
+    recorded = [row for row in repeat_rows if row["measurement"].startswith("run_trial")]
+    print_report(f"step-time repeatability: {proxy.backbone.name}, {settings.image_size} px, "
+                 f"batch {settings.batch_size}, {args.data}", device, repeat_rows, notes=[
+                     threads_note,
+                     "target: CV < 5 %. " + "; ".join(
+                         f"run_trial ({row['machine']}): {row['CV %']:.1f} % "
+                         f"({'within' if row['CV %'] < 5 else 'ABOVE'} the target)" for row in recorded),
+                     f"largest CV: {worst['CV %']:.1f} % ({worst['measurement'].split(' (')[0]}, {worst['machine']})"])
 
     # 2. proxy vs full ranking
     rows = []
@@ -137,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"batch {settings.batch_size}, run_trial); full = width {args.full_width:g}, depth {args.full_depth:g}, "
         f"{args.full_size} px, batch {args.full_batch}, 1000 classes (time_steps, {args.full_steps} steps)",
         device, rows, notes=[f"Spearman rank correlation, proxy vs full step time: {rho:.2f} over {len(rows)} "
-                             f"architectures (engine {step.engine})"])
+                             f"architectures (engine {repeat_rows[0]['engine']})"])
     return {"repeatability": repeat_rows, "ranking": rows, "spearman": rho}
 
 

@@ -44,9 +44,11 @@ def test_step_time_fidelity_rows(capsys):
 
     result = main(TINY + ["--data", "synthetic:200x32", "--repeats", "2", "--variants", "3", "--timing-steps", "2",
                           "--full-width", "0.125", "--full-depth", "0.25", "--full-size", "32", "--full-batch", "4",
-                          "--full-steps", "1"])
-    assert len(result["repeatability"]) == 2
-    assert all(_positive(r["median ms"]) and r["CV %"] >= 0 for r in result["repeatability"])
+                          "--full-steps", "1", "--others", "1"])
+    # idle, then beside one worker process training other candidates: run_trial and time_steps each
+    assert [r["machine"] for r in result["repeatability"]] == ["idle"] * 2 + ["1 other worker training"] * 2
+    assert all(_positive(r["median ms"]) and r["CV %"] >= 0 and r["min ms"] <= r["median ms"] <= r["max ms"]
+               for r in result["repeatability"])
     assert [r["variant"] for r in result["ranking"]] == [name for name, _ in VARIANTS[:3]]
     assert all(_positive(r["proxy ms"]) and _positive(r["full ms"]) for r in result["ranking"])
     assert -1.0 <= result["spearman"] <= 1.0
@@ -54,7 +56,22 @@ def test_step_time_fidelity_rows(capsys):
     space = default_space()
     fused = space.spec_from_params(variant_params(space, VARIANTS[2][1]))
     assert all(stage.op == "fused" for stage in fused.stages)
-    assert "Spearman" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Spearman" in out and "target: CV < 5 %" in out
+
+
+def test_step_time_fidelity_threads_default_to_a_search_workers(capsys):
+    """Without --threads, the measurements use the threads each default `nas search` worker gets here."""
+    from benchmarks.common import search_defaults
+    from benchmarks.step_time_fidelity import main
+
+    workers, threads = search_defaults("cpu")
+    main(["--device", "cpu", "--width", "0.125", "--data", "synthetic:200x32", "--repeats", "1", "--variants", "1",
+          "--timing-steps", "1", "--full-width", "0.125", "--full-depth", "0.25", "--full-size", "32",
+          "--full-batch", "2", "--full-steps", "1", "--others", "0"])
+    out = capsys.readouterr().out
+    assert f"torch threads per measurement: {threads}, what each of the {workers} default workers" in out
+    assert f"{threads} torch threads" in out
 
 
 def test_fused_vs_mbconv_rows(capsys):
