@@ -74,6 +74,28 @@ def test_step_time_fidelity_threads_default_to_a_search_workers(capsys):
     assert f"{threads} torch threads" in out
 
 
+def test_search_wall_time_rows(capsys):
+    from benchmarks.search_wall_time import main
+
+    rows = main(["--device", "cpu", "--data", "synthetic:200x32", "--workers", "2", "--budget", "2", "--epochs", "1"])
+    assert [(r["data"], r["workers"], r["threads/worker"]) for r in rows] == [("synthetic:200x32", 1, 2),
+                                                                             ("synthetic:200x32", 2, 1)]
+    for row in rows:
+        assert row["trials"] == 2 and row["failed"] == 0  # read back from the run's own study
+        assert 0 < row["setup s"] < row["wall s"]
+        assert _positive(row["s/trial"]) and _positive(row["trials/h"]) and _positive(row["speed-up"])
+        assert row["200 trials min"] * 60 > 200 * row["s/trial"]
+    assert rows[0]["speed-up"] == pytest.approx(1.0)
+    assert "extrapolated (from 2 trials)" in capsys.readouterr().out
+
+
+def test_search_wall_time_reports_a_failing_search():
+    from benchmarks.search_wall_time import main
+
+    with pytest.raises(RuntimeError, match="nas search: error: .*synthetic:nonsense"):
+        main(["--device", "cpu", "--data", "synthetic:nonsense", "--workers", "1", "--budget", "1"])
+
+
 def test_fused_vs_mbconv_rows(capsys):
     from benchmarks.fused_vs_mbconv import main
 
