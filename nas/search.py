@@ -88,12 +88,30 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDB
 
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            if url.startswith("sqlite"):
+                _write_ahead_log(storage.engine)
+            return storage
         except (IntegrityError, OperationalError, ProgrammingError) as error:
             if attempt == 4 or not (isinstance(error, IntegrityError) or "already exists" in str(error)):
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _write_ahead_log(engine: Any) -> None:
+    """Every Optuna call (each suggested parameter, each attribute) is its own SQLite commit. In WAL mode with
+    ``synchronous=NORMAL`` a commit needs no fsync, which halves the storage's share of a trial; a kill -9
+    still loses nothing committed and never corrupts the file (only a power cut may drop the last commits)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")  # stored in the file: every later reader uses it
+    engine.dispose()  # reopen the pool's connections with the pragma above
 
 
 def _identity(config: SearchConfig, space_dict: dict) -> dict[str, Any]:
