@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import Search, SearchConfig, SearchError, counted_trials, open_storage
+from nas.search import Search, SearchConfig, SearchError, counted_trials
+from nas.storage import StorageError, open_storage
 from nas.trial import TrialSettings
 from search_space import load_spec
 
@@ -86,7 +87,7 @@ def test_changed_settings_refuse_to_mix_studies(tmp_path):
 
 
 def test_bad_storage_url_is_one_line_error():
-    with pytest.raises(SearchError, match="cannot open storage"):
+    with pytest.raises(StorageError, match="cannot open storage"):
         open_storage("postgresql://nobody@127.0.0.1:1/none")
 
 
