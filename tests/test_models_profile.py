@@ -33,16 +33,23 @@ def test_count_macs_matches_the_layer_formulas():
     assert count_macs(conv_pool_linear(), size) == 8 * size * size * 3 * 3 * 3 + 8 * 4
 
 
-def test_count_macs_on_meta_equals_a_real_forward_and_leaves_the_model_alone():
+@pytest.mark.parametrize("which", ["tiny", "default-space backbone", "zoo b0"])
+def test_count_macs_on_meta_equals_a_real_forward_and_leaves_the_model_alone(which):
+    from models import get_spec
+    from search_space.space import SearchSpace
+
+    spec = {"tiny": lambda: spec_from_dict(tiny_spec_dict()), "default-space backbone": lambda: SearchSpace
+            .from_dict({}).backbone, "zoo b0": lambda: get_spec("efficientnet-b0")}[which]()
     torch.manual_seed(0)
-    model = build_model(spec_from_dict(tiny_spec_dict())).train()
-    before = [p.detach().clone() for p in model.parameters()]
-    macs = count_macs(model, 32)
+    model = build_model(spec).train()
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}  # weights and BN running stats
+    on_meta = count_macs(model, 32)
+    real = count_macs(model, 32, on_meta=False)
     assert model.training and next(model.parameters()).device.type == "cpu"
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with torch.no_grad():
-        real = _count_for_real(model.eval(), 32, 3).get_total_flops() // 2
-    assert macs == real > 0
+        by_hand = _count_for_real(model.eval(), 32, 3).get_total_flops() // 2
+    assert on_meta == real == by_hand > 0
 
 
 def test_macs_by_module_add_up_and_scale_with_pixels():
