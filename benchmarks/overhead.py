@@ -12,7 +12,7 @@ first, then ``--trials`` candidates) and times every phase of a trial from outsi
   eval       ``evaluate`` on the validation split
   other      the rest of ``run_trial`` (data from the process cache, seeding, optimizer)
   store      ``Search.record``: reward, user attributes, Optuna tell on SQLite
-  files      ``write_run_files`` (trials.csv, pareto.json, best.json), written once per search; shown per trial
+  files      ``write_run_files`` (trials.csv, pareto.json, best.json), rewritten after every trial
 Overhead = everything but train and eval, as a share of the trial's wall time. Worker-process IPC (the local
 backend runs trials in long-lived worker processes) is not included: it is one pickle of a spec and a dict.
 """
@@ -105,18 +105,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             spent["other"] = metrics["total_seconds"] - sum(spent[p] for p in ("build", "MACs", "step", "train",
                                                                                "eval"))
             began = time.perf_counter()
-            search.record(candidate, metrics, None, seconds)
-            spent["store"] = time.perf_counter() - began
+            with timed_phases(search, {"write_outputs": "files"}, spent):  # record rewrites them every trial
+                search.record(candidate, metrics, None, seconds)
+            spent["store"] = time.perf_counter() - began - spent["files"]
             spent["wall"] = time.perf_counter() - start
             rows.append({"trial": candidate.number, "params": metrics["params"], **spent})
-        began = time.perf_counter()
-        search.write_outputs()
-        files = (time.perf_counter() - began) / len(rows)
 
     table = []
     for row in rows:
-        row["files"] = files
-        row["wall"] += files
         overhead = row["wall"] - row["train"] - row["eval"]
         table.append({"trial": row["trial"], "params": row["params"], "wall s": row["wall"],
                       **{f"{p} ms": 1000 * row[p] for p in PHASES if p not in ("train",)}, "train s": row["train"],
