@@ -153,15 +153,30 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
     """
     recovered = []
     study_id = storage.get_study_id_from_name(study.study_name)
+    queued = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
     for trial in _orphaned(study):
+        # The retry is queued first: a recovery killed in between leaves the trial RUNNING, to be marked by
+        # the next one (which finds the retry queued), never FAIL with its architecture not re-run.
+        if trial.params and trial.number not in queued:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_user_attr(trial_id, "interrupted", True)
         storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the search process stopped")
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        if trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
         recovered.append(trial.number)
     return recovered
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[str]:
+    """Delete the ``.trials.csv.PID.tmp``-style copies that a process killed while writing the run files left
+    (those files are replaced atomically, so a half-written copy is all a kill leaves behind)."""
+    removed = []
+    for path in run_dir.glob(".*.tmp"):
+        name, _, pid = path.name[1:-4].rpartition(".")
+        if name in ("trials.csv", "pareto.json", "best.json") and pid.isdigit() and not _pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 @dataclass
@@ -265,6 +280,7 @@ class Search:
         it is only called the first time, later runs reuse the stored reference.
         """
         recover_interrupted(self.study, self.storage)
+        remove_stale_temporaries(self.run_dir)
         stored = self.study.user_attrs.get("reference")
         if stored:
             self.reference = stored
