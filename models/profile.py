@@ -80,11 +80,8 @@ def count_macs_by_module(model: nn.Module, image_size: int, channels: int = 3,
     model.eval()
     try:
         with torch.no_grad():
-            try:
-                if not on_meta:
-                    raise NotImplementedError
-                counter = _count_on_meta(model, size, channels)
-            except (NotImplementedError, RuntimeError):
+            counter = _count_on_meta(model, size, channels) if on_meta else None
+            if counter is None:
                 counter = _count_for_real(model, size, channels)
     finally:
         model.train(was_training)
@@ -99,12 +96,16 @@ def count_macs_by_module(model: nn.Module, image_size: int, channels: int = 3,
     return counts
 
 
-def _count_on_meta(model: nn.Module, size: int, channels: int) -> FlopCounterMode:
+def _count_on_meta(model: nn.Module, size: int, channels: int) -> FlopCounterMode | None:
+    """The counter after a forward on meta copies; None when some op has no meta kernel."""
     tensors = {name: torch.empty_like(t, device="meta")
                for name, t in [*model.named_parameters(), *model.named_buffers()]}
     image = torch.empty(1, channels, size, size, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        functional_call(model, tensors, (image,))
+    try:
+        with FlopCounterMode(display=False) as counter:
+            functional_call(model, tensors, (image,))
+    except (NotImplementedError, RuntimeError):
+        return None
     return counter
 
 
