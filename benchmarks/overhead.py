@@ -12,9 +12,11 @@ first, then ``--trials`` candidates) and times every phase of a trial from outsi
   eval       ``evaluate`` on the validation split
   other      the rest of ``run_trial`` (data from the process cache, seeding, optimizer)
   store      ``Search.record``: reward, user attributes, Optuna tell on SQLite
-  files      ``write_run_files`` (trials.csv, pareto.json, best.json), rewritten after every trial
-Overhead = everything but train and eval, as a share of the trial's wall time. Worker-process IPC (the local
-backend runs trials in long-lived worker processes) is not included: it is one pickle of a spec and a dict.
+  files      ``write_run_files`` (trials.csv, pareto.json, best.json), rewritten after every trial by record
+  loop       the search loop's own reads between trials: the budget count and the progress bar's best reward
+Overhead = everything but train and eval, as a share of the trial's wall time. Each trial trains with the torch
+threads one default ``nas search`` worker gets on this machine (``--threads`` to change). Worker-process IPC (the
+local backend runs trials in long-lived worker processes) is not included: it is one pickle of a spec and a dict.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from benchmarks.common import add_device_args, print_report, setup_device
+from benchmarks.common import add_device_args, print_report, search_defaults, setup_device
 
-PHASES = ("sample", "build", "MACs", "step", "train", "eval", "other", "store", "files")
+PHASES = ("sample", "build", "MACs", "step", "train", "eval", "other", "store", "files", "loop")
 
 
 @contextlib.contextmanager
@@ -73,10 +75,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs = 3, 1
+    args.threads = args.threads or search_defaults(args.device)[1]  # a trial trains as a search worker does
     device = setup_device(args)
 
     import nas.trial
-    from nas.search import Search, SearchConfig
+    from nas.search import Search, SearchConfig, counted_trials
     from nas.trial import TrialSettings, run_trial
 
     rows: list[dict[str, Any]] = []
@@ -108,6 +111,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             with timed_phases(search, {"write_outputs": "files"}, spent):  # record rewrites them every trial
                 search.record(candidate, metrics, None, seconds)
             spent["store"] = time.perf_counter() - began - spent["files"]
+            began = time.perf_counter()
+            counted_trials(search.study), search.best()  # what Search.run reads before proposing the next one
+            spent["loop"] = time.perf_counter() - began
             spent["wall"] = time.perf_counter() - start
             rows.append({"trial": candidate.number, "params": metrics["params"], **spent})
 
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                       "overhead %": 100 * overhead / row["wall"]})
     shares = [r["overhead %"] for r in table]
     print_report(f"per-trial overhead: {args.trials} TPE trials on SQLite, {args.data}, {args.epochs} epoch(s), "
-                 f"batch {args.batch_size}", device, table,
+                 f"batch {args.batch_size}, {args.threads} torch thread(s) per trial", device, table,
                  notes=[f"overhead (outside training and evaluation steps): median {statistics.median(shares):.1f} % "
                         f"of a trial's wall time (range {min(shares):.1f}-{max(shares):.1f} %)"])
     return table
