@@ -14,6 +14,9 @@ first, then ``--trials`` candidates) and times every phase of a trial from outsi
   store      ``Search.record``: reward, user attributes, Optuna tell on SQLite
   files      ``write_run_files`` (trials.csv, pareto.json, best.json), rewritten after every trial by record
   loop       the search loop's own reads between trials: the budget count and the progress bar's best reward
+The sampler's, the storage's and the run files' costs grow with the study: ``--history N`` first fills it with N
+completed trials (architectures from the controller, metrics drawn around the reference's, nothing trained) to
+measure trials late in a search, e.g. ``--history 200``.
 Overhead = everything but train and eval, as a share of the trial's wall time. Each trial trains with the torch
 threads one default ``nas search`` worker gets on this machine (``--threads`` to change). Worker-process IPC (the
 local backend runs trials in long-lived worker processes) is not included: it is one pickle of a spec and a dict.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import statistics
 import tempfile
 import threading
@@ -64,6 +68,17 @@ def timed_phases(module: Any, names: dict[str, str], spent: dict[str, float]) ->
             setattr(module, attr, original)
 
 
+def fill_history(search: Any, count: int, reference: dict[str, Any]) -> None:
+    """``count`` completed trials as the search would record them, with metrics drawn around the reference's."""
+    rng = random.Random(0)
+    for _ in range(count):
+        candidate, _spec = search.propose()
+        metrics = {**reference, "accuracy": rng.uniform(0.3, 1.0),
+                   "step_time_ms": reference["step_time_ms"] * rng.uniform(0.5, 2.0),
+                   "params": int(reference["params"] * rng.uniform(0.2, 4.0))}
+        search.record(candidate, metrics, None, reference["total_seconds"])
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device_args(parser)
@@ -72,6 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
+    parser.add_argument("--history", type=int, default=0, help="completed trials in the study before the timed ones")
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs = 3, 1
@@ -88,10 +104,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         space_file.write_text(json.dumps({} if args.width is None else {"width": args.width}))
         trial = TrialSettings(data=args.data, epochs=args.epochs, batch_size=args.batch_size, device=str(device),
                               threads=args.threads).to_dict()
-        config = SearchConfig(out=str(Path(tmp) / "run"), budget=args.trials, controller="tpe", seed=0,
-                              space=str(space_file), workers=1, trial=trial)
+        config = SearchConfig(out=str(Path(tmp) / "run"), budget=args.history + args.trials, controller="tpe",
+                              seed=0, space=str(space_file), workers=1, trial=trial)
         search = Search(config, progress=False)
-        search.prepare(lambda spec: run_trial(spec.to_dict(), config.trial, config.seed))  # warms the data cache
+        reference: dict[str, Any] = {}
+
+        def measure_reference(spec: Any) -> dict[str, Any]:
+            reference.update(run_trial(spec.to_dict(), config.trial, config.seed))  # also warms the data cache
+            return reference
+
+        search.prepare(measure_reference)
+        fill_history(search, args.history, reference)
         for _ in range(args.trials):
             spent: dict[str, float] = defaultdict(float)
             start = time.perf_counter()
@@ -124,8 +147,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                       **{f"{p} ms": 1000 * row[p] for p in PHASES if p not in ("train",)}, "train s": row["train"],
                       "overhead %": 100 * overhead / row["wall"]})
     shares = [r["overhead %"] for r in table]
-    print_report(f"per-trial overhead: {args.trials} TPE trials on SQLite, {args.data}, {args.epochs} epoch(s), "
-                 f"batch {args.batch_size}, {args.threads} torch thread(s) per trial", device, table,
+    history = f" after {args.history} completed" if args.history else ""
+    print_report(f"per-trial overhead: {args.trials} TPE trials{history} on SQLite, {args.data}, "
+                 f"{args.epochs} epoch(s), batch {args.batch_size}, {args.threads} torch thread(s) per trial", device, table,
                  notes=[f"overhead (outside training and evaluation steps): median {statistics.median(shares):.1f} % "
                         f"of a trial's wall time (range {min(shares):.1f}-{max(shares):.1f} %)"])
     return table
