@@ -1,18 +1,19 @@
 """The files a search keeps next to its study: ``trials.csv``, ``pareto.json``, ``best.json``.
 
 Rewritten after every trial, each atomically (temporary file + rename), so a search killed at any
-moment leaves complete, valid files behind: the previous version or the new one, never half of one.
+moment leaves complete, valid files behind: the previous version or the new one, never half of one; on a
+full or read-only disk the write is a one-line :class:`~search_space.writes.WriteError` and the old file stays.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import optuna
 
 from search_space import save_spec
+from search_space.writes import atomic_write
 
 from .export import to_csv
 from .pareto import pareto_front
@@ -20,20 +21,14 @@ from .queries import best_by_reward, metrics_of
 from .study import ResultsError, spec_of, trials_frame
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_run_files(study: optuna.Study, run_dir: str | Path) -> None:
     """Write (or refresh) the run directory's ``trials.csv``, ``pareto.json`` and ``best.json``."""
     run_dir = Path(run_dir)
     frame = trials_frame(study)
-    _write_atomic(run_dir / "trials.csv", to_csv(frame))
+    atomic_write(run_dir / "trials.csv", to_csv(frame))
     front = pareto_front(frame)
     points = [{**metrics_of(row), "blocks": row["blocks"], "spec": row["spec"]} for _, row in front.iterrows()]
-    _write_atomic(run_dir / "pareto.json", json.dumps(points, indent=2) + "\n")
+    atomic_write(run_dir / "pareto.json", json.dumps(points, indent=2) + "\n")
     try:
         best = best_by_reward(frame)
     except ResultsError:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
+from .writes import atomic_write
 
 OPS = ("mbconv", "fused")
 
@@ -308,10 +308,7 @@ def save_spec(spec: ArchSpec, path: str | Path, extra: dict[str, Any] | None = N
     """Write a spec (optionally wrapped with ``extra`` keys such as metrics) atomically."""
     path = Path(path)
     payload: dict[str, Any] = spec.to_dict() if extra is None else {"spec": spec.to_dict(), **extra}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: several searches may share a run
     try:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        tmp.replace(path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise SpecError(f"{path}: cannot write ({error.strerror or error})") from None
+        atomic_write(path, json.dumps(payload, indent=2) + "\n")
+    except OSError as error:  # not the disk's fault (a folder where the file should be, ...): still one line
+        raise SpecError(f"cannot write {path}: {error.strerror or error}") from None
