@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from models import build_model
 from search_space import ArchSpec, ProgressiveRecipe
 from search_space.errors import EffnasError
+from search_space.writes import atomic_write, ensure_writable_dir
 
 from . import train_state
 from .augment import CROP_MIN_AREA, TrainAugment, channel_stats, eval_batch
@@ -231,7 +232,7 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
         first_epoch, global_step, history = state["epoch"], state["step"], list(state["history"])
         train_state.set_rng_state(state["rng"])
         log(f"resuming {out} after epoch {first_epoch}/{config.epochs}")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out)  # a read-only or full --out fails here, in one line, before any training
 
     train_x, train_y = data.train_x.to(torch_device), data.train_y.to(torch_device)
     val_x, val_y = data.val_x.to(torch_device), data.val_y.to(torch_device)
@@ -344,7 +345,5 @@ def _finish(out: Path, spec: ArchSpec, config: TrainConfig, schedule: list[Stage
         "params": sum(p.numel() for p in model.parameters()), "engine": engine,
         "schedule": [stage.to_dict() for stage in schedule], "config": config.to_dict(), "spec": spec.to_dict(),
     }
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import os
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from search_space.errors import EffnasError
+from search_space.writes import atomic_write
 
 CHECKPOINT_FORMAT = 1
 RECIPE_FIELDS = {"train_image_size", "eval_image_size", "progressive", "dropout", "drop_path_rate"}
@@ -79,10 +80,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path``: never a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a temporary file, then rename over ``path``: never a half-written checkpoint (on a
+    full disk the temporary file goes, the previous checkpoint stays and the error is one line)."""
+    atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -140,12 +140,11 @@ def check_compatible(path: Path, state: dict[str, Any], spec: dict[str, Any], co
 
 # ----------------------------------------------------------------------------- metrics log and plot
 def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, text.getvalue())
 
 
 def write_plot(path: Path, history: list[dict[str, Any]], title: str) -> None:
@@ -173,6 +172,4 @@ def write_plot(path: Path, history: list[dict[str, Any]], title: str) -> None:
     line("randaug", 2, 2, "RandAugment magnitude", secondary=True)
     figure.update_xaxes(title_text="epoch")
     figure.update_layout(title=title, height=750, template="plotly_white")
-    tmp = path.with_name(path.name + ".tmp")
-    figure.write_html(tmp, include_plotlyjs=True, full_html=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: figure.write_html(tmp, include_plotlyjs=True, full_html=True))
