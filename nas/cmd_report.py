@@ -52,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(to_markdown(frame, info, args.location))
     else:
         from results.html_report import render_html
+        from search_space.writes import atomic_write
 
         out = Path(args.out).expanduser() if args.out else default_html_path(args.location)
         if not out.parent.is_dir():
             raise ResultsError(f"--out {out}: directory {out.parent} does not exist")
-        out.write_text(render_html(frame, info, args.location), encoding="utf-8")
+        atomic_write(out, render_html(frame, info, args.location))  # a full disk leaves no half report
         print(f"wrote {out} ({len(frame)} trials)")
     return 0
