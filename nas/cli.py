@@ -1,7 +1,9 @@
 """The ``nas`` command: one sub-command per job, each defined in its own ``nas/cmd_*.py`` module.
 
 Heavy imports (torch, optuna, ray) happen inside the commands so ``nas --help`` answers at once.
-Bad input of any kind (an :class:`EffnasError`) becomes one line on stderr and exit code 2.
+Bad input of any kind (an :class:`EffnasError`) becomes one line on stderr and exit code 2, and so does a
+write the disk refuses (full, read-only, over quota, not permitted) wherever it happens (see
+:func:`disk_error_message`); any other exception surfaces as the bug it is.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 import sys
 
 from search_space.errors import EffnasError
+from search_space.writes import DISK_ERRNOS, sqlite_disk_problem
 
 # Sub-command name -> module that defines ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS = {
@@ -50,6 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def disk_error_message(error: BaseException) -> str | None:
+    """One line for an exception that is, at its root, the disk refusing a write: an ``OSError`` with a disk
+    errno, or an SQLite "database or disk is full" under Optuna's and SQLAlchemy's wrappers. None otherwise.
+
+    The write paths name their files themselves (:mod:`search_space.writes`); this catches the rest (a
+    journal storage, a library's own files) so that no full disk ever ends in a traceback."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+            where = f" {error.filename}" if error.filename else ""
+            return f"cannot write{where}: {DISK_ERRNOS[error.errno]}"
+        problem = sqlite_disk_problem(error)
+        if problem:
+            return f"cannot write the study's database: {problem}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `nas report ... | head`: the reader left, which is fine
         sys.stderr.close()
         return 0
+    except Exception as error:
+        message = disk_error_message(error)
+        if message is None:
+            raise
+        print(f"nas {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
