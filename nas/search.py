@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search_space import ArchSpec, EffnasError
+from search_space.writes import ensure_writable_dir
 
 from .storage import open_storage
 
@@ -224,13 +225,7 @@ class Search:
         self.num_classes, self.image_channels = self._data_shape()
         if config.workers > 1:  # concurrent trials time their steps one at a time (see nas.trial.DeviceLock)
             config.trial["timing_lock"] = str(self.run_dir.resolve() / ".timing.lock")
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise SearchError(f"cannot write to run directory {self.run_dir}: {error.strerror or error}") from None
+        ensure_writable_dir(self.run_dir, "run directory")  # read-only, full: one line, and nothing created
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage_url = _storage_url(config)
         self.storage = open_storage(self.storage_url)
