@@ -82,9 +82,10 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]
         raise failure from None
 
 
-def ensure_writable_dir(folder: str | Path) -> Path:
+def ensure_writable_dir(folder: str | Path, what: str = "") -> Path:
     """Create ``folder`` (and its parents) and make sure a file can be written there now, so a command fails
-    in one line before it spends any time, rather than at its first write. On failure nothing is left behind."""
+    in one line before it spends any time, rather than at its first write. On failure nothing is left behind.
+    ``what`` names the folder in the error ("run directory")."""
     folder = Path(folder)
     existing = folder
     while not existing.exists() and existing != existing.parent:
@@ -106,7 +107,7 @@ def ensure_writable_dir(folder: str | Path) -> Path:
     for made in created:  # innermost first: the folders this call made, now empty again
         with contextlib.suppress(OSError):
             made.rmdir()
-    raise WriteError(f"cannot write to {folder}: {problem}")
+    raise WriteError(f"cannot write to {what + ' ' if what else ''}{folder}: {problem}")
 
 
 # SQLite's primary result codes that can mean the disk: SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN.
