@@ -49,6 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="imagefolder images are read at this size before resizing on the device (default 64)")
     parser.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
                         help="fail a candidate that trains longer than this")
+    parser.add_argument("--trial-memory", type=float, default=None, metavar="GIB",
+                        help="fail a candidate that needs more memory than this, in GiB: on CPU the heap a trial "
+                             "may grow beyond its worker's start-up size (about 0.2 GiB), on a GPU the device "
+                             "memory a worker may hold; recorded as 'out of memory' and the search goes on "
+                             "(default: no limit)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the controller, data split and training")
     parser.add_argument("--reward-w", type=float, default=-0.07, help="step-time exponent w (default -0.07)")
     parser.add_argument("--reward-v", type=float, default=-0.05, help="params exponent v (default -0.05)")
@@ -90,12 +95,15 @@ def run(args: argparse.Namespace) -> int:
     config = SearchConfig(
         out=args.out or _default_out(args.controller, args.data), budget=args.budget, controller=args.controller,
         seed=args.seed, storage=args.storage, space=args.space, workers=args.workers,
-        trial_timeout=args.trial_timeout, image_size=args.image_size, reward_w=args.reward_w, reward_v=args.reward_v,
+        trial_timeout=args.trial_timeout, trial_memory=args.trial_memory, image_size=args.image_size, reward_w=args.reward_w, reward_v=args.reward_v,
         trial=trial_settings.to_dict())
     ray_flags = [flag for flag, value in (("--address", args.address), ("--gpus-per-trial", args.gpus_per_trial),
                                           ("--cpus-per-trial", args.cpus_per_trial)) if value is not None]
     if args.backend != "ray" and ray_flags:
         raise SearchError(f"{ray_flags[0]} only applies to --backend ray")
+    if args.backend == "ray" and args.trial_memory is not None:
+        raise SearchError("--trial-memory applies to the local backend; on Ray, give trials memory with Ray's "
+                          "own resources (ray start --memory)")
     search = Search(config, progress=not args.quiet)
     if args.backend == "ray":  # --- scaling out on Ray (nas/ray_backend.py) ---
         from nas.ray_backend import RayOptions, run_ray

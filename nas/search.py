@@ -46,6 +46,7 @@ class SearchConfig:
     space: str | None = None
     workers: int | None = None  # None: one per CPU core (at most 8) on CPU, one on a GPU
     trial_timeout: float | None = None
+    trial_memory: float | None = None  # GiB a trial may use (see nas.workers.limit_memory)
     reward_w: float = -0.07
     reward_v: float = -0.05
     image_size: int | None = None  # proxy image size; None: the space's
@@ -210,6 +211,8 @@ class Search:
             raise SearchError(f"--workers must be at least 1, got {config.workers}")
         if config.trial_timeout is not None and config.trial_timeout <= 0:
             raise SearchError(f"--trial-timeout must be positive, got {config.trial_timeout}")
+        if config.trial_memory is not None and not 0 < config.trial_memory < 2**20:
+            raise SearchError(f"--trial-memory must be a positive number of GiB, got {config.trial_memory:g}")
         self.config = config
         self.progress = progress
         self.on_trial = on_trial
@@ -349,7 +352,8 @@ class Search:
         threads = self.config.trial.get("threads") or default_threads(self.config.workers)
         running: dict[int, optuna.trial.Trial] = {}
         stopped_early = False
-        pool = WorkerPool(self.config.workers, timeout=self.config.trial_timeout, threads=threads)
+        pool = WorkerPool(self.config.workers, timeout=self.config.trial_timeout, threads=threads,
+                          memory_gib=self.config.trial_memory)
         bar = None
         try:
             self.prepare(lambda spec: self._measure_on_pool(pool, spec))

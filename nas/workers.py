@@ -34,13 +34,40 @@ def _import_function(path: str) -> Callable[..., dict]:
     return getattr(importlib.import_module(module_name), name)
 
 
-def _worker_main(connection: Connection, threads: int | None, function: str) -> None:
+def limit_memory(gib: float | None) -> str | None:
+    """Cap what this process's trials may allocate, so a candidate too big for the machine fails as "out of
+    memory" instead of swapping the machine to a halt or being killed by the kernel with the worker.
+
+    On a GPU: a share of the device's memory (torch then raises its OutOfMemoryError). On CPU: the heap
+    (``RLIMIT_DATA``, which on Linux >= 4.7 also counts the anonymous mappings large tensors live in) may grow
+    ``gib`` beyond what the worker holds now, after start-up. Returns what was limited, for the record.
+    """
+    if gib is None:
+        return None
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():  # CPU limits would also cap the CUDA driver's host mappings: leave them be
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total))
+        return f"GPU memory {gib:g} GiB"
+    with open("/proc/self/status") as status:
+        in_use = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmData:"))
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = in_use + int(gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    return f"heap {gib:g} GiB beyond {in_use / 2**30:.2f} GiB at start-up"
+
+
+def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None) -> None:
     """Loop: receive (key, spec, settings, seed), run the trial, send the outcome back."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     run_trial = _import_function(function)
+    limit_memory(memory_gib)
 
     while True:
         try:
@@ -62,15 +89,22 @@ def _worker_main(connection: Connection, threads: int | None, function: str) -> 
             if not str(error):
                 reason += " " + traceback.format_exc(limit=-1).strip().splitlines()[-1]
             connection.send((key, None, reason[:2000], time.perf_counter() - start))
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # hand back what the failed candidate held before the next one
+
+
+STARTUP_S = 120.0  # how long a new worker may take to start before its first task counts as hung
 
 
 class _Worker:
-    def __init__(self, context: mp.context.BaseContext, threads: int | None, function: str) -> None:
+    def __init__(self, context: mp.context.BaseContext, threads: int | None, function: str,
+                 memory_gib: float | None = None) -> None:
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, threads, function), daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child, threads, function, memory_gib), daemon=True)
         self.process.start()
         child.close()
-        self.task: tuple[Any, float] | None = None  # (key, started at)
+        self.task: tuple[Any, float] | None = None  # (key, submitted or started at)
+        self.running = False  # the worker has acknowledged the task: its time limit runs from then
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -91,19 +125,20 @@ class WorkerPool:
     """``size`` worker processes; submit tasks, collect results as they finish.
 
     A worker that dies or overruns ``timeout`` seconds is killed and replaced, and its task comes
-    back as a failure with the reason.
+    back as a failure with the reason. ``memory_gib`` caps each worker's trials (see :func:`limit_memory`).
     """
 
     def __init__(self, size: int, timeout: float | None = None, threads: int | None = None,
-                 function: str = "nas.trial:run_trial") -> None:
+                 function: str = "nas.trial:run_trial", memory_gib: float | None = None) -> None:
         self._context = mp.get_context("spawn")
         self._threads = threads
+        self._memory_gib = memory_gib
         self._function = function
         self.timeout = timeout
         self._workers = [self._new_worker() for _ in range(size)]
 
     def _new_worker(self) -> _Worker:
-        return _Worker(self._context, self._threads, self._function)
+        return _Worker(self._context, self._threads, self._function, self._memory_gib)
 
     @property
     def idle(self) -> int:
@@ -116,7 +151,7 @@ class WorkerPool:
     def submit(self, key: Any, spec: dict, settings: dict, seed: int) -> None:
         worker = next(w for w in self._workers if w.task is None)
         worker.connection.send((key, spec, settings, seed))
-        worker.task = (key, time.perf_counter())
+        worker.task, worker.running = (key, time.perf_counter()), False
 
     def collect(self, poll: float = 1.0) -> list[TrialResult]:
         """Wait up to ``poll`` seconds; return every task that finished, failed or timed out."""
@@ -135,7 +170,7 @@ class WorkerPool:
                 try:
                     message = worker.connection.recv()
                     if message[0] == "started":
-                        worker.task = (key, time.perf_counter())
+                        worker.task, worker.running = (key, time.perf_counter()), True
                         continue
                     got_key, metrics, error, seconds = message
                     worker.task = None
@@ -144,7 +179,9 @@ class WorkerPool:
                 except (EOFError, OSError):
                     worker.process.join(timeout=1)  # the worker died mid-send; reap it, report below
             died = not worker.process.is_alive()
-            timed_out = self.timeout is not None and elapsed > self.timeout
+            # A fresh worker's start-up (importing torch: seconds on a loaded machine) is not the trial's time.
+            limit = None if self.timeout is None else self.timeout if worker.running else self.timeout + STARTUP_S
+            timed_out = limit is not None and elapsed > limit
             if died or timed_out:
                 if timed_out and not died:
                     reason = f"trial exceeded the time limit of {self.timeout:g} s"

@@ -37,3 +37,22 @@ def test_timeout_and_death_are_reported_and_workers_replaced():
         assert pool.idle == 2
         pool.submit("after", {"action": "ok", "value": 1}, {}, 0)
         assert collect_all(pool, 1)["after"].metrics["value"] == 2
+
+
+def test_memory_limit_fails_the_big_task_and_the_worker_serves_the_next():
+    with WorkerPool(1, function="tests.workers_tasks:allocate", memory_gib=0.5) as pool:
+        pool.submit("small", {"gib": 0.1}, {}, 0)
+        small = collect_all(pool, 1)["small"]
+        assert small.error is None, small.error
+        pool.submit("big", {"gib": 2.0}, {}, 0)
+        big = collect_all(pool, 1)["big"]
+        assert big.metrics is None and "can't allocate memory" in big.error, big.error
+        pool.submit("after", {"gib": 0.1}, {}, 0)
+        after = collect_all(pool, 1)["after"]
+        assert after.error is None and after.metrics["pid"] == small.metrics["pid"]  # same worker, not replaced
+
+
+def test_without_a_memory_limit_the_same_task_runs():
+    with WorkerPool(1, function="tests.workers_tasks:allocate") as pool:
+        pool.submit("big", {"gib": 2.0}, {}, 0)
+        assert collect_all(pool, 1)["big"].error is None

@@ -15,3 +15,11 @@ def behave(spec: dict, settings: dict, seed: int) -> dict:
     if action == "die":
         os._exit(3)
     raise ValueError(action)
+
+
+def allocate(spec: dict, settings: dict, seed: int) -> dict:
+    """Hold ``gib`` GiB of touched memory for a moment, like a candidate whose activations are that big."""
+    import torch
+
+    block = torch.ones(int(spec["gib"] * 2**30) // 4)
+    return {"sum": float(block[:10].sum()), "pid": os.getpid()}
