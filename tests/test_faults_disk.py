@@ -1,0 +1,337 @@
+"""Fault suite, disks: a full or read-only output directory under every command that writes.
+
+Each case runs the real CLI (``python -m nas ...``) inside its own mount namespace (``unshare -m``), where the
+directory it writes to (``disk/``) is a small tmpfs filled with a filler file, or a read-only bind mount; the
+mounts exist only for that one command and vanish with it. Still inside, the directory's contents are then
+copied out (``after/``) and compared with what was there before: the study's rows (SQL dump) and
+``PRAGMA integrity_check``, the run files byte for byte, checkpoints loaded with ``weights_only=True``, and
+no temporary files left. Making mounts needs root (CAP_SYS_ADMIN) and unshare(1): elsewhere the cases skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from search_space.writes import LOW_SPACE_BYTES
+from tests.test_faults_inputs import assert_one_line_error
+
+SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
+TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16, "name": "tiny",
+        "dropout": 0.1, "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]}
+TRAIN_ARGS = ["--data", "synthetic:200x8", "--epochs", "2", "--stages", "2", "--batch-size", "32",
+              "--min-image-size", "8", "--device", "cpu", "--quiet"]
+SQLITE_SIDE_FILES = ("-wal", "-shm")  # SQLite's own companions of study.db: compared through the SQL dump
+BESIDE = 10  # nice level of everything off the longest chain of commands
+FULL = r"[Nn]o space left on device"
+READ_ONLY = r"[Rr]ead-only file system"
+
+
+def nas_argv(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "nas", *argv]
+
+
+def search_argv(root: Path, out: Path, budget: int) -> list[str]:
+    return nas_argv("search", "--data", "synthetic:200x16", "--epochs", "1", "--batch-size", "32", "--workers", "1",
+                    "--threads", "1", "--space", str(root / "space.json"), "--device", "cpu", "--controller", "random",
+                    "--quiet", "--budget", str(budget), "--out", str(out))
+
+
+def train_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    return nas_argv("train", "--arch", str(root / "tiny.json"), "--out", str(out), *TRAIN_ARGS, *extra)
+
+
+# ----------------------------------------------------------------------------- the private mounts
+def mount_namespaces_work(scratch: Path) -> str | None:
+    """None when this machine lets us make a tmpfs and a read-only bind mount in a private mount namespace
+    (and the read-only one really refuses writes, even as root); else why not."""
+    if shutil.which("unshare") is None:
+        return "unshare(1) is not installed"
+    tmpfs, bound = scratch / "tmpfs", scratch / "bound"
+    tmpfs.mkdir()
+    bound.mkdir()
+    script = (f"mount -t tmpfs -o size=64k tmpfs {tmpfs} && mount --bind {bound} {bound} && "
+              f"mount -o remount,bind,ro {bound} {bound} && ! touch {bound}/probe 2>/dev/null")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        return f"cannot make private mounts here (needs root and mount namespaces): {result.stderr.strip()[:200]}"
+    return None
+
+
+@dataclass
+class Disk:
+    """What the command writes to: ``full`` (tmpfs with ``free_kib`` left, 0 = full; or a function of the seed
+    folder giving it) or ``read-only``."""
+
+    kind: str
+    free_kib: int | Callable[[Path], int] = 0
+
+
+def less_than_a_checkpoint(seed: Path) -> int:
+    """KiB free that pass nas train's check of its --out (64 KiB) but cannot hold the next ``last.pt``."""
+    checkpoint_kib = (seed / "last.pt").stat().st_size // 1024
+    free = (LOW_SPACE_BYTES // 1024 + checkpoint_kib) // 2 // 4 * 4  # tmpfs counts whole 4 KiB pages
+    assert LOW_SPACE_BYTES // 1024 < free < checkpoint_kib - 4, f"a {checkpoint_kib} KiB checkpoint leaves no room"
+    return free
+
+
+def mount_script(disk: Disk, folder: Path, seed: Path | None) -> list[str]:
+    """Shell lines that make ``folder`` the case's disk, holding a copy of ``seed`` as ``run/`` (a read-only
+    folder gets its copy now, before it is mounted)."""
+    if disk.kind == "read-only":
+        if seed is not None:
+            shutil.copytree(seed, folder / "run")
+        return [f"mount --bind {folder} {folder}", f"mount -o remount,bind,ro {folder} {folder}"]
+    lines = [f"mount -t tmpfs -o size=2m tmpfs {folder}"]
+    if seed is not None:
+        lines.append(f"cp -a {seed} {folder}/run")
+    filler = folder / ".filler"
+    free_kib = disk.free_kib(seed) if callable(disk.free_kib) else disk.free_kib
+    if free_kib:
+        avail = f"$(df -k --output=avail {folder} | tail -1)"
+        lines.append(f"dd if=/dev/zero of={filler} bs=1k count=$(({avail} - {free_kib})) 2>/dev/null")
+    else:
+        lines.append(f"dd if=/dev/zero of={filler} bs=4k 2>/dev/null || true")  # until ENOSPC
+    return lines
+
+
+def run_on_disk(case_dir: Path, disk: Disk, seed: Path | None, argv: list[str],
+                then: list[str] | None = None, nice: int = 0) -> dict:
+    """Run ``argv`` with ``case_dir/disk`` full or read-only; copy what is there to ``after``. ``then``: a second
+    command run once the disk has space again (the filler removed), its result copied to ``after-then``."""
+    folder = case_dir / "disk"
+    folder.mkdir(parents=True)
+    lines = ["set -e", *mount_script(disk, folder, seed), "set +e",
+             f"{shlex.join(argv)} >{case_dir}/stdout 2>{case_dir}/stderr", f"echo $? >{case_dir}/rc",
+             f"rm -f {folder}/.filler 2>/dev/null", f"cp -a {folder}/. {case_dir}/after"]
+    if then:
+        lines += [f"{shlex.join(then)} >{case_dir}/then-stdout 2>{case_dir}/then-stderr",
+                  f"echo $? >{case_dir}/then-rc", f"cp -a {folder}/. {case_dir}/after-then"]
+    setup = subprocess.run(["nice", "-n", str(nice), "unshare", "-m", "sh", "-c", "\n".join(lines)],
+                           capture_output=True, text=True, timeout=240, cwd=case_dir)
+    assert (case_dir / "rc").exists(), f"mount set-up failed: {setup.stderr[-1500:]}"
+    result = subprocess.CompletedProcess(argv, int((case_dir / "rc").read_text()), (case_dir / "stdout").read_text(),
+                                         (case_dir / "stderr").read_text())
+    outcome = {"result": result, "disk": folder, "after": case_dir / "after"}
+    if then:
+        outcome["then"] = subprocess.CompletedProcess(then, int((case_dir / "then-rc").read_text()),
+                                                      (case_dir / "then-stdout").read_text(),
+                                                      (case_dir / "then-stderr").read_text())
+        outcome["after-then"] = case_dir / "after-then"
+    return outcome
+
+
+# ----------------------------------------------------------------------------- what a folder holds
+def study_dump(db: Path) -> tuple[list[str], list[tuple]]:
+    """Every row of a study (SQL dump) and its integrity check, read from a copy so the original stays as is."""
+    work = db.parent.parent / f"dump-{db.parent.name}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    for source in db.parent.glob(db.name + "*"):  # study.db and any -wal / -shm beside it
+        shutil.copy2(source, work / source.name)
+    with contextlib.closing(sqlite3.connect(work / db.name)) as connection:
+        return list(connection.iterdump()), connection.execute("PRAGMA integrity_check").fetchall()
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes), SQLite's side files left out."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(SQLITE_SIDE_FILES)}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or ".write-test" in p.name)
+
+
+def assert_names(result: subprocess.CompletedProcess, pattern: str, path: Path) -> None:
+    assert_one_line_error(result, pattern)
+    assert str(path) in result.stderr, f"the error does not name {path}: {result.stderr}"
+
+
+def valid_run_files(run: Path) -> None:
+    json.loads((run / "pareto.json").read_text())
+    assert "spec" in json.loads((run / "best.json").read_text())
+    assert (run / "trials.csv").read_text().startswith("number,state,"), (run / "trials.csv").read_text()[:200]
+
+
+# ----------------------------------------------------------------------------- the cases
+@dataclass
+class Case:
+    id: str
+    disk: Disk
+    seed: str | None  # "run" (a finished 1-trial search), "train" (a run stopped after epoch 1) or None
+    argv: Callable[[Path, Path], list[str]]  # (root, disk folder) -> the command
+    pattern: str
+    fault: str
+    outcome: str
+    then: Callable[[Path, Path], list[str]] | None = None  # a second command, once the disk has space again
+
+
+SEARCH_CASES = [
+    Case("search-resume-disk-full", Disk("full"), "run", lambda r, d: search_argv(r, d / "run", 2),
+         rf"cannot write to run directory .*: {FULL}", "nas search resumed into a run directory on a full disk",
+         "exit 2, one-line error naming the run directory and the full disk; study rows and run files unchanged"),
+    Case("search-disk-fills-mid-trial", Disk("full", free_kib=96), "run", lambda r, d: search_argv(r, d / "run", 2),
+         FULL, "nas search resumed with 96 KiB free: the disk fills during the next trial",
+         "exit 2, one-line error; study intact with every earlier trial, run files valid; once there is space "
+         "again the same command finishes the budget",
+         then=lambda r, d: search_argv(r, d / "run", 2)),
+    Case("search-fresh-out-disk-full", Disk("full"), None, lambda r, d: search_argv(r, d / "new", 2),
+         rf"cannot write to run directory .*: {FULL}", "nas search --out on a full disk (a new run)",
+         "exit 2, one-line error; nothing created (no run directory, no empty study.db)"),
+    Case("search-fresh-out-read-only", Disk("read-only"), None, lambda r, d: search_argv(r, d / "new", 2),
+         READ_ONLY, "nas search --out in a read-only directory", "exit 2, one-line error; nothing created"),
+    Case("search-resume-read-only", Disk("read-only"), "run", lambda r, d: search_argv(r, d / "run", 2),
+         READ_ONLY, "nas search resumed with its run directory read-only",
+         "exit 2, one-line error; study and run files unchanged"),
+]
+TRAIN_CASES = [
+    Case("train-out-disk-full", Disk("full"), None, lambda r, d: train_argv(r, d / "train"), FULL,
+         "nas train --out on a full disk", "exit 2, one-line error before any training; nothing created"),
+    Case("train-out-read-only", Disk("read-only"), None, lambda r, d: train_argv(r, d / "train"), READ_ONLY,
+         "nas train --out in a read-only directory", "exit 2, one-line error; nothing created"),
+    Case("train-resume-checkpoint-fills-disk", Disk("full", free_kib=less_than_a_checkpoint), "train",
+         lambda r, d: train_argv(r, d / "run", "--resume"), FULL,
+         "nas train --resume with more than 64 KiB free but less than the next checkpoint (~94 KiB)",
+         "exit 2, one-line error; last.pt byte-identical to before and loads with weights_only=True; no temp file"),
+]
+OUTPUT_CASES = [  # (command, argv builder for an output file in the disk folder)
+    ("scale", lambda r, out: nas_argv("scale", "--base", str(r / "tiny.json"), "--target", "m", "--out", str(out)),
+     "m.json"),
+    ("best", lambda r, out: nas_argv("best", str(r / "read-run"), "--out", str(out)), "best.json"),
+    ("report", lambda r, out: nas_argv("report", str(r / "read-run"), "--out", str(out)), "report.html"),
+]
+WHERE = {"full": "on a full disk", "read-only": "in a read-only directory"}
+WRITE_CASES = [
+    Case(f"{command}-out-{disk.kind}", disk, None, lambda r, d, build=build, name=name: build(r, d / name),
+         pattern, f"nas {command} --out {WHERE[disk.kind]}",
+         "exit 2, one-line error naming the file; no file, no partial or temporary file")
+    for command, build, name in OUTPUT_CASES
+    for disk, pattern in ((Disk("full"), FULL), (Disk("read-only"), READ_ONLY))
+]
+CASES = SEARCH_CASES + TRAIN_CASES + WRITE_CASES
+
+
+def needs(case: Case) -> str | None:
+    """The seed a case starts from: its own, or the search that nas best / nas report read."""
+    return case.seed or ("run" if case.id.startswith(("best-", "report-")) else None)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every case's outcome. The seeds are a 1-trial search and a training run stopped after epoch 1. The longest
+    chain (the seed search, then the case whose disk fills mid-trial and its resume) runs at normal priority;
+    everything else runs beside it, three at a time at ``nice 10``, so the module takes about that chain's time."""
+    root = tmp_path_factory.mktemp("disk")
+    reason = mount_namespaces_work(tmp_path_factory.mktemp("probe"))
+    if reason:
+        pytest.skip(reason)
+    (root / "space.json").write_text(json.dumps(SPACE))
+    (root / "tiny.json").write_text(json.dumps(TINY))
+
+    def make_seed(name: str, nice: int = 0) -> None:
+        argv = (search_argv(root, root / "seed-run", 1) if name == "run"
+                else train_argv(root, root / "seed-train", "--stop-after", "1"))
+        result = subprocess.run(["nice", "-n", str(nice), *argv], capture_output=True, text=True, timeout=240,
+                                cwd=root)
+        assert result.returncode == 0, f"seed {name} failed: {result.stderr[-2000:]}"
+        if name == "train":
+            (root / "seed-train" / "training.html").unlink()  # 4.8 MB of plotly: too big for the small disk
+        else:
+            shutil.copytree(root / "seed-run", root / "read-run")  # what nas best / report read, not the seed
+
+    def run(case: Case, nice: int) -> dict:
+        if needs(case):
+            seeds[needs(case)].result()
+        case_dir = root / case.id
+        seed = root / f"seed-{case.seed}" if case.seed else None
+        folder = case_dir / "disk"
+        then = case.then(root, folder) if case.then else None
+        return run_on_disk(case_dir, case.disk, seed, case.argv(root, folder), then, nice)
+
+    with ThreadPoolExecutor(1) as chain, ThreadPoolExecutor(3) as beside:
+        seeds = {"run": chain.submit(make_seed, "run"), "train": beside.submit(make_seed, "train", BESIDE)}
+        futures = {c.id: chain.submit(run, c, 0) if c.then else beside.submit(run, c, BESIDE)
+                   for c in sorted(CASES, key=lambda c: needs(c) is not None)}
+        return root, {key: future.result() for key, future in futures.items()}
+
+
+def case_outcome(outcomes, case: Case) -> tuple[Path, dict]:
+    root, found = outcomes
+    return root, found[case.id]
+
+
+@pytest.mark.parametrize("case", [c for c in SEARCH_CASES if c.then is None], ids=lambda c: c.id)
+def test_search_on_a_bad_disk_is_one_line_and_changes_nothing(case, outcomes):
+    root, outcome = case_outcome(outcomes, case)
+    assert_names(outcome["result"], case.pattern, outcome["disk"])
+    after = outcome["after"]
+    if case.seed is None:
+        assert not list(after.iterdir())  # no run directory, no study
+        return
+    seed, run = root / "seed-run", after / "run"
+    assert files(run) == files(seed)  # the run files byte for byte
+    rows, integrity = study_dump(run / "study.db")
+    assert integrity == [("ok",)]
+    assert rows == study_dump(seed / "study.db")[0]
+    assert not leftovers(run)
+
+
+def test_search_disk_filling_mid_trial_keeps_the_study_and_resumes(outcomes):
+    case = next(c for c in SEARCH_CASES if c.then is not None)
+    root, outcome = case_outcome(outcomes, case)
+    assert_names(outcome["result"], case.pattern, outcome["disk"])
+    run = outcome["after"] / "run"
+    assert not leftovers(run)
+    valid_run_files(run)
+    rows, integrity = study_dump(run / "study.db")
+    assert integrity == [("ok",)]
+    seed_rows = study_dump(root / "seed-run" / "study.db")[0]
+    trial_rows = [row for row in seed_rows if row.startswith('INSERT INTO "trial')]
+    assert set(trial_rows) <= set(rows), "a trial stored before the disk filled is gone"
+    # With space again, the same command recovers the trial the full disk cut off and finishes the budget.
+    resumed, finished = outcome["then"], outcome["after-then"] / "run"
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "2/2 trials" in resumed.stdout
+    with contextlib.closing(sqlite3.connect(finished / "study.db")) as connection:
+        states = connection.execute("SELECT state FROM trials ORDER BY number").fetchall()
+    assert states.count(("COMPLETE",)) == 2, states
+    valid_run_files(finished)
+    assert not leftovers(finished)
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES, ids=lambda c: c.id)
+def test_train_on_a_bad_disk_keeps_complete_checkpoints(case, outcomes):
+    root, outcome = case_outcome(outcomes, case)
+    assert_names(outcome["result"], case.pattern, outcome["disk"])
+    after = outcome["after"]
+    assert not leftovers(after)
+    if case.seed is None:
+        assert not list(after.iterdir())  # not even the --out folder
+        return
+    run = after / "run"
+    assert files(run) == files(root / "seed-train")  # last.pt and metrics.csv as they were
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+
+
+@pytest.mark.parametrize("case", WRITE_CASES, ids=lambda c: c.id)
+def test_output_to_a_bad_disk_leaves_no_file(case, outcomes):
+    _, outcome = case_outcome(outcomes, case)
+    assert_names(outcome["result"], case.pattern, outcome["disk"])
+    assert not list(outcome["after"].iterdir())  # neither the file nor a partial or temporary one
+
+
+FAULTS = [(c.id, c.fault, c.outcome) for c in CASES]
