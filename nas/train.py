@@ -232,7 +232,7 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
         first_epoch, global_step, history = state["epoch"], state["step"], list(state["history"])
         train_state.set_rng_state(state["rng"])
         log(f"resuming {out} after epoch {first_epoch}/{config.epochs}")
-    ensure_writable_dir(out)  # a read-only or full --out fails here, in one line, before any training
+    ensure_writable_dir(out, "output directory")  # read-only or full: one line, before any training
 
     train_x, train_y = data.train_x.to(torch_device), data.train_y.to(torch_device)
     val_x, val_y = data.val_x.to(torch_device), data.val_y.to(torch_device)
