@@ -220,6 +220,11 @@ WRITE_CASES = [
          "exit 2, one-line error naming the file; no file, no partial or temporary file")
     for command, build, name in OUTPUT_CASES
     for disk, pattern in ((Disk("full"), FULL), (Disk("read-only"), READ_ONLY))
+    if (command, disk.kind) != ("report", "read-only")  # the case below: where a read-only report usually is
+] + [
+    Case("report-in-read-only-run", Disk("read-only"), "run", lambda r, d: nas_argv("report", str(d / "run")),
+         rf"report\.html: {READ_ONLY}", "nas report of a run directory on a read-only disk (report.html goes there)",
+         "the study is read; exit 2, one-line error naming report.html; the run directory unchanged"),
 ]
 CASES = SEARCH_CASES + TRAIN_CASES + WRITE_CASES
 
@@ -329,9 +334,12 @@ def test_train_on_a_bad_disk_keeps_complete_checkpoints(case, outcomes):
 
 @pytest.mark.parametrize("case", WRITE_CASES, ids=lambda c: c.id)
 def test_output_to_a_bad_disk_leaves_no_file(case, outcomes):
-    _, outcome = case_outcome(outcomes, case)
+    root, outcome = case_outcome(outcomes, case)
     assert_names(outcome["result"], case.pattern, outcome["disk"])
-    assert not list(outcome["after"].iterdir())  # neither the file nor a partial or temporary one
+    if case.seed is None:
+        assert not list(outcome["after"].iterdir())  # neither the file nor a partial or temporary one
+    else:
+        assert files(outcome["after"] / "run") == files(root / f"seed-{case.seed}")
 
 
 FAULTS = [(c.id, c.fault, c.outcome) for c in CASES]
