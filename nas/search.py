@@ -82,12 +82,23 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _sampler_seed(config: SearchConfig) -> int:
+RESTARTED_RNG = ("random", "tpe", "nsga2")  # Optuna's own samplers: one running RNG, seeded per process
+
+
+def _sampler_seed(config: SearchConfig, trials_so_far: int = 0) -> int:
     """The controller's seed. On a shared ``--storage`` each process mixes in its own identity: with the
-    same seed, processes started together would propose the same candidates and train each twice."""
-    if not config.storage:
-        return config.seed
-    return (config.seed + zlib.crc32(_worker_id().encode())) % 2**31
+    same seed, processes started together would propose the same candidates and train each twice. For the
+    same reason a resumed process of Optuna's own samplers mixes in how many trials the study holds (else a
+    random search replays its first run's draws); rl and evolution replay the study by trial number instead."""
+    seed = config.seed if not config.storage else (config.seed + zlib.crc32(_worker_id().encode())) % 2**31
+    if config.controller in RESTARTED_RNG and trials_so_far:
+        seed = (seed + trials_so_far) % 2**31
+    return seed
+
+
+def _trials_so_far(storage: optuna.storages.BaseStorage) -> int:
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    return next((summary.n_trials for summary in summaries if summary.study_name == STUDY_NAME), 0)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -236,7 +247,8 @@ class Search:
         try:
             self.study = optuna.create_study(
                 study_name=STUDY_NAME, storage=self.storage, load_if_exists=True, directions=directions,
-                sampler=make_sampler(config.controller, self.space, _sampler_seed(config)))
+                sampler=make_sampler(config.controller, self.space,
+                                     _sampler_seed(config, _trials_so_far(self.storage))))
         except Exception as error:  # noqa: BLE001
             raise SearchError(f"cannot open the study in {self.storage_url}: {error}") from None
         self._check_or_store_settings()

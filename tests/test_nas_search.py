@@ -118,3 +118,14 @@ def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):
     assert runner.recover_interrupted(study, storage) == [unnamed.number]
     assert study.trials[unnamed.number].user_attrs["interrupted"] is True
     assert study.trials[named.number].state == TrialState.RUNNING
+
+
+def test_a_resumed_optuna_sampler_does_not_replay_its_first_runs_draws():
+    from nas.search import _sampler_seed
+
+    for controller in ("random", "tpe", "nsga2"):
+        config = SearchConfig(controller=controller, seed=3)
+        assert _sampler_seed(config, 0) == 3 and _sampler_seed(config, 5) != _sampler_seed(config, 0)
+    for controller in ("rl", "evolution"):  # these replay the study by trial number: the seed must not move
+        config = SearchConfig(controller=controller, seed=3)
+        assert _sampler_seed(config, 5) == _sampler_seed(config, 0) == 3
