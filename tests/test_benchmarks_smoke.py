@@ -77,8 +77,10 @@ def test_step_time_fidelity_threads_default_to_a_search_workers(capsys):
 def test_search_wall_time_rows(capsys):
     from benchmarks.search_wall_time import main
 
-    rows = main(["--device", "cpu", "--data", "synthetic:200x32", "--workers", "2", "--budget", "2", "--epochs", "1"])
-    assert [(r["data"], r["workers"], r["threads/worker"]) for r in rows] == [("synthetic:200x32", 1, 2),
+    # --threads 1: a 1-worker search would otherwise take every core, and crawl on a busy CI machine
+    rows = main(["--device", "cpu", "--threads", "1", "--data", "synthetic:200x32", "--workers", "2", "--budget", "2",
+                 "--epochs", "1"])
+    assert [(r["data"], r["workers"], r["threads/worker"]) for r in rows] == [("synthetic:200x32", 1, 1),
                                                                              ("synthetic:200x32", 2, 1)]
     for row in rows:
         assert row["trials"] == 2 and row["failed"] == 0  # read back from the run's own study
