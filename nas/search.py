@@ -25,6 +25,8 @@ from optuna.trial import TrialState
 from search_space import ArchSpec, EffnasError
 from search_space.writes import ensure_writable_dir
 
+from search_space.writes import process_alive, remove_stale_temporaries
+
 from .storage import open_storage
 
 STUDY_NAME = "effnas"
@@ -101,16 +103,6 @@ def _trials_so_far(storage: optuna.storages.BaseStorage) -> int:
     return next((summary.n_trials for summary in summaries if summary.study_name == STUDY_NAME), 0)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count against the budget: completed, or failed through the candidate's own fault."""
     return sum(1 for t in study.get_trials(deepcopy=False)
@@ -148,7 +140,7 @@ def _orphaned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         owner_host, _, owner_pid = trial.user_attrs.get("worker", "").rpartition(":")
         if not owner_pid:
             unnamed.append(trial.number)
-        elif owner_host == host and owner_pid.isdigit() and not _pid_alive(int(owner_pid)):
+        elif owner_host == host and owner_pid.isdigit() and not process_alive(int(owner_pid)):
             dead.append(trial)
     if unnamed:
         time.sleep(UNOWNED_GRACE_S)
@@ -178,18 +170,6 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
         recovered.append(trial.number)
     return recovered
-
-
-def remove_stale_temporaries(run_dir: Path) -> list[str]:
-    """Delete the ``.trials.csv.PID.tmp``-style copies that a process killed while writing the run files left
-    (those files are replaced atomically, so a half-written copy is all a kill leaves behind)."""
-    removed = []
-    for path in run_dir.glob(".*.tmp"):
-        name, _, pid = path.name[1:-4].rpartition(".")
-        if name in ("trials.csv", "pareto.json", "best.json") and pid.isdigit() and not _pid_alive(int(pid)):
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return removed
 
 
 @dataclass
@@ -290,7 +270,9 @@ class Search:
         it is only called the first time, later runs reuse the stored reference.
         """
         recover_interrupted(self.study, self.storage)
-        remove_stale_temporaries(self.run_dir)
+        from results import RUN_FILES
+
+        remove_stale_temporaries(self.run_dir, RUN_FILES)  # copies a write killed mid-way left
         stored = self.study.user_attrs.get("reference")
         if stored:
             self.reference = stored

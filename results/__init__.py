@@ -3,12 +3,12 @@
 from .analysis import choice_frequencies, failure_counts, running_best, state_counts, top_trials
 from .pareto import FRONTS, OBJECTIVES, front_mask, non_dominated, pareto_front, with_fronts
 from .queries import best_by_reward, best_under, metrics_of, trial_row
-from .run_files import write_run_files
+from .run_files import RUN_FILES, write_run_files
 from .study import (STUDY_FILE, STUDY_NAME, ResultsError, block_strings, choice_columns, completed, open_study,
                     spec_of, storage_url, study_info, trials_frame)
 
 __all__ = [
-    "FRONTS", "OBJECTIVES", "STUDY_FILE", "STUDY_NAME", "ResultsError", "best_by_reward", "best_under",
+    "FRONTS", "OBJECTIVES", "RUN_FILES", "STUDY_FILE", "STUDY_NAME", "ResultsError", "best_by_reward", "best_under",
     "block_strings", "choice_columns", "choice_frequencies", "completed", "failure_counts", "front_mask",
     "metrics_of", "non_dominated", "open_study", "pareto_front", "running_best", "spec_of", "state_counts",
     "storage_url", "study_info", "top_trials", "trial_row", "trials_frame", "with_fronts", "write_run_files",

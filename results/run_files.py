@@ -21,6 +21,9 @@ from .queries import best_by_reward, metrics_of
 from .study import ResultsError, spec_of, trials_frame
 
 
+RUN_FILES = ("trials.csv", "pareto.json", "best.json")
+
+
 def write_run_files(study: optuna.Study, run_dir: str | Path) -> None:
     """Write (or refresh) the run directory's ``trials.csv``, ``pareto.json`` and ``best.json``."""
     run_dir = Path(run_dir)

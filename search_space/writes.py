@@ -60,11 +60,39 @@ def write_failure(path: str | Path, error: BaseException) -> WriteError | None:
     return WriteError(f"cannot write {path}: {reason}") if reason else None
 
 
+def _temporary(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")  # per process: several may share a folder
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...]) -> list[str]:
+    """Delete the temporary copies of ``names`` that :func:`atomic_write` left in ``folder`` when its process
+    was killed mid-write (the target itself is always whole); a live process's copy is left alone."""
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+            pid = tmp.name[len(name) + 2:-4]
+            if pid.isdigit() and not process_alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp.name)
+    return removed
+
+
 def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]) -> None:
     """Write ``content`` (text, bytes, or a function that writes the file it is given) to ``path`` through a
     temporary file in the same folder; on failure the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: several may share a folder
+    tmp = _temporary(path, os.getpid())
     try:
         if isinstance(content, str):
             tmp.write_text(content, encoding="utf-8")

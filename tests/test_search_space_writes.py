@@ -159,3 +159,20 @@ def test_storage_names_the_study_when_sqlite_fills_mid_search(tmp_path):
         for i in range(200):
             study.set_user_attr(f"k{i}", "x" * 3000)
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from search_space.writes import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".best.json.{dead}.tmp").write_text("{")
+    (tmp_path / f".best.json.{os.getpid()}.tmp").write_text("{")  # a live writer's copy
+    (tmp_path / f".other.json.{dead}.tmp").write_text("{")  # not one of the names asked about
+    assert remove_stale_temporaries(tmp_path, ("best.json",)) == [f".best.json.{dead}.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".best.json.{os.getpid()}.tmp",
+                                                                  f".other.json.{dead}.tmp"])
