@@ -49,6 +49,7 @@ from ray.tune import Callback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from nas.search import Search, SearchError, SearchSummary, counted_trials  # noqa: E402
+from nas.workers import failure_reason  # noqa: E402
 
 
 @dataclass
@@ -59,11 +60,6 @@ class RayOptions:
     cpus_per_trial: float | None = None  # None: 1
     gpus_per_trial: float | None = None  # None: the GPUs spread over the concurrent trials, at most 1 each
     workers: int | None = None  # trials at once; None: as many as the cluster's CPUs or GPUs fit
-
-
-def _reason(error: BaseException) -> str:
-    reason = f"{type(error).__name__}: {error}".strip().rstrip(":")
-    return reason[:2000]
 
 
 def _on_this_device(settings: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +91,7 @@ def _train(config: dict[str, Any]) -> None:
     try:
         outcome["metrics"] = run_trial(config["spec"], _on_this_device(config["settings"]), config["seed"])
     except Exception as error:  # noqa: BLE001 - any failure of a candidate is data, not a crash
-        outcome["error"] = _reason(error)
+        outcome["error"] = failure_reason(error)
     finally:
         if watchdog is not None:
             watchdog.cancel()
@@ -114,7 +110,7 @@ def _measure(spec: dict, settings: dict, seed: int, threads: int | None) -> dict
     try:
         return run_trial(spec, _on_this_device(settings), seed)
     except Exception as error:  # noqa: BLE001
-        return _reason(error)
+        return failure_reason(error)
 
 
 def node_settings(search: Search, workers: int) -> dict[str, Any]:

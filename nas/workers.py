@@ -60,6 +60,33 @@ def limit_memory(gib: float | None) -> str | None:
     return f"heap {gib:g} GiB beyond {in_use / 2**30:.2f} GiB at start-up"
 
 
+def failure_reason(error: BaseException) -> str:
+    """The reason a failed trial is recorded with, in the study and the report.
+
+    A :class:`nas.trial.TrialError` ("out of memory: ...", "diverged: ...") and effnas's own errors already say
+    what went wrong in words meant for the user, so they are recorded as they are; anything else keeps its class
+    name ("ZeroDivisionError: division by zero"), and one without a message the line that raised it.
+    """
+    from search_space.errors import EffnasError
+
+    message = str(error).strip()
+    if message and isinstance(error, (EffnasError, _trial_error())):
+        return message[:2000]
+    reason = f"{type(error).__name__}: {message}".rstrip(": ")
+    if not message and error.__traceback__ is not None:  # say where, at least
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        reason += f" at {os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
+    return reason[:2000]
+
+
+def _trial_error() -> type[BaseException]:
+    """nas.trial's TrialError, imported late: that module pulls in torch and the models, which only a worker
+    needs (a pool that runs another function should not pay for them until a task actually fails)."""
+    from nas.trial import TrialError
+
+    return TrialError
+
+
 def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None) -> None:
     """Loop: receive (key, spec, settings, seed), run the trial, send the outcome back."""
     import torch
@@ -85,10 +112,7 @@ def _worker_main(connection: Connection, threads: int | None, function: str, mem
         except KeyboardInterrupt:
             return
         except BaseException as error:  # noqa: BLE001 - any failure of a candidate is data, not a crash
-            reason = f"{type(error).__name__}: {error}".strip()
-            if not str(error):
-                reason += " " + traceback.format_exc(limit=-1).strip().splitlines()[-1]
-            connection.send((key, None, reason[:2000], time.perf_counter() - start))
+            connection.send((key, None, failure_reason(error), time.perf_counter() - start))
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # hand back what the failed candidate held before the next one
 

@@ -20,6 +20,9 @@ def test_results_failures_and_reuse():
         assert results["a"].metrics["value"] == 42 and results["a"].error is None
         assert results["b"].metrics is None and "RuntimeError: candidate exploded" in results["b"].error
         first_pid = results["a"].metrics["pid"]
+        # A TrialError's message is already the reason, in the user's words: no "TrialError: " before it.
+        pool.submit("e", {"action": "diverge"}, {}, 0)
+        assert collect_all(pool, 1)["e"].error == "diverged: training loss is NaN at epoch 1"
         # A worker survives a candidate's exception and serves the next task (its warm state is kept).
         pool.submit("c", {"action": "ok"}, {}, 0)
         pool.submit("d", {"action": "ok"}, {}, 0)

@@ -10,6 +10,10 @@ def behave(spec: dict, settings: dict, seed: int) -> dict:
         return {"value": spec.get("value", 0) * 2, "pid": os.getpid()}
     if action == "raise":
         raise RuntimeError("candidate exploded")
+    if action == "diverge":  # what nas.trial raises for a candidate that failed in a way it understands
+        from nas.trial import TrialError
+
+        raise TrialError("diverged: training loss is NaN at epoch 1")
     if action == "hang":
         time.sleep(60)
     if action == "die":
