@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     device = setup_device(args)
 
     import nas.trial
-    from nas.search import Search, SearchConfig, counted_trials
+    from nas.budget import counted_trials
+    from nas.search import Search, SearchConfig
     from nas.trial import TrialSettings, run_trial
 
     rows: list[dict[str, Any]] = []

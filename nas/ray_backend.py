@@ -48,7 +48,8 @@ from ray import tune  # noqa: E402
 from ray.tune import Callback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from nas.search import Search, SearchError, SearchSummary, counted_trials  # noqa: E402
+from nas.budget import counted_trials  # noqa: E402
+from nas.search import Search, SearchError, SearchSummary  # noqa: E402
 from nas.workers import failure_reason  # noqa: E402
 
 

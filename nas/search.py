@@ -12,7 +12,6 @@ process itself died is marked ``interrupted`` on resume and its architecture is 
 from __future__ import annotations
 
 import os
-import socket
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -23,10 +22,9 @@ import optuna
 from optuna.trial import TrialState
 
 from search_space import ArchSpec, EffnasError
-from search_space.writes import ensure_writable_dir
+from search_space.writes import ensure_writable_dir, remove_stale_temporaries
 
-from search_space.writes import process_alive, remove_stale_temporaries
-
+from .budget import budget_position, counted_trials, recover_interrupted, worker_id
 from .storage import open_storage
 
 STUDY_NAME = "effnas"
@@ -80,10 +78,6 @@ def _identity(config: SearchConfig, space_dict: dict) -> dict[str, Any]:
             "reward_v": config.reward_v, "trial_identity": trial}
 
 
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 RESTARTED_RNG = ("random", "tpe", "nsga2")  # Optuna's own samplers: one running RNG, seeded per process
 
 
@@ -92,7 +86,7 @@ def _sampler_seed(config: SearchConfig, trials_so_far: int = 0) -> int:
     same seed, processes started together would propose the same candidates and train each twice. For the
     same reason a resumed process of Optuna's own samplers mixes in how many trials the study holds (else a
     random search replays its first run's draws); rl and evolution replay the study by trial number instead."""
-    seed = config.seed if not config.storage else (config.seed + zlib.crc32(_worker_id().encode())) % 2**31
+    seed = config.seed if not config.storage else (config.seed + zlib.crc32(worker_id().encode())) % 2**31
     if config.controller in RESTARTED_RNG and trials_so_far:
         seed = (seed + trials_so_far) % 2**31
     return seed
@@ -101,75 +95,6 @@ def _sampler_seed(config: SearchConfig, trials_so_far: int = 0) -> int:
 def _trials_so_far(storage: optuna.storages.BaseStorage) -> int:
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     return next((summary.n_trials for summary in summaries if summary.study_name == STUDY_NAME), 0)
-
-
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that count against the budget: completed, or failed through the candidate's own fault."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state == TrialState.COMPLETE
-               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")))
-
-
-def budget_position(study: optuna.Study, number: int) -> int:
-    """How many counted or still-running trials, this one included, precede trial ``number``.
-
-    Trial numbers are handed out by the storage in order, so when several processes share a study the
-    lower numbers win: a trial whose position exceeds the budget is surplus and is dropped uncounted.
-    """
-    position = 0
-    for trial in study.get_trials(deepcopy=False):
-        if trial.number > number or trial.user_attrs.get("interrupted"):
-            continue
-        if trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING):
-            position += 1
-    return position
-
-
-UNOWNED_GRACE_S = 5.0  # a live process names itself on a trial milliseconds after asking for it
-
-
-def _orphaned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """RUNNING trials whose process is gone: named by a dead process on this host, or never named at all.
-
-    A process killed between asking for a trial and naming itself on it leaves an unnamed trial; one that
-    is still unnamed after a grace period cannot belong to a live process.
-    """
-    host = socket.gethostname()
-    dead, unnamed = [], []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner_host, _, owner_pid = trial.user_attrs.get("worker", "").rpartition(":")
-        if not owner_pid:
-            unnamed.append(trial.number)
-        elif owner_host == host and owner_pid.isdigit() and not process_alive(int(owner_pid)):
-            dead.append(trial)
-    if unnamed:
-        time.sleep(UNOWNED_GRACE_S)
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.number in unnamed and "worker" not in trial.user_attrs:
-                dead.append(trial)
-    return dead
-
-
-def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
-    """Mark trials left RUNNING by a dead search process on this host as interrupted; re-queue them.
-
-    Trials of live processes (another ``nas search`` on the same study) are left alone, and so are those
-    of processes on other hosts: a search there recovers them.
-    """
-    recovered = []
-    study_id = storage.get_study_id_from_name(study.study_name)
-    queued = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
-    for trial in _orphaned(study):
-        # The retry is queued first: a recovery killed in between leaves the trial RUNNING, to be marked by
-        # the next one (which finds the retry queued), never FAIL with its architecture not re-run.
-        if trial.params and trial.number not in queued:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_user_attr(trial_id, "interrupted", True)
-        storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the search process stopped")
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        recovered.append(trial.number)
-    return recovered
 
 
 @dataclass
@@ -296,32 +221,44 @@ class Search:
             return None
         spec = self.space.sample(trial, num_classes=self.num_classes).replace(image_channels=self.image_channels)
         trial.set_user_attr("spec", spec.to_dict())
-        trial.set_user_attr("worker", _worker_id())
+        trial.set_user_attr("worker", worker_id())
         return trial, spec
 
     def record(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
                seconds: float) -> None:
-        """Store a finished trial: its metrics and reward, or its failure reason."""
+        """Store a finished trial and refresh the run files (what a backend with one result at a time calls)."""
+        self.store(trial, metrics, error, seconds)
+        self.publish([trial.number])
+
+    def store(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
+              seconds: float) -> None:
+        """Tell the study a trial's metrics and reward, or its failure reason: the one write a result needs
+        before the controller can propose the next candidate."""
         from nas.reward import reward as compute_reward
 
         trial.set_user_attr("duration_s", round(seconds, 3))
         if error is not None or metrics is None:
             trial.set_user_attr("fail_reason", error or "no metrics returned")
             self.study.tell(trial, state=TrialState.FAIL)
+            return
+        value = compute_reward(metrics["accuracy"], metrics["step_time_ms"], metrics["params"],
+                               self.reference["step_time_ms"], self.reference["params"],
+                               w=self.config.reward_w, v=self.config.reward_v)
+        for key, item in metrics.items():
+            trial.set_user_attr(key, item)
+        trial.set_user_attr("reward", value)
+        if self.multi_objective:
+            self.study.tell(trial, [metrics["accuracy"], metrics["step_time_ms"], float(metrics["params"])])
         else:
-            value = compute_reward(metrics["accuracy"], metrics["step_time_ms"], metrics["params"],
-                                   self.reference["step_time_ms"], self.reference["params"],
-                                   w=self.config.reward_w, v=self.config.reward_v)
-            for key, item in metrics.items():
-                trial.set_user_attr(key, item)
-            trial.set_user_attr("reward", value)
-            if self.multi_objective:
-                self.study.tell(trial, [metrics["accuracy"], metrics["step_time_ms"], float(metrics["params"])])
-            else:
-                self.study.tell(trial, value)
-        self.write_outputs()  # after every trial, so a killed search leaves files that match its study
+            self.study.tell(trial, value)
+
+    def publish(self, numbers: list[int]) -> None:
+        """After stored trials: rewrite the run files (so a killed search leaves files that match its study)
+        and tell ``on_trial``."""
+        self.write_outputs()
         if self.on_trial is not None:
-            self.on_trial(self.study.trials[trial.number])
+            for number in numbers:
+                self.on_trial(self.study.trials[number])
 
     def interrupt(self, trial: optuna.trial.Trial, reason: str) -> None:
         """A trial cut off by the search stopping: not counted, and its architecture is queued again."""
@@ -354,21 +291,18 @@ class Search:
             bar = tqdm(total=budget, initial=min(counted_trials(self.study), budget), desc="trials",
                        unit="trial", disable=not self.progress, dynamic_ncols=True)
             self._postfix(bar)
-            while True:
-                done = counted_trials(self.study)
-                # Count our own running trials too, so N workers stop together at the budget.
-                while pool.idle and done + len(running) < budget:
-                    proposal = self.propose()
-                    if proposal is None:
-                        break
-                    trial, spec = proposal
-                    pool.submit(trial.number, spec.to_dict(), self.config.trial, self.config.seed)
-                    running[trial.number] = trial
-                if not running:
-                    break
+            self._feed(pool, running)
+            while running:
+                finished = []
                 for result in pool.collect(poll=0.5):
-                    self.record(running.pop(result.key), result.metrics, result.error, result.seconds)
-                    bar.update(1)
+                    self.store(running.pop(result.key), result.metrics, result.error, result.seconds)
+                    finished.append(result.key)
+                # Idle workers get their next candidate before the run files and the progress bar are
+                # refreshed, so that bookkeeping happens while they train instead of while they wait.
+                self._feed(pool, running)
+                if finished:
+                    self.publish(finished)
+                    bar.update(len(finished))
                     self._postfix(bar)
         except KeyboardInterrupt:
             stopped_early = True
@@ -381,6 +315,20 @@ class Search:
                 bar.close()
             self.write_outputs()
         return self.summary(time.perf_counter() - start, stopped_early)
+
+    def _feed(self, pool: Any, running: dict[int, optuna.trial.Trial]) -> None:
+        """Give every idle worker a candidate while the budget allows, counting running trials too so that
+        N workers stop together at the budget."""
+        if not pool.idle:
+            return
+        done = counted_trials(self.study)
+        while pool.idle and done + len(running) < self.config.budget:
+            proposal = self.propose()
+            if proposal is None:  # the shared budget was taken by other processes
+                return
+            trial, spec = proposal
+            pool.submit(trial.number, spec.to_dict(), self.config.trial, self.config.seed)
+            running[trial.number] = trial
 
     def _measure_on_pool(self, pool: Any, spec: ArchSpec) -> dict[str, Any] | str:
         """Train the backbone in a worker, under the same conditions as every candidate."""

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import Search, SearchConfig, SearchError, counted_trials
+from nas.budget import counted_trials
+from nas.search import Search, SearchConfig, SearchError
 from nas.trial import TrialSettings
 from search_space import load_spec
 

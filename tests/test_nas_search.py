@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import Search, SearchConfig, SearchError, counted_trials
+from nas.budget import counted_trials
+from nas.search import Search, SearchConfig, SearchError
 from nas.storage import StorageError, open_storage
 from nas.trial import TrialSettings
 from search_space import load_spec
@@ -45,6 +46,19 @@ def test_search_runs_to_budget_and_writes_outputs(tmp_path):
     assert best["metrics"]["reward"] == max(t.user_attrs.get("reward", 0) for t in study.trials)
     assert load_spec(run / "best.json").num_classes == 10
     assert isinstance(json.loads((run / "pareto.json").read_text()), (list, dict))
+
+
+def test_an_idle_worker_gets_its_next_candidate_before_the_run_files_are_written(tmp_path):
+    """The bookkeeping after a trial (run files, progress, on_trial) happens while the worker trains the next."""
+    seen = []
+
+    def on_trial(trial):
+        study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+        seen.append((trial.number, [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]))
+
+    Search(config(tmp_path, budget=3, workers=1), progress=False, on_trial=on_trial).run()
+    assert [number for number, _ in seen] == [0, 1, 2]
+    assert [running for _, running in seen] == [[1], [2], []]  # the last one has no successor in the budget
 
 
 def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
@@ -107,7 +121,7 @@ def test_cli_bad_arguments(tmp_path, args, message):
 
 def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):
     """A search killed between asking for a trial and naming itself on it leaves an unnamed RUNNING trial."""
-    import nas.search as runner
+    import nas.budget as runner
 
     monkeypatch.setattr(runner, "UNOWNED_GRACE_S", 0.1)
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")

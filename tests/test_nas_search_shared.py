@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import counted_trials
+from nas.budget import counted_trials
 from nas.storage import open_storage
 
 pytestmark = pytest.mark.slow  # each test runs two whole searches side by side
