@@ -215,28 +215,38 @@ class GraphTrainStep(TrainStep):
         self.static_y = example_y.detach().to(device).clone()
         self.graph: torch.cuda.CUDAGraph | None = None
         saved = _snapshot(model, optimizer)
-        try:
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                for _ in range(GRAPH_WARMUP_STEPS):  # errors here are the model's own: let them surface
-                    super().__call__(self.static_x, self.static_y)
-            torch.cuda.current_stream(device).wait_stream(side)
-            self._capture()
-        finally:
-            _restore(saved, model, optimizer)
+        # The device's own guard and stream: torch.cuda.graph's default capture stream and synchronize() belong
+        # to the *current* device, which for cuda:N need not be N. Warm-up and capture share one side stream
+        # (as make_graphed_callables does), so per-stream library state (cuBLAS workspaces) exists before capture.
+        with torch.cuda.device(device):
+            try:
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    for _ in range(GRAPH_WARMUP_STEPS):  # errors here are the model's own: let them surface
+                        super().__call__(self.static_x, self.static_y)
+                torch.cuda.current_stream(device).wait_stream(side)
+                self._capture(side)
+            finally:
+                _restore(saved, model, optimizer)
 
-    def _capture(self) -> None:
+    def _capture(self, stream: torch.cuda.Stream) -> None:
         self.optimizer.zero_grad(set_to_none=True)  # grads are then allocated inside the graph's pool
         graph = torch.cuda.CUDAGraph()
+        caller_stream = torch.cuda.current_stream(self.device)
         try:
             # thread_local: a worker's other threads (MAC counting on the meta device) may run meanwhile.
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
                 self.static_loss = self._body(self.static_x, self.static_y)
         except Exception as error:  # noqa: BLE001 - an uncapturable op or optimizer: train eagerly instead
+            # torch.cuda.graph's __exit__ skips restoring the stream when capture_end raises (an invalidated
+            # capture), and a half-captured graph may hold the RNG in capture mode until reset (pytorch#171263).
+            torch.cuda.set_stream(caller_stream)
+            with contextlib.suppress(Exception):
+                graph.reset()
             torch.cuda.synchronize(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            self.engine, self.fallback_reason = "eager", f"CUDA graph capture failed: {_one_line(error)}"
+            self.engine, self.fallback_reason = "eager", f"CUDA graph capture failed: {capture_failure(error)}"
             return
         self.graph = graph
 
@@ -255,6 +265,16 @@ class GraphTrainStep(TrainStep):
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+
+
+def capture_failure(error: BaseException) -> str:
+    """One line naming what broke a capture. An op that is illegal while capturing (a host sync, ``.item()``)
+    invalidates the capture, and ``capture_end`` then raises a generic "operation failed due to a previous
+    error during capture" while handling it: the error it replaced is the cause worth reporting."""
+    replaced = error.__context__ if error.__cause__ is None and not error.__suppress_context__ else None
+    if replaced is None:
+        return _one_line(error)
+    return f"{_one_line(replaced)} (then {_one_line(error)})"
 
 
 def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -326,17 +346,20 @@ class StepTimer:
     """
 
     def __init__(self, device: torch.device) -> None:
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self._times: list[float] = []
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[None]:
         if self.cuda:
+            # on this device's current stream: a bare record() uses the current *device*, not necessarily ours
+            stream = torch.cuda.current_stream(self.device)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(stream)
             yield
-            end.record()
+            end.record(stream)
             self._events.append((start, end))
         else:
             begin = time.perf_counter()

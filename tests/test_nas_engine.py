@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from models import build_model
 from nas import engine
-from nas.engine import (EngineError, StepTimer, classification_loss, cudnn_benchmark, evaluate, make_optimizer,
-                        make_train_step, prepare_model, resolve_device, set_lr, time_steps)
+from nas.engine import (EngineError, StepTimer, capture_failure, classification_loss, cudnn_benchmark, evaluate,
+                        make_optimizer, make_train_step, prepare_model, resolve_device, set_lr, time_steps)
 from search_space import ArchSpec, StageSpec
 
 
@@ -155,6 +155,20 @@ def test_cudnn_benchmark_context_restores():
     assert torch.backends.cudnn.benchmark is previous
 
 
+def test_capture_failure_names_the_error_that_broke_the_capture():
+    # capture_end raises a generic error while the real one (an illegal op inside the capture) is handled
+    try:
+        try:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+    except RuntimeError as error:
+        reason = capture_failure(error)
+    assert reason == ("RuntimeError: CUDA error: operation not permitted when stream is capturing "
+                      "(then RuntimeError: CUDA error: operation failed due to a previous error during capture)")
+    assert capture_failure(ValueError("plain")) == "ValueError: plain"
+
+
 # ----------------------------------------------------------------------------- CUDA
 def _eager_vs(engine_name: str, steps: int = 6):
     x, y = batch(64, "cuda")
@@ -213,3 +227,51 @@ def test_auto_engine_is_graph_on_cuda_with_float_lr_optimizer():
     weights = [p.detach().clone() for p in model.parameters()]
     step(x, y)
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+
+
+class _SyncsInForward(torch.nn.Module):
+    """A model that reads a value on the host in every forward: fine eagerly, illegal inside a capture."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        if x.abs().sum().item() < 0:  # a host sync; never true
+            x = -x
+        return self.model(x)
+
+
+@pytest.mark.gpu
+def test_failed_capture_falls_back_to_eager_with_the_cause_and_a_clean_stream():
+    torch.manual_seed(0)
+    model = prepare_model(_SyncsInForward(build_model(tiny_spec(dropout=0.0, drop_path=0.0))), "cuda")
+    opt = make_optimizer("rmsprop", model.parameters(), 0.003, "cuda")
+    x, y = batch(64, "cuda")
+    step = make_train_step(model, opt, classification_loss(), x, y, engine="graph")
+    assert step.engine == "eager" and step.graph is None
+    assert step.fallback_reason.startswith("CUDA graph capture failed: ")
+    cause = step.fallback_reason.split(" (then ")[0]  # the op's own error first, not capture_end's generic one
+    assert "previous error during capture" not in cause, step.fallback_reason
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()  # not left on the capture stream
+    assert not torch.cuda.is_current_stream_capturing()
+    losses = [step(x, y).item() for _ in range(15)]
+    assert losses[-1] < losses[0]
+    ones = torch.ones(4096, device="cuda")  # the RNG works eagerly after the failed capture: masks differ
+    assert not torch.equal(F.dropout(ones, 0.5), F.dropout(ones, 0.5))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_graph_and_timer_on_a_device_that_is_not_current():
+    device = torch.device("cuda:1")
+    torch.manual_seed(0)
+    model = prepare_model(build_model(tiny_spec(dropout=0.0, drop_path=0.0)), device)
+    opt = make_optimizer("sgd", model.parameters(), 0.05, device)
+    x, y = batch(64, device)
+    assert torch.cuda.current_device() == 0
+    step = make_train_step(model, opt, classification_loss(), x, y, engine="graph")
+    assert step.engine == "graph", step.fallback_reason
+    losses = [step(x, y).item() for _ in range(10)]
+    assert losses[-1] < losses[0]  # the replays train (a capture on the wrong device would record nothing)
+    assert time_steps(step, x, y, warmup=1, steps=5).median_ms > 0.01
