@@ -94,7 +94,8 @@ def _write_ahead_log(engine: Any) -> None:
 
 def _single_file_at_exit(engine_ref: "weakref.ref[Any]", path: str) -> None:
     """While in WAL mode the latest commits live in ``study.db-wal`` beside the database, and a reader that cannot
-    write the run directory cannot open the database at all. So the last process to leave the study normally
+    write the run directory needs the log's index ``study.db-shm`` there too (SQLite cannot create it; ``nas report``
+    and ``nas best`` then read a private copy, other tools fail). So the last process to leave the study normally
     merges the log back and makes ``study.db`` an ordinary self-contained file again, as copied, archived or
     read-only shared run directories expect. After a kill -9 the log stays, and the next opener replays it."""
     engine = engine_ref()
