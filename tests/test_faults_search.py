@@ -1,36 +1,31 @@
-"""Fault suite, `nas search`: kill -9 at six moments and resume, time limits, divergence, refused resumes.
+"""Fault suite, `nas search`: kill -9 at six moments, then resume to the end.
 
 One study is built by a chain of six killed runs (module fixture ``chain``), each resuming the one before, and
 then resumed to the end. Four kill points are chosen moments (the reference, the ask, mid-trial, the result
 write); two are random, drawn from ``random.Random(SEED)``: SEED is fresh every session and shows in the test
 ids and messages, and ``EFFNAS_FAULT_SEED=N`` replays it. After every kill the study and the run files are
 checked. Everything runs the real CLI (``python -m nas search``) in its own process group, killed with
-``os.killpg(..., SIGKILL)`` so the worker processes die with it.
+``os.killpg(..., SIGKILL)`` so the worker processes die with it. (Refused commands, time limits and divergence
+against a finished study: test_faults_search_failures.py, which reuses the helpers here.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import pytest
-
-from tests.test_faults_inputs import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
@@ -272,130 +267,6 @@ def test_resumed_study_has_exactly_the_budget_and_complete_files(chain):
     assert best["metrics"]["reward"] == pytest.approx(max(rewards))
 
 
-# ----------------------------------------------------------------------------- refusals against a finished study
-def digest(out: Path) -> dict[str, str]:
-    """Hashes of the run files, and of the study's full SQL dump: every row, not SQLite's header bytes (opening
-    a database may bump its change counter or journal mode without changing any row)."""
-    hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
-              if p.is_file() and p.name != "study.db" and not p.name.startswith("study.db-")}
-    connection = sqlite3.connect(out / "study.db")
-    try:
-        hashes["study.db"] = hashlib.sha256("\n".join(connection.iterdump()).encode()).hexdigest()
-    finally:
-        connection.close()
-    return hashes
-
-
-def _bad_npz(root: Path) -> str:
-    path = root / "bad.npz"
-    with path.open("wb") as handle:
-        np.savez(handle, x=np.zeros((10, 8, 8), np.uint8), y=np.arange(9))
-    return str(path)
-
-
-REFUSALS = [  # (id, extra args (or a function of the root), error pattern, fault)
-    ("resume-different-epochs", lambda r: ["--epochs", "2"], r"different settings \(epochs\)",
-     "resume with a different --epochs"),
-    ("resume-different-controller", lambda r: ["--controller", "tpe"], r"different settings \(controller\)",
-     "resume with a different --controller"),
-    ("resume-bad-data", lambda r: ["--data", f"npz:{_bad_npz(r)}"], r"10 images but 9 labels",
-     "resume pointed at a broken .npz"),
-    ("budget-zero", lambda r: ["--budget", "0"], r"--budget must be a positive", "--budget 0"),
-    ("budget-not-a-number", lambda r: ["--budget", "ten"], r"invalid int value", "--budget ten"),
-    ("workers-zero", lambda r: ["--workers", "0"], r"--workers must be at least 1", "--workers 0"),
-    ("timeout-negative", lambda r: ["--trial-timeout", "-1"], r"--trial-timeout must be positive",
-     "--trial-timeout -1"),
-    ("space-bad", lambda r: ["--space", str(r / "bad-space.json")], r"bad-space.json", "space JSON with a wrong type"),
-    ("storage-unreachable", lambda r: ["--storage", "postgresql://nobody@127.0.0.1:9/effnas"], r"cannot open storage",
-     "storage URL that cannot connect"),
-    ("storage-bad-sqlite-path", lambda r: ["--storage", "sqlite:////no/such/dir/study.db"], r"cannot open storage",
-     "sqlite storage in a directory that does not exist"),
-    ("out-under-a-file", lambda r: ["--out", str(r / "space.json" / "run")], r"cannot write to run directory",
-     "--out below a regular file (unwritable)"),
-]
-
-
-@pytest.fixture(scope="module")
-def refusals(chain):
-    """Each refused command against a copy of the finished study, all at once; hashes before and after."""
-    out, _ = chain
-    root = out.parent / "refusals"
-    root.mkdir()
-
-    def one(case):
-        case_root = root / case[0]
-        case_root.mkdir()
-        (case_root / "space.json").write_text(json.dumps(SPACE))
-        (case_root / "bad-space.json").write_text(json.dumps({**SPACE, "width": "wide"}))
-        study = case_root / "run"
-        shutil.copytree(out, study)
-        before = digest(study)
-        argv = search_argv(study) + case[1](case_root)  # argparse keeps the last value of a repeated flag
-        result = subprocess.run(argv, capture_output=True, text=True, cwd=case_root, timeout=120)
-        return case[0], (result, before, digest(study))
-
-    with ThreadPoolExecutor(3) as pool:
-        return dict(pool.map(one, REFUSALS))
-
-
-@pytest.mark.parametrize("case", REFUSALS, ids=[c[0] for c in REFUSALS])
-def test_refused_command_leaves_the_study_untouched(case, refusals):
-    result, before, after = refusals[case[0]]
-    assert_one_line_error(result, case[2])
-    assert before == after and "study.db" in before
-
-
-# ----------------------------------------------------------------------------- candidates that fail
-def test_candidates_over_the_time_limit_fail_with_reason_and_the_search_finishes(chain):
-    """Resume the finished study with a larger budget and a tiny --trial-timeout (the stored reference is
-    reused): the new candidates fail, named as such, and the search still reaches its budget."""
-    out, _ = chain
-    run = out.parent / "timeout" / "run"
-    shutil.copytree(out, run)
-    (run.parent / "space.json").write_text(json.dumps(SPACE))
-    result = subprocess.run(search_argv(run, "--trial-timeout", "0.2", budget=BUDGET + 2), capture_output=True,
-                            text=True, cwd=run.parent, timeout=180)
-    assert result.returncode == 0, result.stderr[-2000:]
-    study = load(run)
-    failed = [t for t in study.trials if t.state.name == "FAIL" and not t.user_attrs.get("interrupted")]
-    assert len(failed) == 2 and all("time limit of 0.2 s" in t.user_attrs["fail_reason"] for t in failed)
-    assert "fail" in pd.read_csv(run / "trials.csv").to_csv().lower()
-
-
-def test_reference_over_the_time_limit_is_a_one_line_error(tmp_path):
-    (tmp_path / "space.json").write_text(json.dumps(SPACE))
-    result = subprocess.run(search_argv(tmp_path / "run", "--trial-timeout", "0.2"), capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
-    assert_one_line_error(result, r"backbone itself failed .*time limit of 0.2 s")
-
-
-def test_diverging_candidates_are_recorded_failed_and_the_search_finishes(chain):
-    """`nas search` has no --lr flag, so this drives the same runner (nas.search.Search, real worker
-    processes) with a learning rate of 1e12; the reference is the one measured by the killed chain."""
-    out, _ = chain
-    run = out.parent / "diverge" / "run"
-    script = f"""
-import optuna, sys
-from nas.search import Search, SearchConfig
-from nas.trial import TrialSettings
-reference = optuna.load_study(study_name="effnas", storage="sqlite:///{out / 'study.db'}").user_attrs["reference"]
-trial = TrialSettings.from_dict({{**TrialSettings().to_dict(), "data": "synthetic:200x16", "epochs": 1,
-                                  "batch_size": 32, "device": "cpu", "threads": 1, "lr": 1e12}}).to_dict()
-search = Search(SearchConfig(out="{run}", budget=2, controller="random", space="{out.parent / 'space.json'}",
-                             workers=1, trial=trial), progress=False)
-search.study.set_user_attr("reference", reference)
-print(search.run().counted)
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=180)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith("2")
-    study = load(run)
-    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
-    assert all("diverged" in t.user_attrs["fail_reason"] for t in study.trials), [
-        t.user_attrs["fail_reason"] for t in study.trials]
-    assert valid_file(run / "trials.csv") is True and not (run / "best.json").exists()
-
-
 FAULTS = [
     ("kill-during-reference", "kill -9 of the process group 1 s after the study opens, while the worker starts "
      "on the backbone reference", "nothing stored; resume measures the reference again"),
@@ -414,10 +285,4 @@ FAULTS = [
     ("resume-to-budget", "resume after the six kills above, run one after another on one study",
      "exactly the budget of counted trials, every interrupted architecture re-run, unique numbers, "
      "PRAGMA integrity_check ok, complete files, no temporary files left"),
-    *[(c[0], c[3], "exit 2, one-line error; every study row and run file unchanged") for c in REFUSALS],
-    ("candidate-timeout", "candidates over --trial-timeout 0.2", "recorded FAIL 'exceeded the time limit'; "
-     "search reaches its budget"),
-    ("reference-timeout", "the backbone reference over --trial-timeout", "exit 2, one-line error"),
-    ("candidate-diverges", "candidates trained with lr 1e12 (NaN/inf loss)",
-     "recorded FAIL 'diverged'; search finishes"),
 ]

@@ -3,7 +3,7 @@
 Both run the real CLI through tests/fault_injection.py, which plants the fault in every 5x5 convolution; in this
 space only stage 0 may pick kernel 5 and the backbone does not, so the reference trains and, with seed 2, two of
 four candidates hit the fault. Each must be recorded as failed with its reason while the search finishes.
-(Divergence and --trial-timeout are in test_faults_search.py.)
+(Divergence and --trial-timeout are in test_faults_search_failures.py.)
 """
 
 from __future__ import annotations
