@@ -275,3 +275,20 @@ def test_graph_and_timer_on_a_device_that_is_not_current():
     losses = [step(x, y).item() for _ in range(10)]
     assert losses[-1] < losses[0]  # the replays train (a capture on the wrong device would record nothing)
     assert time_steps(step, x, y, warmup=1, steps=5).median_ms > 0.01
+
+
+@pytest.mark.gpu
+def test_graph_replays_draw_new_dropout_masks_and_update_batchnorm_stats():
+    # RNG and in-place buffer updates live inside the captured step: each replay must redo them, not repeat them
+    model, opt = fresh("cuda", optimizer="sgd", lr=0.05, dropout=0.5, drop_path=0.5)
+    x, y = batch(64, "cuda")
+    step = make_train_step(model, opt, classification_loss(), x, y, engine="graph")
+    assert step.engine == "graph", step.fallback_reason
+    step.set_lr(0.0)  # weights stay put, so only the masks can change the loss
+    weights = [p.detach().clone() for p in model.parameters()]
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    stats = bn.running_mean.clone()
+    losses = [step(x, y).item() for _ in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+    assert len(set(losses)) == len(losses), losses
+    assert not torch.equal(stats, bn.running_mean)
