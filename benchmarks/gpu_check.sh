@@ -17,7 +17,8 @@
 #   6  benchmarks.search_wall_time            synthetic:50000x32, 5 epochs, --workers 4: the 200-trial projection
 #                                             (its budget shrinks to the time left; the 200-trial run is 15 min)
 # Environment: OUT (log folder; default a new temporary one), GPU_CHECK_SECONDS (overall budget, default 575,
-# so a 600 s call ends cleanly), WHEELS (default .whl), SITE (their install target, default /tmp/site),
+# so a 600 s call ends cleanly), ONLY (step numbers to run, e.g. ONLY="3 6"; step 0 always runs),
+# WHEELS (default .whl), SITE (their install target, default /tmp/site),
 # EFFNAS_GPU_CHECK_DRY=1 (no GPU needed: every benchmark's exact flags are parsed by its own argparse, pytest
 # only collects, and one tiny benchmark really runs on the CPU, so the logs and the summary are exercised too).
 set -uo pipefail
@@ -46,6 +47,9 @@ run_step() {
     local name=$1 cap=$2
     shift 2
     local log="$OUT/$name.log" limit t0 rc
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" ${name%%-*} "* ]]; then
+        return  # not among the steps asked for
+    fi
     limit=$(left)
     ((cap < limit)) && limit=$cap
     if ((limit < 15)); then
