@@ -283,8 +283,10 @@ class Search:
         threads = self.config.trial.get("threads") or default_threads(self.config.workers)
         running: dict[int, optuna.trial.Trial] = {}
         stopped_early = False
+        # depth=2: each worker's next candidate waits in its pipe, so it never idles while this process
+        # stores a result, asks the controller and rewrites the run files.
         pool = WorkerPool(self.config.workers, timeout=self.config.trial_timeout, threads=threads,
-                          memory_gib=self.config.trial_memory)
+                          memory_gib=self.config.trial_memory, depth=2)
         bar = None
         try:
             self.prepare(lambda spec: self._measure_on_pool(pool, spec))
@@ -297,8 +299,7 @@ class Search:
                 for result in pool.collect(poll=0.5):
                     self.store(running.pop(result.key), result.metrics, result.error, result.seconds)
                     finished.append(result.key)
-                # Idle workers get their next candidate before the run files and the progress bar are
-                # refreshed, so that bookkeeping happens while they train instead of while they wait.
+                # Refill the workers' queues before the run files and the progress bar are refreshed.
                 self._feed(pool, running)
                 if finished:
                     self.publish(finished)
@@ -317,12 +318,12 @@ class Search:
         return self.summary(time.perf_counter() - start, stopped_early)
 
     def _feed(self, pool: Any, running: dict[int, optuna.trial.Trial]) -> None:
-        """Give every idle worker a candidate while the budget allows, counting running trials too so that
+        """Fill the workers' queues while the budget allows, counting running and queued trials too so that
         N workers stop together at the budget."""
-        if not pool.idle:
+        if not pool.free:
             return
         done = counted_trials(self.study)
-        while pool.idle and done + len(running) < self.config.budget:
+        while pool.free and done + len(running) < self.config.budget:
             proposal = self.propose()
             if proposal is None:  # the shared budget was taken by other processes
                 return

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
@@ -127,8 +128,15 @@ class _Worker:
         self.process = context.Process(target=_worker_main, args=(child, threads, function, memory_gib), daemon=True)
         self.process.start()
         child.close()
-        self.task: tuple[Any, float] | None = None  # (key, submitted or started at)
-        self.running = False  # the worker has acknowledged the task: its time limit runs from then
+        self.tasks: deque[tuple[Any, tuple]] = deque()  # (key, message) in the order sent; the first one runs
+        self.since = 0.0  # when the first task was sent, or acknowledged as started
+        self.running = False  # the worker has acknowledged its first task: its time limit runs from then
+
+    def send(self, key: Any, message: tuple) -> None:
+        self.connection.send(message)
+        if not self.tasks:
+            self.since, self.running = time.perf_counter(), False
+        self.tasks.append((key, message))
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -148,17 +156,21 @@ class _Worker:
 class WorkerPool:
     """``size`` worker processes; submit tasks, collect results as they finish.
 
-    A worker that dies or overruns ``timeout`` seconds is killed and replaced, and its task comes
-    back as a failure with the reason. ``memory_gib`` caps each worker's trials (see :func:`limit_memory`).
+    Each worker holds up to ``depth`` tasks: with ``depth=2`` the next task already waits in its pipe when the
+    current one ends, so the worker goes straight on while the caller stores the result and picks another.
+    A worker that dies or overruns ``timeout`` seconds is killed and replaced; its running task comes back as a
+    failure with the reason, and the tasks queued behind it go to the replacement. ``memory_gib`` caps each
+    worker's trials (see :func:`limit_memory`).
     """
 
     def __init__(self, size: int, timeout: float | None = None, threads: int | None = None,
-                 function: str = "nas.trial:run_trial", memory_gib: float | None = None) -> None:
+                 function: str = "nas.trial:run_trial", memory_gib: float | None = None, depth: int = 1) -> None:
         self._context = mp.get_context("spawn")
         self._threads = threads
         self._memory_gib = memory_gib
         self._function = function
         self.timeout = timeout
+        self.depth = depth
         self._workers = [self._new_worker() for _ in range(size)]
 
     def _new_worker(self) -> _Worker:
@@ -166,42 +178,50 @@ class WorkerPool:
 
     @property
     def idle(self) -> int:
-        return sum(worker.task is None for worker in self._workers)
+        """Workers with nothing to do."""
+        return sum(not worker.tasks for worker in self._workers)
+
+    @property
+    def free(self) -> int:
+        """Tasks that can be submitted now (each worker holds up to ``depth``)."""
+        return sum(self.depth - len(worker.tasks) for worker in self._workers)
 
     @property
     def busy(self) -> int:
         return len(self._workers) - self.idle
 
     def submit(self, key: Any, spec: dict, settings: dict, seed: int) -> None:
-        worker = next(w for w in self._workers if w.task is None)
-        worker.connection.send((key, spec, settings, seed))
-        worker.task, worker.running = (key, time.perf_counter()), False
+        """Queue a task on the least loaded worker."""
+        worker = min(self._workers, key=lambda w: len(w.tasks))
+        if len(worker.tasks) >= self.depth:
+            raise RuntimeError("every worker already holds `depth` tasks")
+        worker.send(key, (key, spec, settings, seed))
 
     def collect(self, poll: float = 1.0) -> list[TrialResult]:
         """Wait up to ``poll`` seconds; return every task that finished, failed or timed out."""
-        busy = [w for w in self._workers if w.task is not None]
+        busy = [w for w in self._workers if w.tasks]
         if not busy:
             return []
-        sentinels = {w.process.sentinel: w for w in busy}
-        ready = wait([w.connection for w in busy] + list(sentinels), timeout=poll)
+        ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=poll)
         results: list[TrialResult] = []
         for index, worker in enumerate(self._workers):
-            if worker.task is None:
+            if not worker.tasks:
                 continue
-            key, started = worker.task
-            elapsed = time.perf_counter() - started
+            key = worker.tasks[0][0]
             if worker.connection in ready:
                 try:
                     message = worker.connection.recv()
                     if message[0] == "started":
-                        worker.task, worker.running = (key, time.perf_counter()), True
+                        worker.since, worker.running = time.perf_counter(), True
                         continue
                     got_key, metrics, error, seconds = message
-                    worker.task = None
+                    worker.tasks.popleft()
+                    worker.since, worker.running = time.perf_counter(), False  # the next one, if any, is due
                     results.append(TrialResult(got_key, metrics, error, seconds))
                     continue
                 except (EOFError, OSError):
                     worker.process.join(timeout=1)  # the worker died mid-send; reap it, report below
+            elapsed = time.perf_counter() - worker.since
             died = not worker.process.is_alive()
             # A fresh worker's start-up (importing torch: seconds on a loaded machine) is not the trial's time.
             limit = None if self.timeout is None else self.timeout if worker.running else self.timeout + STARTUP_S
@@ -214,13 +234,15 @@ class WorkerPool:
                     reason = (f"worker process died (exit code {code}"
                               f"{', killed by the OS - out of memory?' if code == -9 else ''})")
                 worker.stop(kill=True)
-                self._workers[index] = self._new_worker()
+                replacement = self._workers[index] = self._new_worker()
+                for queued_key, queued in list(worker.tasks)[1:]:  # never started: they go to the replacement
+                    replacement.send(queued_key, queued)
                 results.append(TrialResult(key, None, reason, elapsed))
         return results
 
     def close(self, kill: bool = False) -> None:
         for worker in self._workers:
-            worker.stop(kill=kill or worker.task is not None)
+            worker.stop(kill=kill or bool(worker.tasks))
 
     def __enter__(self) -> "WorkerPool":
         return self

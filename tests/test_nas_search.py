@@ -48,8 +48,9 @@ def test_search_runs_to_budget_and_writes_outputs(tmp_path):
     assert isinstance(json.loads((run / "pareto.json").read_text()), (list, dict))
 
 
-def test_an_idle_worker_gets_its_next_candidate_before_the_run_files_are_written(tmp_path):
-    """The bookkeeping after a trial (run files, progress, on_trial) happens while the worker trains the next."""
+def test_a_workers_next_candidate_is_queued_before_the_run_files_are_written(tmp_path):
+    """A worker's next candidate waits in its queue, and the bookkeeping after a trial (store, ask, run files,
+    progress, on_trial) happens while the worker trains it."""
     seen = []
 
     def on_trial(trial):
@@ -58,7 +59,7 @@ def test_an_idle_worker_gets_its_next_candidate_before_the_run_files_are_written
 
     Search(config(tmp_path, budget=3, workers=1), progress=False, on_trial=on_trial).run()
     assert [number for number, _ in seen] == [0, 1, 2]
-    assert [running for _, running in seen] == [[1], [2], []]  # the last one has no successor in the budget
+    assert [running for _, running in seen] == [[1, 2], [2], []]  # running and queued, within the budget
 
 
 def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):

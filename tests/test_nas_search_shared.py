@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # each test runs two whole searches side by side
 BUDGET = 4
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 TINY = ["--data", "synthetic:240x16", "--epochs", "1", "--batch-size", "32",
-        "--controller", "random", "--threads", "1", "--quiet"]
+        "--controller", "random", "--workers", "1", "--threads", "1", "--quiet"]  # 2 trials in flight each
 
 
 def run_two_searches(tmp_path: Path, storage: str) -> None:

@@ -59,3 +59,20 @@ def test_without_a_memory_limit_the_same_task_runs():
     with WorkerPool(1, function="tests.workers_tasks:allocate") as pool:
         pool.submit("big", {"gib": 2.0}, {}, 0)
         assert collect_all(pool, 1)["big"].error is None
+
+
+def test_a_queued_task_waits_behind_the_running_one_and_survives_its_death():
+    with WorkerPool(1, timeout=3.0, function=TASK, depth=2) as pool:
+        pool.submit("first", {"action": "ok", "value": 1}, {}, 0)
+        pool.submit("second", {"action": "ok", "value": 2}, {}, 0)
+        assert pool.free == 0 and pool.idle == 0
+        results = collect_all(pool, 2)
+        first_pid = results["first"].metrics["pid"]
+        assert results["second"].metrics["pid"] == first_pid  # one worker, back to back
+        pool.submit("die", {"action": "die"}, {}, 0)
+        pool.submit("queued", {"action": "ok", "value": 5}, {}, 0)
+        results = collect_all(pool, 2)
+        assert "worker process died" in results["die"].error
+        assert results["queued"].metrics["value"] == 10  # re-sent to the replacement worker, and run there
+        assert results["queued"].metrics["pid"] != first_pid
+        assert pool.idle == 1 and pool.free == 2
