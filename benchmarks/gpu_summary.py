@@ -94,8 +94,11 @@ def summarize(directory: Path) -> list[str]:
                f"{f' over {match.group(2)} architectures' if match else ''} "
                f"(target >= {TARGETS['spearman']:g}: {_verdict(rho, TARGETS['spearman'], True)})")
 
-    overhead = re.search(r"overhead \(outside training and evaluation steps\): (.*)", _read(directory, "4-overhead"))
+    log = _read(directory, "4-overhead")
+    overhead = re.search(r"overhead \(the worker's time outside training and evaluation steps\): (.*)", log)
     out.append(f"per-trial overhead: {overhead.group(1) if overhead else 'missing'}")
+    end_to_end = re.search(r"end to end through Search.run (.*)", log)
+    out.append(f"end-to-end overhead: {end_to_end.group(1) if end_to_end else 'missing'}")
     fastest = re.search(r"fastest on this device: (.*)", _read(directory, "5-fused_vs_mbconv"))
     out.append(f"fused vs MBConv, fastest: {fastest.group(1) if fastest else 'missing'}")
 

@@ -3,26 +3,32 @@
     python -m benchmarks.overhead [--quick] [--device cuda]
 
 Runs a real search in-process (``nas.search.Search`` with the TPE controller on SQLite, its reference trial
-first, then ``--trials`` candidates) and times every phase of a trial from outside:
-  sample     ``Search.propose``: Optuna ask on SQLite, the controller's choices, spec as a user attribute
+first, then ``--trials`` candidates) and times every phase of a trial from outside. In the worker:
   build      ``build_model`` inside ``run_trial`` (and parameter count)
   MACs       MAC counting (CPU: on the critical path; CUDA: in a background thread, hidden by training)
   step       ``make_train_step``: graph warm-up and capture on CUDA, nothing on CPU (the trial's build_seconds)
   train      the training loop (the trial's train_seconds; its timed steps included)
   eval       ``evaluate`` on the validation split
   other      the rest of ``run_trial`` (data from the process cache, seeding, optimizer)
+In the search process:
+  sample     ``Search.propose``: Optuna ask on SQLite, the controller's choices, spec as a user attribute
   store      ``Search.store``: reward, user attributes, Optuna tell on SQLite
   files      ``Search.publish``: trials.csv, pareto.json, best.json, rewritten after every trial
   loop       the search loop's reads: the budget count and the progress bar's best reward
-A search hands an idle worker its next candidate right after ``store`` (sample, then submit), so ``files`` and
-``loop`` run in the search process while that worker trains: they are shown, but are not part of a trial's
-critical path. On a CPU they do take CPU time from the workers; it is their ms per trial over the trial's wall.
+Each worker holds its next candidate in a queue (``WorkerPool(depth=2)``), so the search process does its part
+while the worker trains: overhead = the worker's time outside training and evaluation, as a share of its trial's
+wall time, and the search process's part is shown beside it ("alongside"; on a fully loaded CPU it takes CPU
+time from the workers).
+
+Then ``--end-to-end K`` (default 4) resumes the same study for K more trials through ``Search.run`` with one real
+worker process, and reports what the worker's clock says: the share of the time between its trials' completions
+(from the second to the last) spent outside training and evaluation, IPC and any wait for the search process
+included.
+
 The sampler's, the storage's and the run files' costs grow with the study: ``--history N`` first fills it with N
 completed trials (architectures from the controller, metrics drawn around the reference's, nothing trained) to
-measure trials late in a search, e.g. ``--history 200``.
-Overhead = everything but train and eval, as a share of the trial's wall time. Each trial trains with the torch
-threads one default ``nas search`` worker gets on this machine (``--threads`` to change). Worker-process IPC (the
-local backend runs trials in long-lived worker processes) is not included: it is one pickle of a spec and a dict.
+measure trials late in a search, e.g. ``--history 200``. Each trial trains with the torch threads one default
+``nas search`` worker gets on this machine (``--threads`` to change).
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ from typing import Any, Iterator
 
 from benchmarks.common import add_device_args, print_report, search_defaults, setup_device
 
-PHASES = ("sample", "build", "MACs", "step", "train", "eval", "other", "store", "files", "loop")
+PHASES = ("build", "MACs", "step", "train", "eval", "other", "sample", "store", "files", "loop")
+ALONGSIDE = ("sample", "store", "files", "loop")  # the search process's part, done while the worker trains
 
 
 @contextlib.contextmanager
@@ -82,6 +89,27 @@ def fill_history(search: Any, count: int, reference: dict[str, Any]) -> None:
         search.store(candidate, metrics, None, reference["total_seconds"])
 
 
+def measure_end_to_end(config: Any, trials: int) -> dict[str, Any]:
+    """Resume ``config``'s study for ``trials`` more through ``Search.run`` (one worker process, its queue of
+    two) and compare the worker's training and evaluation time with the time between its trials' completions."""
+    import dataclasses
+
+    from optuna.trial import TrialState
+
+    from nas.search import Search
+
+    search = Search(dataclasses.replace(config, budget=config.budget + trials), progress=False)
+    before = len(search.study.trials)
+    search.run()
+    new = [t for t in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number >= before]
+    new.sort(key=lambda t: t.datetime_complete)
+    timed = new[1:]  # from the first completion on: the worker's start-up and first ask are not a steady state
+    span = (timed[-1].datetime_complete - new[0].datetime_complete).total_seconds()
+    busy = sum(t.user_attrs["total_seconds"] for t in timed)
+    useful = sum(t.user_attrs["train_seconds"] + t.user_attrs.get("eval_seconds", 0.0) for t in timed)
+    return {"trials": len(timed), "overhead %": 100 * (1 - useful / span), "gap %": 100 * (1 - busy / span)}
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device_args(parser)
@@ -91,6 +119,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
     parser.add_argument("--history", type=int, default=0, help="completed trials in the study before the timed ones")
+    parser.add_argument("--end-to-end", type=int, default=4, metavar="K",
+                        help="then K more trials through Search.run with a real worker process (0: skip)")
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.epochs = 3, 1
@@ -137,31 +167,36 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             began = time.perf_counter()
             search.store(candidate, metrics, None, seconds)
             spent["store"] = time.perf_counter() - began
-            spent["wall"] = time.perf_counter() - start  # the trial's critical path ends here: the next is fed
             began = time.perf_counter()
             search.publish([candidate.number])
             spent["files"] = time.perf_counter() - began
             began = time.perf_counter()
             counted_trials(search.study), search.best()  # what Search.run reads between trials
             spent["loop"] = time.perf_counter() - began
-            rows.append({"trial": candidate.number, "params": metrics["params"], **spent})
+            rows.append({"trial": candidate.number, "params": metrics["params"], "wall": seconds, **spent})
+        end_to_end = measure_end_to_end(config, args.end_to_end) if args.end_to_end else None
 
     table = []
     for row in rows:
         overhead = row["wall"] - row["train"] - row["eval"]
+        alongside = sum(row[p] for p in ALONGSIDE)
         table.append({"trial": row["trial"], "params": row["params"], "wall s": row["wall"],
-                      **{f"{p} ms": 1000 * row[p] for p in PHASES if p not in ("train", "files", "loop")},
-                      "train s": row["train"], "overhead %": 100 * overhead / row["wall"],
-                      "alongside ms": 1000 * (row["files"] + row["loop"])})
+                      **{f"{p} ms": 1000 * row[p] for p in PHASES if p != "train"}, "train s": row["train"],
+                      "overhead %": 100 * overhead / row["wall"], "alongside %": 100 * alongside / row["wall"]})
     shares = [r["overhead %"] for r in table]
-    alongside = [100 * (r["files"] + r["loop"]) / r["wall"] for r in rows]
+    alongside_shares = [r["alongside %"] for r in table]
+    notes = [f"overhead (the worker's time outside training and evaluation steps): median "
+             f"{statistics.median(shares):.1f} % of a trial's wall time (range {min(shares):.1f}-{max(shares):.1f} %)",
+             f"alongside, in the search process while the worker trains its queued next candidate "
+             f"({', '.join(ALONGSIDE)}): median {statistics.median(alongside_shares):.1f} % of a trial's wall time"]
+    if end_to_end is not None:
+        notes.append(f"end to end through Search.run ({end_to_end['trials']} trials, 1 worker process): "
+                     f"{end_to_end['overhead %']:.1f} % of the worker's time between completions was outside "
+                     f"training and evaluation (of which waiting for the next candidate: {end_to_end['gap %']:.1f} %)")
     history = f" after {args.history} completed" if args.history else ""
     print_report(f"per-trial overhead: {args.trials} TPE trials{history} on SQLite, {args.data}, "
-                 f"{args.epochs} epoch(s), batch {args.batch_size}, {args.threads} torch thread(s) per trial", device, table,
-                 notes=[f"overhead (outside training and evaluation steps): median {statistics.median(shares):.1f} % "
-                        f"of a trial's wall time (range {min(shares):.1f}-{max(shares):.1f} %)",
-                        f"alongside the next trial (run files, progress; search process): median "
-                        f"{statistics.median(alongside):.1f} % of a trial's wall time"])
+                 f"{args.epochs} epoch(s), batch {args.batch_size}, {args.threads} torch thread(s) per trial", device,
+                 table, notes=notes)
     return table
 
 

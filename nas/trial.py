@@ -307,13 +307,16 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
                                  f"in epoch {epoch + 1} (NaN/inf loss)")
     timing = timer.result()
     train_seconds = time.perf_counter() - train_start
+    eval_start = time.perf_counter()
     accuracy = evaluate(model, data.val_x, data.val_y)
+    eval_seconds = time.perf_counter() - eval_start
     if macs_job is not None:
         macs = macs_job.result()
     return {
         "accuracy": accuracy, "step_time_ms": timing.median_ms, "step_time_spread": timing.spread,
         "timed_steps": timing.steps, "params": params, "macs": macs, "flops": 2 * macs,
         "engine": step.engine, "fallback_reason": step.fallback_reason, "train_seconds": train_seconds,
-        "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": total, "batch_size": batch,
+        "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": total,
+        "batch_size": batch,
         "image_size": settings.image_size, "device": str(device),
     }

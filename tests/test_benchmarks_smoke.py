@@ -4,6 +4,7 @@ No timing assertions (CI machines are shared): only that every row is there and 
 """
 
 import math
+import re
 
 import pytest
 
@@ -28,14 +29,17 @@ def test_trial_throughput_rows(capsys):
 def test_overhead_rows(capsys):
     from benchmarks.overhead import PHASES, main
 
-    rows = main(TINY + ["--trials", "2", "--epochs", "1", "--data", "synthetic:160x32", "--batch-size", "32"])
+    rows = main(TINY + ["--trials", "2", "--epochs", "1", "--data", "synthetic:160x32", "--batch-size", "32",
+                        "--end-to-end", "2"])
     assert len(rows) == 2
     for row in rows:
         assert _positive(row["wall s"]) and _positive(row["train s"])
         assert all(row[f"{p} ms"] >= 0 for p in PHASES if p != "train")
         assert _positive(row["sample ms"]) and _positive(row["store ms"]) and _positive(row["files ms"])
-        assert 0 < row["overhead %"] < 100
-    assert "overhead (outside training" in capsys.readouterr().out
+        assert 0 < row["overhead %"] < 100 and row["alongside %"] > 0
+    out = capsys.readouterr().out
+    assert "overhead (the worker's time outside training" in out
+    assert re.search(r"end to end through Search.run \(1 trials, 1 worker process\): \d+\.\d %", out)
 
 
 def test_step_time_fidelity_rows(capsys):
