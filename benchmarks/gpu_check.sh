@@ -136,15 +136,16 @@ bench 2-trial_throughput 150 benchmarks.trial_throughput --device cuda
 bench 3-step_time_fidelity 180 benchmarks.step_time_fidelity --device cuda --full-steps 20
 bench 4-overhead 75 benchmarks.overhead --device cuda
 bench 5-fused_vs_mbconv 75 benchmarks.fused_vs_mbconv --device cuda
-# Two searches run, 1 worker then 4, with the same budget. Guessed cost on an H100/H200: ~60-90 s of start-up
-# for both (interpreters, 4 s of data per process, the reference trial) and ~14 s per unit of budget (a 5-epoch
-# trial of 3,125 steps, ~6-7 s alone plus ~3-4 s at 4 workers): so the budget is what the time left allows,
-# a multiple of 4 (whole rounds of the 4 workers), at least 4 and at most 40.
+# One search with 4 workers (--only-n: no 1-worker row). Guessed cost on an H100/H200: ~45 s of start-up
+# (interpreters, 4 s of data per process, the reference trial) and, guessed long so the step is not cut off,
+# ~7 s per trial at 4 workers (a 5-epoch trial of 3,125 steps is ~5-7 s alone; 4 sharing the GPU should
+# finish one every 2-4 s): so the budget is what the time left allows, a multiple of 4 (whole rounds of the 4
+# workers), at least 4 and at most 80.
 remaining=$(left)
-budget=$(( (remaining - 90) / 14 / 4 * 4 ))
-budget=$(( budget < 4 ? 4 : budget > 40 ? 40 : budget ))
+budget=$(( (remaining - 60) / 7 / 4 * 4 ))
+budget=$(( budget < 4 ? 4 : budget > 80 ? 80 : budget ))
 bench 6-search_wall_time "$remaining" benchmarks.search_wall_time --device cuda --data synthetic:50000x32 \
-    --workers 4 --epochs 5 --budget "$budget"
+    --workers 4 --epochs 5 --budget "$budget" --only-n
 if [ "$DRY" = 1 ]; then  # one real run, tiny and on the CPU, so the summary reads a real table
     run_step 5-fused_vs_mbconv 60 python3 -m benchmarks.fused_vs_mbconv --device cpu --threads 1 --width 0.25 \
         --image-size 32 --batch-size 2 --steps 1 --rounds 1

@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="comma-separated data sets (default digits,synthetic:50000x32; quick: 5000 images)")
     parser.add_argument("--workers", type=int, default=None,
                         help="N for the N-worker rows (default: `nas search`'s on CPU, one per core; 4 on CUDA)")
+    parser.add_argument("--only-n", action="store_true",
+                        help="skip the 1-worker rows (no speed-up column; on a GPU this leaves one call more trials)")
     parser.add_argument("--budget", type=int, default=None, help="trials per search (default 200 on CUDA, 2 on CPU)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 5 on CUDA, 1 on CPU)")
     parser.add_argument("--controller", default="tpe")
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="effnas-walltime-") as tmp:
         for data in datasets:
             first = len(rows)
-            for workers in sorted({1, args.workers}):
+            for workers in [args.workers] if args.only_n else sorted({1, args.workers}):
                 rows.append(run_search(data, workers, args, Path(tmp)))
                 rows[-1]["speed-up"] = rows[-1]["trials/h"] / rows[first]["trials/h"]
 
