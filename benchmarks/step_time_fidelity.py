@@ -202,12 +202,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 repeat_rows += repeatability(label, proxy, loaded, args, device)
     worst = max(repeat_rows, key=lambda row: row["CV %"])
     recorded = [row for row in repeat_rows if row["measurement"].startswith("run_trial")]
+    target = 2 if device.type == "cuda" else 5  # issue 8: CUDA-event timing of graph replays vs perf_counter on CPU
     print_report(f"step-time repeatability: {proxy.backbone.name}, {settings.image_size} px, "
                  f"batch {settings.batch_size}, {args.data}", device, repeat_rows, notes=[
                      threads_note,
-                     "target: CV < 5 %. " + "; ".join(
+                     f"target on this device: CV < {target} %. " + "; ".join(
                          f"run_trial ({row['machine']}): {row['CV %']:.1f} % "
-                         f"({'within' if row['CV %'] < 5 else 'ABOVE'} the target)" for row in recorded),
+                         f"({'within' if row['CV %'] < target else 'ABOVE'} the target)" for row in recorded),
                      f"largest CV: {worst['CV %']:.1f} % ({worst['measurement'].split(' (')[0]}, {worst['machine']})"])
 
     # 2. proxy vs full ranking

@@ -61,7 +61,7 @@ def test_step_time_fidelity_rows(capsys):
     fused = space.spec_from_params(variant_params(space, VARIANTS[2][1]))
     assert all(stage.op == "fused" for stage in fused.stages)
     out = capsys.readouterr().out
-    assert "Spearman" in out and "target: CV < 5 %" in out
+    assert "Spearman" in out and "target on this device: CV < 5 %" in out
 
 
 def test_step_time_fidelity_threads_default_to_a_search_workers(capsys):
