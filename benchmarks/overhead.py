@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from nas.budget import counted_trials
     from nas.search import Search, SearchConfig
     from nas.trial import TrialSettings, run_trial
+    from nas.workers import freeze_imports
+
+    freeze_imports()  # as a search worker does after its imports
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="effnas-overhead-") as tmp:
