@@ -213,9 +213,12 @@ def load(out: Path):
 def test_kill_while_a_candidate_is_asked_leaves_a_trial_that_resume_recovers(chain):
     out, steps = chain
     snap = steps["ask"]["snapshot"]
-    assert snap["reference"] and [state for _, state in snap["trials"]] == ["RUNNING"]
-    cut = load(out).trials[snap["trials"][0][0]]
-    assert cut.state.name == "FAIL" and cut.user_attrs["interrupted"] is True
+    # The worker's first candidate, and perhaps already the one queued behind it (WorkerPool depth 2).
+    assert snap["reference"] and [state for _, state in snap["trials"]] in (["RUNNING"], ["RUNNING"] * 2)
+    study = load(out)
+    for number, _ in snap["trials"]:
+        cut = study.trials[number]
+        assert cut.state.name == "FAIL" and cut.user_attrs["interrupted"] is True
 
 
 def test_kill_mid_trial_leaves_a_running_trial_that_resume_reruns(chain):
@@ -223,12 +226,24 @@ def test_kill_mid_trial_leaves_a_running_trial_that_resume_reruns(chain):
     snap = steps["mid-trial"]["snapshot"]
     assert snap["reference"]
     running = [number for number, state in snap["trials"] if state == "RUNNING"]
-    assert len(running) == 1 and snap["named"][running[0]]
+    # The candidate training, and perhaps the one queued behind it (WorkerPool depth 2): each claimed by name.
+    assert len(running) in (1, 2) and all(snap["named"][number] for number in running)
     study = load(out)
-    cut = study.trials[running[0]]
-    assert cut.state.name == "FAIL" and cut.user_attrs["interrupted"] is True
-    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == cut.number]
-    assert len(retries) == 1 and retries[0].params == cut.params and retries[0].state.name == "COMPLETE"
+    for number in running:
+        cut = study.trials[number]
+        assert cut.state.name == "FAIL" and cut.user_attrs["interrupted"] is True
+        assert completed_retry(study, cut).params == cut.params
+
+
+def completed_retry(study, cut):
+    """The re-run that completed ``cut``'s architecture: a retry cut off by a later kill is retried in turn."""
+    while True:
+        retries = [t for t in study.trials if t.user_attrs.get("retry_of") == cut.number]
+        assert len(retries) == 1 and retries[0].params == cut.params, f"seed {SEED}: {len(retries)} retries"
+        cut = retries[0]
+        if cut.state.name == "COMPLETE":
+            return cut
+        assert cut.user_attrs.get("interrupted"), f"seed {SEED}: retry {cut.number} failed on its own"
 
 
 def test_kill_right_after_a_trial_is_recorded_leaves_valid_files(chain):
@@ -273,8 +288,8 @@ FAULTS = [
     ("kill-while-asking", "kill -9 the moment a trial row turns RUNNING (candidate being asked/sampled)",
      "trial marked interrupted on resume (after a 5 s grace if its process never named itself on it); "
      "its architecture is re-run if it had been sampled"),
-    ("kill-mid-trial", "kill -9 while a candidate trains",
-     "trial marked interrupted (not counted); resume re-runs the same architecture"),
+    ("kill-mid-trial", "kill -9 while a candidate trains (and the next waits in the worker's queue)",
+     "both trials marked interrupted (not counted); resume re-runs each architecture once"),
     ("kill-after-record", "kill -9 the instant a trial is recorded (files being rewritten)",
      "study, trials.csv, pareto.json, best.json all valid (atomic writes)"),
     ("kill-random-start", "kill -9 at a random moment between start and the end of the first trial (seeded: "
