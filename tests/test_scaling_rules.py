@@ -14,7 +14,7 @@ from scaling.rules import (EXTRA_STAGE_SHARE, MAX_PHI, TARGETS, image_sizes, rou
 from search_space import load_spec, save_spec
 
 # Published counts (facts file; MACs at the eval size).
-PUBLISHED_V2 = {"m": (54_139_356, 24.582e9), "l": (118_515_272, 56.080e9)}
+PUBLISHED_V2 = {"m": (54_139_356, 24.582e9), "l": (118_515_272, 56.080e9), "xl": (208_119_808, 93.353e9)}
 PUBLISHED_V1 = {"efficientnet-b1": 7_794_184, "efficientnet-b4": 19_341_616, "efficientnet-b7": 66_347_960}
 
 
@@ -34,6 +34,18 @@ def params_of(spec):
     """Parameters only: a meta-device build, no forward pass."""
     with torch.device("meta"):
         return count_params(build_model(spec))
+
+
+def test_s_scales_to_published_xl_within_10_percent_under_its_512_cap(v2_s):
+    from models.profile import count_macs
+
+    scaled = scale_spec(v2_s, "xl", max_image_size=512)
+    assert (scaled.train_image_size, scaled.eval_image_size) == (384, 512)  # as published
+    params, macs = PUBLISHED_V2["xl"]
+    with torch.device("meta"):
+        model = build_model(scaled)
+    assert abs(count_params(model) / params - 1) < 0.10
+    assert abs(count_macs(model, 512) / macs - 1) < 0.10
 
 
 @pytest.mark.parametrize("target", ["m", "l"])
