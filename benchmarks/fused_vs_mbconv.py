@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     from models import build_model, get_spec
     from models.profile import count_macs, count_params
-    from nas.engine import (classification_loss, cudnn_benchmark, make_optimizer, make_train_step, prepare_model,
-                            time_steps)
+    from nas.engine import classification_loss, cudnn_benchmark, make_optimizer, make_train_step, prepare_model
+    from nas.timing import time_steps
     from scaling import scale_uniform
 
     base = get_spec(args.model)

@@ -66,8 +66,8 @@ def variant_params(space: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
 def full_step_ms(spec: Any, args: argparse.Namespace, device: torch.device) -> float:
     """Median step time of ``spec`` at full size on the trial engine (random data: only the cost matters)."""
     from models import build_model
-    from nas.engine import (classification_loss, cudnn_benchmark, make_optimizer, make_train_step,
-                            prepare_model, time_steps)
+    from nas.engine import classification_loss, cudnn_benchmark, make_optimizer, make_train_step, prepare_model
+    from nas.timing import time_steps
 
     torch.manual_seed(0)
     with cudnn_benchmark(False):
@@ -126,7 +126,8 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
                   device: torch.device) -> list[dict[str, Any]]:
     """CV of the backbone's step time over ``--repeats``: as ``run_trial`` records it, and by ``time_steps``."""
     from models import build_model
-    from nas.engine import classification_loss, make_optimizer, make_train_step, prepare_model, time_steps
+    from nas.engine import classification_loss, make_optimizer, make_train_step, prepare_model
+    from nas.timing import time_steps
     from nas.trial import DeviceLock, run_trial, trial_data
 
     trial_ms = [run_trial(proxy.backbone, settings.to_dict(), seed=0)["step_time_ms"] for _ in range(args.repeats)]

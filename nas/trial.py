@@ -33,8 +33,9 @@ from search_space import ArchSpec, spec_from_dict
 from search_space.errors import EffnasError
 
 from .data import DeviceData, load_data, to_device
-from .engine import (ENGINES, StepTimer, classification_loss, cudnn_benchmark, evaluate, make_optimizer,
-                     make_train_step, prepare_model, resolve_device)
+from .engine import (ENGINES, classification_loss, cudnn_benchmark, evaluate, make_optimizer, make_train_step,
+                     prepare_model, resolve_device)
+from .timing import StepTimer
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from models import build_model
 from nas import engine
-from nas.engine import (EngineError, StepTimer, capture_failure, classification_loss, cudnn_benchmark, evaluate,
-                        make_optimizer, make_train_step, prepare_model, resolve_device, set_lr, time_steps)
+from nas.engine import (EngineError, capture_failure, classification_loss, cudnn_benchmark, evaluate, make_optimizer,
+                        make_train_step, prepare_model, resolve_device, set_lr)
+from nas.timing import StepTimer, time_steps
 from search_space import ArchSpec, StageSpec
 
 
