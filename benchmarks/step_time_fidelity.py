@@ -143,10 +143,11 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
     for _ in range(args.repeats):
         with lock.exclusive():
             pass_ms.append(time_steps(step, x, y, warmup=2, steps=args.timing_steps).median_ms)
+    timed = "every step after two" if device.type == "cpu" else f"last {args.timing_steps} steps"
     return [{"measurement": measurement, "machine": label, "repeats": args.repeats,
              "median ms": statistics.median(values), "min ms": min(values), "max ms": max(values),
              "CV %": 100 * cv(values), "engine": step.engine}
-            for measurement, values in ((f"run_trial step_time_ms ({args.timing_steps} timed steps)", trial_ms),
+            for measurement, values in ((f"run_trial step_time_ms ({timed})", trial_ms),
                                         (f"time_steps on one built step ({args.timing_steps} steps)", pass_ms))]
 
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device_args(parser)
     parser.add_argument("--data", default="digits", help="proxy trial data (the search's default)")
-    parser.add_argument("--epochs", type=int, default=1, help="proxy trial epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="proxy trial epochs (default: the search's, 3)")
     parser.add_argument("--timing-steps", type=int, default=20, help="timed steps per proxy trial")
     parser.add_argument("--repeats", type=int, default=5, help="repeated measurements for the CV")
     parser.add_argument("--others", type=int, default=None,
@@ -188,8 +189,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     proxy = SearchSpace.from_dict({} if args.width is None else {"width": args.width})
     full = SearchSpace.from_dict({"width": args.full_width, "depth": args.full_depth, "image_size": args.full_size})
-    settings = TrialSettings(data=args.data, epochs=args.epochs, device=str(device), threads=args.threads,
-                             timing_steps=args.timing_steps)
+    settings = TrialSettings(data=args.data, epochs=args.epochs or TrialSettings().epochs, device=str(device),
+                             threads=args.threads, timing_steps=args.timing_steps)
 
     # 1. repeatability of one architecture: idle, then beside other workers training other candidates
     repeat_rows = repeatability("idle", proxy, settings, args, device)

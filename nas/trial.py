@@ -4,9 +4,10 @@
 A long-lived worker keeps the loaded, resized, device-resident data between trials (small LRU cache), and
 convolution shapes it has already seen cost nothing again.
 
-The step time is the median of the training run's *last* ``timing_steps`` steps, each timed on its own
-(CUDA events around graph replays, or ``perf_counter`` on CPU). They are real training steps, so measuring
-costs no extra steps. With ``timing_lock`` (a file path shared by concurrent workers) those timed steps run
+The step time is the median of real training steps, each timed on its own, so measuring costs no extra steps.
+On a GPU, the run's *last* ``timing_steps`` steps (CUDA events around graph replays). On CPU, every step after
+the first two (``perf_counter`` costs nothing there): spread over the whole run, a moment of interference from
+the rest of the machine moves the median less than if it fell on a short tail. With ``timing_lock`` (a file path shared by concurrent workers) those timed steps run
 on a GPU while this trial has it to itself: other trials finish their current epoch and wait, so concurrency
 does not distort the ranking (see :class:`DeviceLock`). CPU workers own disjoint cores and need no turns.
 """
@@ -67,7 +68,7 @@ class TrialSettings:
     engine: str = "auto"
     val_fraction: float = 0.2
     data_size: int = 64  # imagefolder images are read at this size, then resized to image_size on the device
-    timing_steps: int = 20
+    timing_steps: int = 20  # GPU: the last N steps are timed; CPU: every step after the first two
     threads: int | None = None  # torch CPU threads for the trial (None: leave the process's setting)
     timing_lock: str | None = None  # file path shared by concurrent workers; see DeviceLock
 
@@ -272,6 +273,8 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     total = settings.epochs * steps_per_epoch
     rates = lr_schedule(settings.lr, total, settings.warmup_fraction)
     timed = min(settings.timing_steps, max(1, total - 2))  # at least two untimed steps first when possible
+    if device.type == "cpu":
+        timed = max(timed, total - 2)  # every step after two warm-up steps (see the module docs)
     tail_start = total - timed
 
     build_start = time.perf_counter()

@@ -46,7 +46,8 @@ def test_step_time_fidelity_rows(capsys):
     from benchmarks.step_time_fidelity import VARIANTS, main, variant_params
     from search_space.space import default_space
 
-    result = main(TINY + ["--data", "synthetic:200x32", "--repeats", "2", "--variants", "3", "--timing-steps", "2",
+    result = main(TINY + ["--data", "synthetic:200x32", "--epochs", "1", "--repeats", "2", "--variants", "3",
+                          "--timing-steps", "2",
                           "--full-width", "0.125", "--full-depth", "0.25", "--full-size", "32", "--full-batch", "4",
                           "--full-steps", "1", "--others", "1"])
     # idle, then beside one worker process training other candidates: run_trial and time_steps each
@@ -70,7 +71,8 @@ def test_step_time_fidelity_threads_default_to_a_search_workers(capsys):
     from benchmarks.step_time_fidelity import main
 
     workers, threads = search_defaults("cpu")
-    main(["--device", "cpu", "--width", "0.125", "--data", "synthetic:200x32", "--repeats", "1", "--variants", "1",
+    main(["--device", "cpu", "--width", "0.125", "--data", "synthetic:200x32", "--epochs", "1", "--repeats", "1",
+          "--variants", "1",
           "--timing-steps", "1", "--full-width", "0.125", "--full-depth", "0.25", "--full-size", "32",
           "--full-batch", "2", "--full-steps", "1", "--others", "0"])
     out = capsys.readouterr().out

@@ -24,7 +24,7 @@ def test_digits_trial_returns_sane_metrics():
     assert time.process_time() - start < 15
     assert metrics["accuracy"] > 0.5  # chance is 0.1
     assert metrics["step_time_ms"] > 0 and metrics["step_time_spread"] >= 0
-    assert metrics["timed_steps"] == 10
+    assert metrics["timed_steps"] == metrics["train_steps"] - 2  # on CPU: every step after two warm-up steps
     assert metrics["engine"] == "eager" and metrics["fallback_reason"] is None
     assert metrics["params"] > 1000 and metrics["flops"] == 2 * metrics["macs"] > 0
     assert metrics["train_steps"] == 3 * (1438 // 32)
