@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import random
 import statistics
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from nas.trial import TrialSettings, run_trial
     from nas.workers import freeze_imports
 
-    freeze_imports()  # as a search worker does after its imports
+    freeze_imports()  # as a search worker does after its imports (undone below: main may run in a test process)
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="effnas-overhead-") as tmp:
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             spent["loop"] = time.perf_counter() - began
             rows.append({"trial": candidate.number, "params": metrics["params"], "wall": seconds, **spent})
         end_to_end = measure_end_to_end(config, args.end_to_end) if args.end_to_end else None
+    gc.unfreeze()
 
     table = []
     for row in rows:

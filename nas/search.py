@@ -276,7 +276,7 @@ class Search:
         """Run trials in local worker processes until the budget is reached (or Ctrl-C)."""
         from tqdm.auto import tqdm
 
-        from nas.workers import WorkerPool, default_threads, freeze_imports
+        from nas.workers import WorkerPool, default_threads
 
         start = time.perf_counter()
         budget = self.config.budget
@@ -288,7 +288,6 @@ class Search:
         pool = WorkerPool(self.config.workers, timeout=self.config.trial_timeout, threads=threads,
                           memory_gib=self.config.trial_memory, depth=2)
         bar = None
-        freeze_imports()  # this process's bookkeeping runs beside the workers: no 65 ms full collections
         try:
             self.prepare(lambda spec: self._measure_on_pool(pool, spec))
             bar = tqdm(total=budget, initial=min(counted_trials(self.study), budget), desc="trials",

@@ -67,7 +67,8 @@ class StepTimer:
         return StepTiming(median_ms=median, spread=spread, steps=len(self._times))
 
 
-def time_steps(step: Callable[[torch.Tensor, torch.Tensor], object], x: torch.Tensor, y: torch.Tensor, warmup: int = 3, steps: int = 20) -> StepTiming:
+def time_steps(step: Callable[[torch.Tensor, torch.Tensor], object], x: torch.Tensor, y: torch.Tensor,
+               warmup: int = 3, steps: int = 20) -> StepTiming:
     """Median time of ``steps`` calls of ``step`` on one fixed batch after ``warmup`` untimed ones (they train)."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"time_steps: need steps >= 1 and warmup >= 0, got {steps}, {warmup}")

@@ -7,9 +7,10 @@ convolution shapes it has already seen cost nothing again.
 The step time is the median of real training steps, each timed on its own, so measuring costs no extra steps.
 On a GPU, the run's *last* ``timing_steps`` steps (CUDA events around graph replays). On CPU, every step after
 the first two (``perf_counter`` costs nothing there): spread over the whole run, a moment of interference from
-the rest of the machine moves the median less than if it fell on a short tail. With ``timing_lock`` (a file path shared by concurrent workers) those timed steps run
-on a GPU while this trial has it to itself: other trials finish their current epoch and wait, so concurrency
-does not distort the ranking (see :class:`DeviceLock`). CPU workers own disjoint cores and need no turns.
+the rest of the machine moves the median less than if it fell on a short tail. With ``timing_lock`` (a file
+path shared by concurrent workers) the GPU's timed steps run while this trial has the device to itself: other
+trials finish their current epoch and wait, so concurrency does not distort the ranking (see
+:class:`DeviceLock`). CPU workers own disjoint cores and need no turns.
 """
 
 from __future__ import annotations
@@ -321,6 +322,5 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
         "timed_steps": timing.steps, "params": params, "macs": macs, "flops": 2 * macs,
         "engine": step.engine, "fallback_reason": step.fallback_reason, "train_seconds": train_seconds,
         "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": total,
-        "batch_size": batch,
-        "image_size": settings.image_size, "device": str(device),
+        "batch_size": batch, "image_size": settings.image_size, "device": str(device),
     }
