@@ -24,7 +24,7 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 
 def setup_device(args: argparse.Namespace) -> torch.device:
     """Resolve ``--device`` and pin the CPU thread count, so every row runs under the same conditions."""
-    from nas.engine import resolve_device
+    from effnas.nas.training.engine import resolve_device
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -34,8 +34,8 @@ def setup_device(args: argparse.Namespace) -> torch.device:
 def search_defaults(device: str) -> tuple[int, int]:
     """``(workers, torch threads per worker)`` that ``nas search`` picks on this machine for ``device`` when the
     user passes neither, taken from the search itself so a benchmark measures what a search runs."""
-    from nas.search import default_workers
-    from nas.workers import default_threads
+    from effnas.nas.search.session import default_workers
+    from effnas.nas.search.backends.local import default_threads
 
     workers = default_workers(device)
     return workers, default_threads(workers)

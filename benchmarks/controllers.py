@@ -22,8 +22,8 @@ CONTROLLERS = ("random", "tpe", "nsga2", "rl", "evolution")
 
 
 def run_one(controller: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
-    from nas.search import Search, SearchConfig
-    from nas.trial import TrialSettings
+    from effnas.nas.search.session import Search, SearchConfig
+    from effnas.nas.search.trial import TrialSettings
 
     trial = TrialSettings.from_dict({**TrialSettings().to_dict(), "data": args.data, "epochs": args.epochs,
                                      "device": str(args.device)})

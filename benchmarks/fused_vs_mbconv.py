@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args.batch_size = args.batch_size or (128 if cuda else 16)
     args.steps = args.steps or (30 if cuda else 5)
 
-    from models import build_model, get_spec
-    from models.profile import count_macs, count_params
-    from nas.engine import classification_loss, cudnn_benchmark, make_optimizer, make_train_step, prepare_model
-    from nas.timing import time_steps
-    from scaling import scale_uniform
+    from effnas.models import build_model
+    from effnas.search_space import get_spec
+    from effnas.models.profile import count_macs, count_params
+    from effnas.nas.training.engine import classification_loss, cudnn_benchmark, make_optimizer, make_train_step, prepare_model
+    from effnas.nas.training.timing import time_steps
+    from effnas.search_space import scale_uniform
 
     base = get_spec(args.model)
     if args.width != 1.0:

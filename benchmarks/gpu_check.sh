@@ -38,7 +38,7 @@ RESERVE=10  # seconds kept for the summary
 START=$SECONDS
 STATUS=()
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # `python -m nas` from any folder
+export PYTHONUNBUFFERED=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # `python -m effnas.nas` from any folder
 
 left() { echo $((BUDGET - (SECONDS - START) - RESERVE)); }
 

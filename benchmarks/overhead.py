@@ -2,7 +2,7 @@
 
     python -m benchmarks.overhead [--quick] [--device cuda]
 
-Runs a real search in-process (``nas.search.Search`` with the TPE controller on SQLite, its reference trial
+Runs a real search in-process (``effnas.nas.search.session.Search`` with the TPE controller on SQLite, its reference trial
 first, then ``--trials`` candidates) and times every phase of a trial from outside. In the worker:
   build      ``build_model`` inside ``run_trial`` (and parameter count)
   MACs       MAC counting (CPU: on the critical path; CUDA: in a background thread, hidden by training)
@@ -97,7 +97,7 @@ def measure_end_to_end(config: Any, trials: int) -> dict[str, Any]:
 
     from optuna.trial import TrialState
 
-    from nas.search import Search
+    from effnas.nas.search.session import Search
 
     search = Search(dataclasses.replace(config, budget=config.budget + trials), progress=False)
     before = len(search.study.trials)
@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args.threads = args.threads or search_defaults(args.device)[1]  # a trial trains as a search worker does
     device = setup_device(args)
 
-    import nas.trial
-    from nas.budget import counted_trials
-    from nas.search import Search, SearchConfig
-    from nas.trial import TrialSettings, run_trial
-    from nas.workers import freeze_imports
+    import effnas.nas.search.trial
+    from effnas.nas.search.budget import counted_trials
+    from effnas.nas.search.session import Search, SearchConfig
+    from effnas.nas.search.trial import TrialSettings, run_trial
+    from effnas.nas.search.backends.local import freeze_imports
 
     freeze_imports()  # as a search worker does after its imports (undone below: main may run in a test process)
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             candidate, spec = proposed
             spent["sample"] = time.perf_counter() - start
             wrapped = {"build_model": "build", "count_macs": "MACs", "evaluate": "eval"}
-            with timed_phases(nas.trial, wrapped, spent):
+            with timed_phases(effnas.nas.search.trial, wrapped, spent):
                 began = time.perf_counter()
                 metrics = run_trial(spec.to_dict(), config.trial, config.seed)
                 seconds = time.perf_counter() - began

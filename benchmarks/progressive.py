@@ -21,8 +21,8 @@ from pathlib import Path
 
 def default_model():
     """The search space's proxy backbone (a width-reduced EfficientNetV2-S) at half its depth."""
-    from scaling.compound import scale_uniform
-    from search_space.space import default_space
+    from effnas.search_space.compound import scale_uniform
+    from effnas.search_space.space import default_space
 
     backbone = default_space().backbone
     return scale_uniform(backbone, 1.0, 0.5, name=f"{backbone.name}-d0.5")
@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from nas.cmd_train import load_arch
-    from nas.engine import resolve_device
-    from nas.train import TrainConfig, train
-    from search_space.errors import EffnasError
+    from effnas.search_space import load_arch
+    from effnas.nas.training.engine import resolve_device
+    from effnas.nas.training.train import TrainConfig, train
+    from effnas.errors import EffnasError
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -34,8 +34,8 @@ def _device_name(device: str) -> str:
 def _run(backend: str, workers: int, args: argparse.Namespace, root: Path) -> dict:
     from optuna.trial import TrialState
 
-    from nas.search import Search, SearchConfig
-    from nas.trial import TrialSettings
+    from effnas.nas.search.session import Search, SearchConfig
+    from effnas.nas.search.trial import TrialSettings
 
     out = root / f"{backend}-{workers}"
     space = root / "space.json"
@@ -47,7 +47,7 @@ def _run(backend: str, workers: int, args: argparse.Namespace, root: Path) -> di
     search = Search(config, progress=False)
     start = time.perf_counter()
     if backend == "ray":
-        from nas.ray_backend import RayOptions, run_ray
+        from effnas.nas.search.backends.ray import RayOptions, run_ray
 
         gpus = None if args.device != "cpu" else 0.0
         summary = run_ray(search, RayOptions(cpus_per_trial=args.threads, gpus_per_trial=gpus, workers=workers))

@@ -3,7 +3,7 @@
 
     python -m benchmarks.search_wall_time [--quick] [--device cuda]
 
-Each row runs the real command, ``python -m nas search --quiet`` (TPE, seed 0), in a subprocess with a fresh run
+Each row runs the real command, ``python -m effnas.nas search --quiet`` (TPE, seed 0), in a subprocess with a fresh run
 directory, so interpreter start-up, loading the data, the reference trial and every study write are in the wall
 time. The trials are then read back from the run's study. Columns:
   wall s       the whole command
@@ -39,7 +39,7 @@ GPU_TARGET_MINUTES = 15
 
 def search_command(data: str, workers: int, out: Path, args: argparse.Namespace) -> list[str]:
     """The ``nas search`` command line of one row."""
-    command = [sys.executable, "-m", "nas", "search", "--data", data, "--workers", str(workers),
+    command = [sys.executable, "-m", "effnas.nas", "search", "--data", data, "--workers", str(workers),
                "--budget", str(args.budget), "--epochs", str(args.epochs), "--device", args.device,
                "--controller", args.controller, "--seed", "0", "--out", str(out), "--quiet"]
     return command + (["--threads", str(args.threads)] if args.threads else [])
@@ -50,7 +50,7 @@ def read_trials(out: Path) -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
-    from nas.search import STUDY_NAME
+    from effnas.nas.search.session import STUDY_NAME
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
@@ -65,7 +65,7 @@ def read_trials(out: Path) -> dict[str, Any]:
 
 def run_search(data: str, workers: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """One row: run the command, time it, read its study back."""
-    from nas.workers import default_threads
+    from effnas.nas.search.backends.local import default_threads
 
     out = root / f"{re.sub(r'[^A-Za-z0-9]+', '-', data)}-w{workers}"
     start = time.perf_counter()
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--timeout", type=float, default=None, help="seconds one search may take (default: none)")
     args = parser.parse_args(argv)
 
-    from nas.engine import resolve_device
+    from effnas.nas.training.engine import resolve_device
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"

@@ -49,7 +49,7 @@ VARIANTS: list[tuple[str, list[dict[str, Any]]]] = [
 
 def variant_params(space: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
     """The space's parameters for the backbone with ``changes`` applied."""
-    from search_space.space import param_name
+    from effnas.search_space.space import param_name
 
     params = space.params_from_spec(space.backbone)
     for change in changes:
@@ -65,9 +65,9 @@ def variant_params(space: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def full_step_ms(spec: Any, args: argparse.Namespace, device: torch.device) -> float:
     """Median step time of ``spec`` at full size on the trial engine (random data: only the cost matters)."""
-    from models import build_model
-    from nas.engine import classification_loss, cudnn_benchmark, make_optimizer, make_train_step, prepare_model
-    from nas.timing import time_steps
+    from effnas.models import build_model
+    from effnas.nas.training.engine import classification_loss, cudnn_benchmark, make_optimizer, make_train_step, prepare_model
+    from effnas.nas.training.timing import time_steps
 
     torch.manual_seed(0)
     with cudnn_benchmark(False):
@@ -85,8 +85,8 @@ def train_until_killed(specs: list[dict], control: dict[str, Any], seed: int) ->
     ``control``: ``settings`` (the trial settings) and ``ready`` (a file created once the data is loaded, so
     the measurement starts while this worker trains). The benchmark kills the worker when it is done.
     """
-    from nas.engine import resolve_device
-    from nas.trial import TrialSettings, run_trial, trial_data
+    from effnas.nas.training.engine import resolve_device
+    from effnas.nas.search.trial import TrialSettings, run_trial, trial_data
 
     settings = TrialSettings.from_dict(control["settings"])
     trial_data(settings, seed, resolve_device(settings.device))
@@ -99,7 +99,7 @@ def train_until_killed(specs: list[dict], control: dict[str, Any], seed: int) ->
 @contextlib.contextmanager
 def other_workers(count: int, threads: int, specs: list[dict], settings: dict[str, Any]) -> Iterator[None]:
     """``count`` search worker processes training ``specs`` back to back for the duration of the block."""
-    from nas.workers import WorkerPool
+    from effnas.nas.search.backends.local import WorkerPool
 
     if count < 1:
         yield
@@ -125,10 +125,10 @@ def other_workers(count: int, threads: int, specs: list[dict], settings: dict[st
 def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespace,
                   device: torch.device) -> list[dict[str, Any]]:
     """CV of the backbone's step time over ``--repeats``: as ``run_trial`` records it, and by ``time_steps``."""
-    from models import build_model
-    from nas.engine import classification_loss, make_optimizer, make_train_step, prepare_model
-    from nas.timing import time_steps
-    from nas.trial import DeviceLock, run_trial, trial_data
+    from effnas.models import build_model
+    from effnas.nas.training.engine import classification_loss, make_optimizer, make_train_step, prepare_model
+    from effnas.nas.training.timing import time_steps
+    from effnas.nas.search.trial import DeviceLock, run_trial, trial_data
 
     trial_ms = [run_trial(proxy.backbone, settings.to_dict(), seed=0)["step_time_ms"] for _ in range(args.repeats)]
     data = trial_data(settings, 0, device)
@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.full_batch = args.full_batch or (128 if cuda else 16)
     args.full_steps = args.full_steps or (30 if cuda else 5)
 
-    from nas.trial import TrialSettings, run_trial
-    from search_space.space import SearchSpace
+    from effnas.nas.search.trial import TrialSettings, run_trial
+    from effnas.search_space.space import SearchSpace
 
     proxy = SearchSpace.from_dict({} if args.width is None else {"width": args.width})
     full = SearchSpace.from_dict({"width": args.full_width, "depth": args.full_depth, "image_size": args.full_size})

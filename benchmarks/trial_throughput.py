@@ -29,7 +29,7 @@ from benchmarks.common import add_device_args, print_report, setup_device, synch
 
 
 def _settings(args: argparse.Namespace, device: torch.device, engine: str = "auto") -> dict[str, Any]:
-    from nas.trial import TrialSettings
+    from effnas.nas.search.trial import TrialSettings
 
     return TrialSettings(data=f"synthetic:{args.images}x{args.image_size}", image_size=args.image_size,
                          epochs=args.epochs, batch_size=args.batch_size, device=str(device), engine=engine,
@@ -38,7 +38,7 @@ def _settings(args: argparse.Namespace, device: torch.device, engine: str = "aut
 
 def _model_and_optimizer(spec: Any, settings: dict[str, Any], device: torch.device, cuda_tuned: bool):
     """The trial's network (classes, channels, no dropout) and its optimizer's hyper-parameters, written out."""
-    from models import build_model
+    from effnas.models import build_model
 
     torch.manual_seed(0)
     model = build_model(spec).to(device)
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args.batch_size = args.batch_size or (256 if cuda else 64)
     args.epochs = args.epochs or (3 if cuda else 2)
 
-    from nas.trial import run_trial, trial_data, TrialSettings
-    from search_space.space import SearchSpace
+    from effnas.nas.search.trial import run_trial, trial_data, TrialSettings
+    from effnas.search_space.space import SearchSpace
 
     space = SearchSpace.from_dict({} if args.width is None else {"width": args.width})
     settings = _settings(args, device)

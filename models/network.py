@@ -7,9 +7,9 @@ import math
 import torch
 from torch import nn
 
-from search_space import ArchSpec
+from effnas.search_space import ArchSpec
 
-from .blocks import BLOCKS, ConvBNAct
+from effnas.models.blocks import BLOCKS, ConvBNAct
 
 
 class EfficientNet(nn.Module):

@@ -23,10 +23,10 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from search_space import ArchSpec, SpecError, encode_block_string
-from search_space.errors import EffnasError
+from effnas.search_space import ArchSpec, SpecError, encode_block_string
+from effnas.errors import EffnasError
 
-from .network import build_model
+from effnas.models.network import build_model
 
 # Defaults for the timed loop: CPUs are slow, so fewer and smaller steps there.
 TIMING_DEFAULTS = {"cpu": {"batch_size": 8, "warmup": 1, "steps": 3},

@@ -1,3 +1,2 @@
-"""effnas: training-aware neural architecture search (CLI, data, training engine, controllers)."""
-
-__version__ = "0.1.0"
+"""The search and training on top of specs and models: ``training/`` (data, engine, full training), ``search/``
+(the proxy trial, the session, controllers and backends) and ``cli/`` (the ``nas`` command)."""

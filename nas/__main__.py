@@ -1,5 +1,5 @@
 import sys
 
-from nas.cli import main
+from effnas.nas.cli.main import main
 
 sys.exit(main())

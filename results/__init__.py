@@ -1,10 +1,10 @@
 """Reading a finished (or running) search back: trials table, Pareto fronts, queries and reports."""
 
-from .analysis import choice_frequencies, failure_counts, running_best, state_counts, top_trials
-from .pareto import FRONTS, OBJECTIVES, front_mask, non_dominated, pareto_front, with_fronts
-from .queries import best_by_reward, best_under, metrics_of, trial_row
-from .run_files import RUN_FILES, write_run_files
-from .study import (STUDY_FILE, STUDY_NAME, ResultsError, block_strings, choice_columns, completed, open_study,
+from effnas.results.analysis import choice_frequencies, failure_counts, running_best, state_counts, top_trials
+from effnas.results.pareto import FRONTS, OBJECTIVES, front_mask, non_dominated, pareto_front, with_fronts
+from effnas.results.queries import best_by_reward, best_under, metrics_of, trial_row
+from effnas.results.run_files import RUN_FILES, write_run_files
+from effnas.results.study import (STUDY_FILE, STUDY_NAME, ResultsError, block_strings, choice_columns, completed, open_study,
                     spec_of, storage_url, study_info, trials_frame)
 
 __all__ = [

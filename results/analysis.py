@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from .study import choice_columns, completed, CHOICE_PATTERN
+from effnas.results.study import choice_columns, completed, CHOICE_PATTERN
 
 
 def top_trials(frame: pd.DataFrame, fraction: float = 0.1) -> pd.DataFrame:

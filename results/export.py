@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 
-from .analysis import failure_counts, state_counts
-from .pareto import FRONTS, pareto_front, with_fronts
-from .queries import best_by_reward, metrics_of
-from .study import ResultsError, completed
+from effnas.results.analysis import failure_counts, state_counts
+from effnas.results.pareto import FRONTS, pareto_front, with_fronts
+from effnas.results.queries import best_by_reward, metrics_of
+from effnas.results.study import ResultsError, completed
 
 
 def to_csv(frame: pd.DataFrame) -> str:

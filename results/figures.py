@@ -12,9 +12,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .analysis import choice_frequencies, running_best
-from .pareto import front_mask
-from .study import completed
+from effnas.results.analysis import choice_frequencies, running_best
+from effnas.results.pareto import front_mask
+from effnas.results.study import completed
 
 TEMPLATE = "plotly_white"
 GREY, BLUE, ORANGE, GREEN = "#9aa0a6", "#1f77b4", "#ff7f0e", "#2ca02c"

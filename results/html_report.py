@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 import plotly.offline
 
-from .analysis import failure_counts, state_counts, top_trials
-from .figures import choices_figure, pareto_figure, reward_figure
-from .pareto import pareto_front
-from .study import block_strings, completed
+from effnas.results.analysis import failure_counts, state_counts, top_trials
+from effnas.results.figures import choices_figure, pareto_figure, reward_figure
+from effnas.results.pareto import pareto_front
+from effnas.results.study import block_strings, completed
 
 _PAGE = Template("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .study import completed
+from effnas.results.study import completed
 
 # objective column -> True when larger is better
 OBJECTIVES: dict[str, bool] = {"accuracy": True, "step_time_ms": False, "params": False}

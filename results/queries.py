@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .study import ResultsError, completed
+from effnas.results.study import ResultsError, completed
 
 
 def _ranked(frame: pd.DataFrame) -> pd.DataFrame:

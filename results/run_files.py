@@ -12,13 +12,13 @@ from pathlib import Path
 
 import optuna
 
-from search_space import save_spec
-from search_space.writes import atomic_write
+from effnas.search_space import save_spec
+from effnas.writes import atomic_write
 
-from .export import to_csv
-from .pareto import pareto_front
-from .queries import best_by_reward, metrics_of
-from .study import ResultsError, spec_of, trials_frame
+from effnas.results.export import to_csv
+from effnas.results.pareto import pareto_front
+from effnas.results.queries import best_by_reward, metrics_of
+from effnas.results.study import ResultsError, spec_of, trials_frame
 
 
 RUN_FILES = ("trials.csv", "pareto.json", "best.json")

@@ -23,8 +23,8 @@ from typing import Any, Callable
 import optuna
 import pandas as pd
 
-from search_space import ArchSpec, encode_block_string, spec_from_dict
-from search_space.errors import EffnasError, SpecError
+from effnas.search_space import ArchSpec, encode_block_string, spec_from_dict
+from effnas.errors import EffnasError, SpecError
 
 STUDY_FILE = "study.db"
 STUDY_NAME = "effnas"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from search_space import ArchSpec
+from effnas.search_space import ArchSpec
 
 
 def measure(spec: ArchSpec) -> dict[str, Any]:
     """Params and MACs (multiply-adds at the spec's eval size, the papers' "FLOPs") of a spec."""
-    from models.profile import profile_spec
+    from effnas.models.profile import profile_spec
 
     result = profile_spec(spec, time=False)
     return {"params": result["params"], "macs": result["macs"], "image_size": result["image_size"]}

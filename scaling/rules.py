@@ -58,10 +58,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from search_space import ArchSpec, ProgressiveRecipe, SpecError, StageSpec, round_filters, round_repeats
-from search_space.errors import EffnasError
+from effnas.search_space import ArchSpec, ProgressiveRecipe, SpecError, StageSpec, round_filters, round_repeats
+from effnas.errors import EffnasError
 
-from .compound import ALPHA, BETA, GAMMA, scale_uniform
+from effnas.search_space.compound import ALPHA, BETA, GAMMA, scale_uniform
 
 TARGETS: dict[str, float] = {"s": 0.0, "m": 1.0, "l": 2.0, "xl": 3.0}
 RULES = ("v2", "compound")

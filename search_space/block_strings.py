@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from .errors import SpecError
-from .spec import StageSpec
+from effnas.errors import SpecError
+from effnas.search_space.spec import StageSpec
 
 _TOKEN = re.compile(r"^(se|[rksieoc])(\d+(?:\.\d+)?)$")
 _REQUIRED = ("r", "k", "s", "e", "i", "o")

@@ -28,8 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .errors import EffnasError, SpecError
-from .spec import OPS, ArchSpec, StageSpec, spec_from_dict
+from effnas.errors import EffnasError, SpecError
+from effnas.search_space.block_strings import decode_block_string
+from effnas.search_space.compound import scale_uniform
+from effnas.search_space.loading import spec_from_dict
+from effnas.search_space.published import get_spec
+from effnas.search_space.spec import OPS, ArchSpec, StageSpec
 
 if TYPE_CHECKING:
     import optuna
@@ -135,14 +139,10 @@ def _resolve_backbone(source: Any) -> ArchSpec:
     """A zoo name, an inline spec object or a list of block strings -> the full-size backbone."""
     try:
         if isinstance(source, str):
-            from models.zoo import get_spec  # lazy: models imports search_space
-
             return get_spec(source)
         if isinstance(source, Mapping):
             return spec_from_dict(dict(source))
         if isinstance(source, list) and source and all(isinstance(s, str) for s in source):
-            from .block_strings import decode_block_string
-
             stages = tuple(decode_block_string(s) for s in source)
             return ArchSpec(stages=stages, stem_channels=stages[0].in_channels, name="custom")
     except SpecError as error:
@@ -177,8 +177,6 @@ class SearchSpace:
         se_ratio = _number("se_ratio", config["se_ratio"], 0.0, 1.0)
         base = _resolve_backbone(config["backbone"])
         image_size = _integer("image_size", config["image_size"], base.total_stride, 4096)
-
-        from scaling import scale_uniform  # lazy: scaling imports search_space
 
         changes: dict[str, Any] = {"train_image_size": image_size, "eval_image_size": image_size,
                                    "progressive": None, "name": f"{base.name or 'backbone'}-proxy"}

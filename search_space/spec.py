@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .writes import atomic_write
+from effnas.errors import SpecError
 
 OPS = ("mbconv", "fused")
 
 
-def _require_int(path: str, value: Any, minimum: int | None = None) -> int:
+def require_int(path: str, value: Any, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -59,22 +58,22 @@ class StageSpec:
     def validate(self, path: str = "stage") -> None:
         if self.op not in OPS:
             raise SpecError(f"{path}.op: unknown op {self.op!r} (expected one of {', '.join(OPS)})")
-        kernel = _require_int(f"{path}.kernel", self.kernel)
+        kernel = require_int(f"{path}.kernel", self.kernel)
         if kernel < 1 or kernel % 2 == 0:
             raise SpecError(f"{path}.kernel: must be a positive odd integer, got {kernel}")
-        _require_int(f"{path}.stride", self.stride, 1)
+        require_int(f"{path}.stride", self.stride, 1)
         if self.stride > 2:
             raise SpecError(f"{path}.stride: must be 1 or 2, got {self.stride}")
-        _require_int(f"{path}.expand_ratio", self.expand_ratio, 1)
+        require_int(f"{path}.expand_ratio", self.expand_ratio, 1)
         if self.expand_ratio > 16:
             raise SpecError(f"{path}.expand_ratio: must be <= 16, got {self.expand_ratio}")
         for name in ("in_channels", "out_channels"):
-            value = _require_int(f"{path}.{name}", getattr(self, name))
+            value = require_int(f"{path}.{name}", getattr(self, name))
             if value <= 0:
                 raise SpecError(f"{path}.{name}: must be > 0, got {value}")
             if value > 8192:
                 raise SpecError(f"{path}.{name}: must be <= 8192, got {value}")
-        layers = _require_int(f"{path}.layers", self.layers)
+        layers = require_int(f"{path}.layers", self.layers)
         if layers < 1:
             raise SpecError(f"{path}.layers: a stage needs at least 1 layer, got {layers}")
         if layers > 100:
@@ -102,7 +101,7 @@ class ProgressiveRecipe:
     max_dropout: float
 
     def validate(self, path: str = "progressive") -> None:
-        _require_int(f"{path}.min_image_size", self.min_image_size, 1)
+        require_int(f"{path}.min_image_size", self.min_image_size, 1)
         for low, high, top in (("min_randaug", "max_randaug", 30.0), ("min_mixup", "max_mixup", 10.0),
                                ("min_dropout", "max_dropout", 0.99)):
             lo = _require_float(f"{path}.{low}", getattr(self, low), 0.0, top)
@@ -143,7 +142,7 @@ class ArchSpec:
             if not isinstance(stage, StageSpec):
                 raise SpecError(f"stages[{index}]: expected a StageSpec, got {type(stage).__name__}")
             stage.validate(f"stages[{index}]")
-        stem = _require_int("stem_channels", self.stem_channels)
+        stem = require_int("stem_channels", self.stem_channels)
         if stem <= 0:
             raise SpecError(f"stem_channels: must be > 0, got {stem}")
         previous_out, previous_path = stem, "stem_channels"
@@ -153,15 +152,15 @@ class ArchSpec:
                     f"stages[{index}].in_channels: {stage.in_channels} does not match "
                     f"{previous_path} = {previous_out}")
             previous_out, previous_path = stage.out_channels, f"stages[{index}].out_channels"
-        head = _require_int("head_channels", self.head_channels)
+        head = require_int("head_channels", self.head_channels)
         if head <= 0:
             raise SpecError(f"head_channels: must be > 0, got {head}")
-        _require_int("num_classes", self.num_classes, 2)
-        _require_int("image_channels", self.image_channels, 1)
+        require_int("num_classes", self.num_classes, 2)
+        require_int("image_channels", self.image_channels, 1)
         _require_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
         _require_float("drop_path_rate", self.drop_path_rate, 0.0, 1.0, high_open=True)
         for name in ("train_image_size", "eval_image_size"):
-            size = _require_int(name, getattr(self, name), 1)
+            size = require_int(name, getattr(self, name), 1)
             if size > 4096:
                 raise SpecError(f"{name}: must be <= 4096, got {size}")
             if size < self.total_stride:
@@ -208,107 +207,3 @@ class ArchSpec:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "ArchSpec":
-        return spec_from_dict(data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ArchSpec":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise SpecError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
-        return spec_from_dict(data)
-
-
-_STAGE_FIELDS = {f.name for f in dataclasses.fields(StageSpec)}
-_STAGE_REQUIRED = {f.name for f in dataclasses.fields(StageSpec) if f.default is dataclasses.MISSING}
-_ARCH_FIELDS = {f.name for f in dataclasses.fields(ArchSpec)}
-_PROGRESSIVE_FIELDS = {f.name for f in dataclasses.fields(ProgressiveRecipe)}
-
-
-def _check_keys(path: str, data: Any, allowed: set[str], required: set[str]) -> None:
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise SpecError(f"{path}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
-    missing = sorted(required - set(data))
-    if missing:
-        raise SpecError(f"{path}: missing field {missing[0]!r}")
-
-
-_STAGE_INT_FIELDS = ("kernel", "stride", "expand_ratio", "in_channels", "out_channels", "layers")
-_ARCH_INT_FIELDS = ("stem_channels", "head_channels", "num_classes", "train_image_size", "eval_image_size",
-                    "image_channels")
-
-
-def _stage_from_data(path: str, data: Any) -> StageSpec:
-    if isinstance(data, str):
-        from .block_strings import decode_block_string
-
-        try:
-            return decode_block_string(data)
-        except SpecError as error:
-            raise SpecError(f"{path}: {error}") from None
-    _check_keys(path, data, _STAGE_FIELDS, _STAGE_REQUIRED)
-    if not isinstance(data["op"], str):
-        raise SpecError(f"{path}.op: must be a string, got {data['op']!r}")
-    values = dict(data)
-    for name in _STAGE_INT_FIELDS:
-        values[name] = _require_int(f"{path}.{name}", values[name])
-    stage = StageSpec(**values)
-    stage.validate(path)
-    return stage
-
-
-def spec_from_dict(data: Any) -> ArchSpec:
-    """Build and validate a spec from plain data (stages as objects or official block strings)."""
-    _check_keys("spec", data, _ARCH_FIELDS, {"stages", "stem_channels"})
-    stages_data = data["stages"]
-    if not isinstance(stages_data, list):
-        raise SpecError(f"stages: expected a list, got {type(stages_data).__name__}")
-    stages = tuple(_stage_from_data(f"stages[{i}]", s) for i, s in enumerate(stages_data))
-    fields = {k: v for k, v in data.items() if k not in ("stages", "progressive")}
-    for name in _ARCH_INT_FIELDS:
-        if name in fields:
-            fields[name] = _require_int(name, fields[name])
-    progressive = data.get("progressive")
-    if progressive is not None:
-        _check_keys("progressive", progressive, _PROGRESSIVE_FIELDS, _PROGRESSIVE_FIELDS)
-        progressive = ProgressiveRecipe(**progressive)
-    return ArchSpec(stages=stages, progressive=progressive, **fields)
-
-
-def load_spec(path: str | Path) -> ArchSpec:
-    """Read a spec file; also accepts files that wrap the spec (``best.json``: ``{"spec": ...}``)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path}: is a directory, expected a spec JSON file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(f"{path}: cannot read ({error})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SpecError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
-    if isinstance(data, dict) and "spec" in data and "stages" not in data:
-        data = data["spec"]
-    try:
-        return spec_from_dict(data)
-    except SpecError as error:
-        raise SpecError(f"{path}: {error}") from None
-
-
-def save_spec(spec: ArchSpec, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-    """Write a spec (optionally wrapped with ``extra`` keys such as metrics) atomically."""
-    path = Path(path)
-    payload: dict[str, Any] = spec.to_dict() if extra is None else {"spec": spec.to_dict(), **extra}
-    try:
-        atomic_write(path, json.dumps(payload, indent=2) + "\n")
-    except OSError as error:  # not the disk's fault (a folder where the file should be, ...): still one line
-        raise SpecError(f"cannot write {path}: {error.strerror or error}") from None

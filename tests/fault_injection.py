@@ -33,6 +33,6 @@ if FAULT:
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from nas.cli import main
+    from effnas.nas.cli.main import main
 
     sys.exit(main())

@@ -44,7 +44,7 @@ def test_overhead_rows(capsys):
 
 def test_step_time_fidelity_rows(capsys):
     from benchmarks.step_time_fidelity import VARIANTS, main, variant_params
-    from search_space.space import default_space
+    from effnas.search_space.space import default_space
 
     result = main(TINY + ["--data", "synthetic:200x32", "--epochs", "1", "--repeats", "2", "--variants", "3",
                           "--timing-steps", "2",

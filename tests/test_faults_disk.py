@@ -1,6 +1,6 @@
 """Fault suite, disks: a full or read-only output directory under every command that writes.
 
-Each case runs the real CLI (``python -m nas ...``) inside its own mount namespace (``unshare -m``), where the
+Each case runs the real CLI (``python -m effnas.nas ...``) inside its own mount namespace (``unshare -m``), where the
 directory it writes to (``disk/``) is a small tmpfs filled with a filler file, or a read-only bind mount; the
 mounts exist only for that one command and vanish with it. Still inside, the directory's contents are then
 copied out (``after/``) and compared with what was there before: the study's rows (SQL dump) and
@@ -25,7 +25,7 @@ from typing import Callable
 import pytest
 import torch
 
-from search_space.writes import LOW_SPACE_BYTES
+from effnas.writes import LOW_SPACE_BYTES
 from tests.test_faults_inputs import assert_one_line_error
 
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
@@ -40,7 +40,7 @@ READ_ONLY = r"[Rr]ead-only file system"
 
 
 def nas_argv(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "nas", *argv]
+    return [sys.executable, "-m", "effnas.nas", *argv]
 
 
 def search_argv(root: Path, out: Path, budget: int) -> list[str]:

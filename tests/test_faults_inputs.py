@@ -27,7 +27,7 @@ TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_i
 
 
 def nas(*argv: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "effnas.nas", *argv], capture_output=True, text=True, timeout=timeout,
                           cwd=cwd)
 
 

@@ -4,7 +4,7 @@ One study is built by a chain of six killed runs (module fixture ``chain``), eac
 then resumed to the end. Four kill points are chosen moments (the reference, the ask, mid-trial, the result
 write); two are random, drawn from ``random.Random(SEED)``: SEED is fresh every session and shows in the test
 ids and messages, and ``EFFNAS_FAULT_SEED=N`` replays it. After every kill the study and the run files are
-checked. Everything runs the real CLI (``python -m nas search``) in its own process group, killed with
+checked. Everything runs the real CLI (``python -m effnas.nas search``) in its own process group, killed with
 ``os.killpg(..., SIGKILL)`` so the worker processes die with it. (Refused commands, time limits and divergence
 against a finished study: test_faults_search_failures.py, which reuses the helpers here.)
 """
@@ -42,7 +42,7 @@ def kill_id(kill: str) -> str:
 def search_argv(out: Path, *extra: str, budget: int = BUDGET) -> list[str]:
     # One torch thread per trial: two on a 2-core machine with any other load spin against each other
     # (OpenMP) and a step gets up to 100x slower.
-    return [sys.executable, "-m", "nas", "search", "--data", "synthetic:200x16", "--epochs", "1", "--batch-size",
+    return [sys.executable, "-m", "effnas.nas", "search", "--data", "synthetic:200x16", "--epochs", "1", "--batch-size",
             "32", "--workers", "1", "--threads", "1", "--space", str(out.parent / "space.json"), "--device", "cpu",
             "--controller", "random", "--quiet", "--budget", str(budget), "--out", str(out), *extra]
 
@@ -135,7 +135,7 @@ def snapshot(out: Path) -> dict:
 def valid_file(path: Path, numbers: set[int] | None = None) -> bool | str:
     """True for a complete file: it parses, ends with its last newline, and (trials.csv) lists each trial of
     the study at most once."""
-    from search_space import load_spec
+    from effnas.search_space import load_spec
 
     try:
         assert path.read_text().endswith("\n"), "no final newline: cut off"

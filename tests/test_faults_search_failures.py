@@ -1,7 +1,7 @@
 """Fault suite, `nas search` against a finished study: refused commands, candidates over the time limit, divergence.
 
 A module fixture runs one short search to the end (``FINISHED`` trials); every case starts from a copy of it,
-through the real CLI (``python -m nas search``) or, for divergence, the same runner in a subprocess. A refused
+through the real CLI (``python -m effnas.nas search``) or, for divergence, the same runner in a subprocess. A refused
 command must be one line, exit 2, and leave every study row and run file as it was; a failing candidate must be
 recorded FAIL with its reason while the search still reaches its budget. (kill -9: test_faults_search.py.)
 """
@@ -137,14 +137,14 @@ def test_reference_over_the_time_limit_is_a_one_line_error(tmp_path):
 
 
 def test_diverging_candidates_are_recorded_failed_and_the_search_finishes(finished):
-    """`nas search` has no --lr flag, so this drives the same runner (nas.search.Search, real worker
+    """`nas search` has no --lr flag, so this drives the same runner (effnas.nas.search.session.Search, real worker
     processes) with a learning rate of 1e12; the reference is the one the finished search measured."""
     out = finished
     run = out.parent / "diverge" / "run"
     script = f"""
 import optuna, sys
-from nas.search import Search, SearchConfig
-from nas.trial import TrialSettings
+from effnas.nas.search.session import Search, SearchConfig
+from effnas.nas.search.trial import TrialSettings
 reference = optuna.load_study(study_name="effnas", storage="sqlite:///{out / 'study.db'}").user_attrs["reference"]
 trial = TrialSettings.from_dict({{**TrialSettings().to_dict(), "data": "synthetic:200x16", "epochs": 1,
                                   "batch_size": 32, "device": "cpu", "threads": 1, "lr": 1e12}}).to_dict()

@@ -28,7 +28,7 @@ ARGS = ["--data", "synthetic:200x8", "--epochs", "6", "--stages", "2", "--batch-
 
 
 def train_argv(root: Path, out: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "nas", "train", "--arch", str(root / "tiny.json"), "--out", str(root / out),
+    return [sys.executable, "-m", "effnas.nas", "train", "--arch", str(root / "tiny.json"), "--out", str(root / out),
             *ARGS, *extra]
 
 

@@ -114,7 +114,7 @@ def test_reference_over_the_memory_limit_is_a_one_line_error(runs):
 ], ids=["negative", "not-a-number", "on-ray"])
 def test_bad_trial_memory_is_a_one_line_error(tmp_path, value, backend, pattern):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "nas", "search", "--trial-memory", value, "--backend", backend,
+    result = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--trial-memory", value, "--backend", backend,
                              "--out", str(out), "--device", "cpu", "--quiet"], capture_output=True, text=True,
                             timeout=120, cwd=ROOT)
     assert_one_line_error(result, pattern)

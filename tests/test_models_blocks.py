@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from models import FusedMBConv, MBConv, SqueezeExcite, StochasticDepth, build_model, get_spec
-from search_space import spec_from_dict
+from effnas.models import FusedMBConv, MBConv, SqueezeExcite, StochasticDepth, build_model
+from effnas.search_space import get_spec
+from effnas.search_space import spec_from_dict
 from tests.test_search_space_spec import tiny_spec_dict
 
 

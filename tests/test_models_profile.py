@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from models import (ProfileError, build_model, count_macs, count_macs_by_module, count_params, profile_spec,
+from effnas.models import (ProfileError, build_model, count_macs, count_macs_by_module, count_params, profile_spec,
                     resolve_device, time_train_step)
-from models.profile import _count_for_real
-from search_space import SpecError, spec_from_dict
+from effnas.models.profile import _count_for_real
+from effnas.search_space import SpecError, spec_from_dict
 from tests.test_search_space_spec import tiny_spec_dict
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
@@ -35,8 +35,8 @@ def test_count_macs_matches_the_layer_formulas():
 
 @pytest.mark.parametrize("which", ["tiny", "default-space backbone", "zoo b0"])
 def test_count_macs_on_meta_equals_a_real_forward_and_leaves_the_model_alone(which):
-    from models import get_spec
-    from search_space.space import SearchSpace
+    from effnas.search_space import get_spec
+    from effnas.search_space.space import SearchSpace
 
     spec = {"tiny": lambda: spec_from_dict(tiny_spec_dict()), "default-space backbone": lambda: SearchSpace
             .from_dict({}).backbone, "zoo b0": lambda: get_spec("efficientnet-b0")}[which]()

@@ -10,8 +10,9 @@ from functools import lru_cache
 import pytest
 import torch
 
-from models import build_model, count_macs, count_params, get_spec, zoo_names
-from search_space import SpecError
+from effnas.models import build_model, count_macs, count_params
+from effnas.search_space import get_spec, zoo_names
+from effnas.search_space import SpecError
 
 # torchvision's published parameter counts (1000 classes) and the papers' multiply-adds.
 PUBLISHED_PARAMS = {"efficientnetv2-s": 21_458_488, "efficientnetv2-m": 54_139_356,

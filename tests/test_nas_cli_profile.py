@@ -10,13 +10,13 @@ import sys
 import pytest
 import torch
 
-from nas.cli import main
+from effnas.nas.cli.main import main
 from tests.test_search_space_spec import MALFORMED, tiny_spec_dict
 
 
 def nas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the installed ``nas`` console script (or ``python -m nas`` where it is not on PATH)."""
-    command = [shutil.which("nas")] if shutil.which("nas") else [sys.executable, "-m", "nas"]
+    """Run the installed ``nas`` console script (or ``python -m effnas.nas`` where it is not on PATH)."""
+    command = [shutil.which("nas")] if shutil.which("nas") else [sys.executable, "-m", "effnas.nas"]
     return subprocess.run(command + list(args), capture_output=True, text=True, timeout=timeout)
 
 

@@ -17,9 +17,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from nas.cli import main
-from results import completed, open_study, pareto_front, trials_frame, with_fronts
-from search_space import load_spec
+from effnas.nas.cli.main import main
+from effnas.results import completed, open_study, pareto_front, trials_frame, with_fronts
+from effnas.search_space import load_spec
 from tests.test_results_study import make_run, shared_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,7 +34,7 @@ def nas(*argv: str) -> tuple[int, str]:
 
 
 def nas_subprocess(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "effnas.nas", *argv], capture_output=True, text=True, timeout=timeout,
                           cwd=Path(__file__).resolve().parents[1])
 
 
@@ -233,7 +233,7 @@ def test_report_of_a_real_search_has_every_trial_and_front_point(searched_run, t
 def test_best_of_a_real_search_builds_and_runs(searched_run, tmp_path):
     import torch
 
-    from models import build_model
+    from effnas.models import build_model
 
     out = tmp_path / "pick.json"
     assert nas("best", str(searched_run), "--out", str(out))[0] == 0

@@ -7,9 +7,10 @@ import optuna
 import pytest
 import torch
 
-from nas.controllers import (CONTROLLERS, ControllerError, EvolutionSampler, RLSampler, is_multi_objective,
+from effnas.nas.search.controllers import (CONTROLLERS, ControllerError, EvolutionSampler, RLSampler, is_multi_objective,
                              make_sampler, reward_of, study_directions)
-from search_space import EffnasError, SearchSpace
+from effnas.search_space import SearchSpace
+from effnas.errors import EffnasError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import DataError, ImageData, load_data, to_device
-from search_space.errors import EffnasError
+from effnas.nas.training.data import DataError, ImageData, load_data, to_device
+from effnas.errors import EffnasError
 
 
 def _assert_valid(data: ImageData, channels: int, size: int, classes: int) -> None:

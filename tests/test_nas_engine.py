@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import build_model
-from nas import engine
-from nas.engine import (EngineError, capture_failure, classification_loss, cudnn_benchmark, evaluate, make_optimizer,
+from effnas.models import build_model
+from effnas.nas.training import engine
+from effnas.nas.training.engine import (EngineError, capture_failure, classification_loss, cudnn_benchmark, evaluate, make_optimizer,
                         make_train_step, prepare_model, resolve_device, set_lr)
-from nas.timing import StepTimer, time_steps
-from search_space import ArchSpec, StageSpec
+from effnas.nas.training.timing import StepTimer, time_steps
+from effnas.search_space import ArchSpec, StageSpec
 
 
 def tiny_spec(dropout: float = 0.2, drop_path: float = 0.2) -> ArchSpec:

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas.budget import counted_trials
-from nas.search import Search, SearchConfig, SearchError
-from nas.storage import StorageError, open_storage
-from nas.trial import TrialSettings
-from search_space import load_spec
+from effnas.nas.search.budget import counted_trials
+from effnas.nas.search.session import Search, SearchConfig, SearchError
+from effnas.results.storage import StorageError, open_storage
+from effnas.nas.search.trial import TrialSettings
+from effnas.search_space import load_spec
 
 TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
@@ -113,7 +113,7 @@ def test_bad_storage_url_is_one_line_error():
     (["--space", "/no/such/space.json"], "no such space file"),
 ])
 def test_cli_bad_arguments(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "nas", "search", "--out", str(tmp_path / "r"), "--quiet", *args],
+    result = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--out", str(tmp_path / "r"), "--quiet", *args],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr
@@ -122,8 +122,7 @@ def test_cli_bad_arguments(tmp_path, args, message):
 
 def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):
     """A search killed between asking for a trial and naming itself on it leaves an unnamed RUNNING trial."""
-    import nas.budget as runner
-
+    import effnas.nas.search.budget as runner
     monkeypatch.setattr(runner, "UNOWNED_GRACE_S", 0.1)
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="effnas", storage=storage, direction="maximize")
@@ -136,7 +135,7 @@ def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):
 
 
 def test_a_resumed_optuna_sampler_does_not_replay_its_first_runs_draws():
-    from nas.search import _sampler_seed
+    from effnas.nas.search.session import _sampler_seed
 
     for controller in ("random", "tpe", "nsga2"):
         config = SearchConfig(controller=controller, seed=3)

@@ -14,8 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.budget import counted_trials
-from nas.storage import open_storage
+from effnas.nas.search.budget import counted_trials
+from effnas.results.storage import open_storage
 
 pytestmark = pytest.mark.slow  # each test runs two whole searches side by side
 
@@ -31,7 +31,7 @@ def run_two_searches(tmp_path: Path, storage: str) -> None:
     space.write_text(json.dumps(SPACE))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     processes = [
-        subprocess.Popen([sys.executable, "-m", "nas", "search", *TINY, "--space", str(space), "--budget",
+        subprocess.Popen([sys.executable, "-m", "effnas.nas", "search", *TINY, "--space", str(space), "--budget",
                           str(BUDGET), "--storage", storage, "--out", str(tmp_path / f"run{index}")],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for index in range(2)]
@@ -69,7 +69,7 @@ def test_two_processes_share_a_journal_study(tmp_path):
 def test_processes_creating_one_sqlite_study_together_all_succeed(tmp_path):
     """Searches started at once on a new database race to create its tables; none may fail for it."""
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    code = ("import sys, optuna; from nas.storage import open_storage; "
+    code = ("import sys, optuna; from effnas.results.storage import open_storage; "
             "optuna.create_study(study_name='effnas', storage=open_storage(sys.argv[1]), load_if_exists=True)")
     processes = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
                  for _ in range(4)]

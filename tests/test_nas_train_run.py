@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.augment import TrainAugment, eval_batch, mixup
-from nas.train import TrainConfig, TrainError, train
-from nas.train_state import CheckpointError
-from search_space import spec_from_dict
+from effnas.nas.training.augment import TrainAugment, eval_batch, mixup
+from effnas.nas.training.train import TrainConfig, TrainError, train
+from effnas.nas.training.state import CheckpointError
+from effnas.search_space import spec_from_dict
 
 TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16, "name": "tiny",
         "dropout": 0.1, "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]}
@@ -135,7 +135,7 @@ def test_cuda_run_uses_the_graphed_step_across_stages(tmp_path):
 
 # ----------------------------------------------------------------------------- CLI
 def nas(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas", "train", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "effnas.nas", "train", *argv], capture_output=True, text=True,
                           timeout=240, cwd=ROOT)
 
 
@@ -152,7 +152,7 @@ def test_cli_trains_and_reports_top1(tmp_path):
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
-    from nas.cli import main
+    from effnas.nas.cli.main import main
 
     def run(*argv: str) -> str:
         assert main(["train", *argv]) == 2

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from models.zoo import get_spec
-from nas.progressive import Ranges, ScheduleError, progressive_schedule, ranges_for, stage_at
-from nas.train import LRSchedule, TrainConfig
-from search_space import spec_from_dict
+from effnas.search_space.published import get_spec
+from effnas.nas.training.progressive import Ranges, ScheduleError, progressive_schedule, ranges_for, stage_at
+from effnas.nas.training.train import LRSchedule, TrainConfig
+from effnas.search_space import spec_from_dict
 
 TINY = spec_from_dict({"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 20,
                        "name": "tiny", "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]})

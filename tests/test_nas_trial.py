@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from nas.trial import DeviceLock, TrialError, TrialSettings, TrialSettingsError, lr_schedule, run_trial, trial_data
-from search_space import ArchSpec, StageSpec
-from search_space.errors import EffnasError
+from effnas.nas.search.trial import DeviceLock, TrialError, TrialSettings, TrialSettingsError, lr_schedule, run_trial, trial_data
+from effnas.search_space import ArchSpec, StageSpec, spec_from_dict
+from effnas.errors import EffnasError
 
 TINY = ArchSpec(stages=(StageSpec("fused", 3, 1, 1, 8, 8, 1), StageSpec("mbconv", 3, 2, 2, 8, 16, 1, se_ratio=0.25)),
                 stem_channels=8, head_channels=32, num_classes=10, dropout=0.0, drop_path_rate=0.0,
@@ -110,11 +110,11 @@ def test_device_lock_makes_training_wait_for_a_timing_pass(tmp_path):
 
 def test_macs_counted_on_a_meta_copy_in_the_background_match():
     # The CUDA path counts MACs in a thread on a meta-device copy while the GPU trains.
-    from models import build_model
-    from models.profile import count_macs
-    from nas.trial import _macs_in_background
+    from effnas.models import build_model
+    from effnas.models.profile import count_macs
+    from effnas.nas.search.trial import _macs_in_background
 
-    spec = ArchSpec.from_dict(TINY).replace(image_channels=1)
+    spec = spec_from_dict(TINY).replace(image_channels=1)
     assert _macs_in_background(spec, 16).result() == count_macs(build_model(spec), 16, 1)
 
 

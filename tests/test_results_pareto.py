@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from results import FRONTS, OBJECTIVES, front_mask, non_dominated, pareto_front, with_fronts
+from effnas.results import FRONTS, OBJECTIVES, front_mask, non_dominated, pareto_front, with_fronts
 
 
 def brute_force_front(values: np.ndarray, maximize: list[bool]) -> np.ndarray:

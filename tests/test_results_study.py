@@ -18,11 +18,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from models import build_model, get_spec
-from results import (ResultsError, best_by_reward, best_under, choice_frequencies, completed, open_study,
+from effnas.models import build_model
+from effnas.search_space import get_spec
+from effnas.results import (ResultsError, best_by_reward, best_under, choice_frequencies, completed, open_study,
                      spec_of, state_counts, study_info, top_trials, trial_row, trials_frame)
-from scaling import scale_uniform
-from search_space import ArchSpec, StageSpec
+from effnas.search_space import scale_uniform
+from effnas.search_space import ArchSpec, StageSpec, spec_from_dict
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -166,7 +167,7 @@ def test_trials_frame_has_every_trial_with_choices_metrics_and_failures(run_dir)
     assert len(completed(frame)) == 24
     for trial in study.trials:
         row = frame.loc[trial.number]
-        assert spec_of(row) == ArchSpec.from_dict(trial.user_attrs["spec"])
+        assert spec_of(row) == spec_from_dict(trial.user_attrs["spec"])
         assert row["s3_kernel"] == trial.params["s3_kernel"]
         if trial.state.name == "COMPLETE":
             assert row["reward"] == pytest.approx(trial.value)

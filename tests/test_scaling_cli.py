@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from models import get_spec
-from scaling import scale_spec
-from search_space import load_spec, save_spec
+from effnas.search_space import get_spec
+from effnas.scaling import scale_spec
+from effnas.search_space import load_spec, save_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def nas(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas", "scale", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "effnas.nas", "scale", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -48,7 +48,7 @@ def test_scale_best_json_to_m_writes_loadable_spec_and_prints_table(best_json, t
 
 
 def test_scale_zoo_name_with_phi_and_compound_rule(capsys):
-    from nas.cli import main  # in-process: the subprocess path is covered above
+    from effnas.nas.cli.main import main  # in-process: the subprocess path is covered above
 
     assert main(["scale", "--base", "efficientnet-b0", "--phi", "1", "--rule", "compound"]) == 0
     stdout = capsys.readouterr().out

@@ -10,10 +10,11 @@ import random
 import pytest
 import torch
 
-from models import build_model, get_spec
-from models.profile import count_macs, count_params
-from scaling import scale_spec
-from search_space import ArchSpec, ProgressiveRecipe, StageSpec, spec_from_dict
+from effnas.models import build_model
+from effnas.search_space import get_spec
+from effnas.models.profile import count_macs, count_params
+from effnas.scaling import scale_spec
+from effnas.search_space import ArchSpec, ProgressiveRecipe, StageSpec, spec_from_dict
 
 TARGET_ORDER = ("s", "m", "l", "xl")
 NUM_RANDOM = 10  # v2 on all of them, compound on the first COMPOUND_RANDOM (counting costs ~10 ms a block)

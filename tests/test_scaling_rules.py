@@ -6,12 +6,14 @@ import math
 import pytest
 import torch
 
-from models import build_model, get_spec
-from models.profile import count_params
-from scaling import EFFICIENTNET_V1_COEFFICIENTS, ScaleError, efficientnet_v1, scale_spec, scale_uniform
-from scaling.compare import comparison_table, measure
-from scaling.rules import (EXTRA_STAGE_SHARE, MAX_PHI, TARGETS, image_sizes, round_repeats, scaled_layers)
-from search_space import load_spec, save_spec
+from effnas.models import build_model
+from effnas.search_space import get_spec
+from effnas.models.profile import count_params
+from effnas.scaling import ScaleError, scale_spec
+from effnas.search_space import EFFICIENTNET_V1_COEFFICIENTS, efficientnet_v1, scale_uniform
+from effnas.scaling.compare import comparison_table, measure
+from effnas.scaling.rules import (EXTRA_STAGE_SHARE, MAX_PHI, TARGETS, image_sizes, round_repeats, scaled_layers)
+from effnas.search_space import load_spec, save_spec
 
 # Published counts (facts file; MACs at the eval size).
 PUBLISHED_V2 = {"m": (54_139_356, 24.582e9), "l": (118_515_272, 56.080e9), "xl": (208_119_808, 93.353e9)}
@@ -37,7 +39,7 @@ def params_of(spec):
 
 
 def test_s_scales_to_published_xl_within_10_percent_under_its_512_cap(v2_s):
-    from models.profile import count_macs
+    from effnas.models.profile import count_macs
 
     scaled = scale_spec(v2_s, "xl", max_image_size=512)
     assert (scaled.train_image_size, scaled.eval_image_size) == (384, 512)  # as published

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models import get_spec, zoo_names
-from search_space import SpecError, StageSpec, decode_block_string, encode_block_string
+from effnas.search_space import get_spec, zoo_names
+from effnas.search_space import SpecError, StageSpec, decode_block_string, encode_block_string
 
 # Official strings as written in google/automl (V2 configs and the V1 builder).
 OFFICIAL_V2 = ["r2_k3_s1_e1_i24_o24_c1", "r4_k3_s2_e4_i24_o48_c1", "r6_k3_s2_e4_i64_o128_se0.25",

@@ -9,10 +9,11 @@ import optuna
 import pytest
 import torch
 
-from models import build_model
-from models.zoo import get_spec
-from scaling import scale_uniform
-from search_space import EffnasError, SearchSpace, SpaceError, default_space, load_space
+from effnas.models import build_model
+from effnas.search_space.published import get_spec
+from effnas.search_space import scale_uniform
+from effnas.search_space import SearchSpace, SpaceError, default_space, load_space
+from effnas.errors import EffnasError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from search_space import ArchSpec, ProgressiveRecipe, SpecError, StageSpec, load_spec, save_spec, spec_from_dict
+from effnas.search_space import ArchSpec, ProgressiveRecipe, SpecError, StageSpec, load_spec, save_spec, spec_from_dict, spec_from_json
 
 
 def tiny_spec_dict() -> dict:
@@ -99,7 +99,7 @@ def test_json_round_trip_keeps_every_field():
     data["progressive"] = {"min_image_size": 16, "min_randaug": 5, "max_randaug": 15, "min_mixup": 0.0,
                            "max_mixup": 0.2, "min_dropout": 0.1, "max_dropout": 0.3}
     spec = spec_from_dict(data)
-    again = ArchSpec.from_json(spec.to_json())
+    again = spec_from_json(spec.to_json())
     assert again == spec
     assert again.to_dict() == spec.to_dict()
     assert json.loads(spec.to_json())["stages"][2]["se_ratio"] == 0.25

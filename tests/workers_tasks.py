@@ -11,7 +11,7 @@ def behave(spec: dict, settings: dict, seed: int) -> dict:
     if action == "raise":
         raise RuntimeError("candidate exploded")
     if action == "diverge":  # what nas.trial raises for a candidate that failed in a way it understands
-        from nas.trial import TrialError
+        from effnas.nas.search.trial import TrialError
 
         raise TrialError("diverged: training loss is NaN at epoch 1")
     if action == "hang":

@@ -1,0 +1,63 @@
+"""`nas scale`: turn a searched (or zoo) base spec into a bigger family member."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from effnas.search_space import load_arch
+
+EPILOG = """\
+examples:
+  nas scale --base runs/digits/best.json --target m --out m.json
+  nas scale --base efficientnetv2-s --target l              compare with the published L
+  nas scale --base efficientnet-b0 --phi 1.5 --rule compound --max-image-size 320
+
+--base is a spec JSON file (also a best.json wrapping one as {"spec": ...}) or a zoo name.
+Targets: s (phi 0: the base with S's training recipe), m (phi 1), l (2), xl (3); --phi X gives
+any compound coefficient in [0, 6] instead. Rules: v2 (default; EfficientNetV2's non-uniform rule:
+later stages widen and deepen more, M and up split a wider final stage off the last one, eval
+size capped) or compound (EfficientNet's alpha=1.2, beta=1.1, gamma=1.15, every stage alike).
+The written spec also carries the target's regularization (dropout, stochastic depth and a
+progressive RandAugment / mixup / dropout recipe) for `nas train`.
+The table counts params and multiply-adds (MACs, the papers' "FLOPs") at each eval size.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "scale", help="scale a base spec to a bigger model (EfficientNetV2 M/L/XL style)",
+        description="Scale a base architecture to a bigger family member and compare the two.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True, metavar="FILE_OR_ZOO_NAME",
+                        help="spec JSON file (or best.json) or zoo model name")
+    parser.add_argument("--target", default=None, metavar="NAME", help="s | m | l | xl (default m unless --phi)")
+    parser.add_argument("--phi", type=float, default=None, metavar="X",
+                        help="custom compound coefficient instead of --target (m = 1, l = 2, xl = 3)")
+    parser.add_argument("--rule", default="v2", metavar="RULE", help="v2 (default) | compound")
+    parser.add_argument("--max-image-size", type=int, default=480, metavar="PX",
+                        help="cap on the eval image size (default 480, as in the paper)")
+    parser.add_argument("--no-extra-stage", dest="extra_stage", action="store_false",
+                        help="v2 rule: do not split a wider final stage off the last one")
+    parser.add_argument("--out", default=None, metavar="FILE", help="write the scaled spec here (JSON)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnas.scaling import ScaleError, scale_spec
+    from effnas.search_space import save_spec
+
+    target = args.target if args.target is not None or args.phi is not None else "m"
+    if args.target is not None and args.phi is not None:
+        raise ScaleError("give either --target or --phi, not both")
+    base = load_arch(args.base)
+    scaled = scale_spec(base, target, phi=args.phi, rule=args.rule, max_image_size=args.max_image_size,
+                        extra_stage=args.extra_stage)
+    if args.out:
+        save_spec(scaled, args.out)  # a missing folder, a full or read-only disk: one-line errors
+
+    from effnas.scaling.compare import comparison_table
+
+    print(comparison_table(base, scaled))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,139 @@
+"""`nas search`: run (or resume) a training-aware architecture search."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+EPILOG = """\
+examples:
+  nas search --budget 200                          TPE on the bundled digits, runs/tpe-digits
+  nas search --budget 50 --controller rl --epochs 3
+  nas search --data cifar:~/data/cifar-10-batches-py --device cuda --workers 4 --out runs/c10
+  nas search --data imagefolder:~/photos --image-size 64
+  nas search --storage postgresql://user@host/effnas --out runs/shared   many machines, one study
+
+Re-running the same command resumes the search and stops at the budget (a larger --budget extends
+it). Each candidate is trained briefly (--epochs) at --image-size and scored by
+    reward = accuracy * (step_time / step_time_ref)^w * (params / params_ref)^v
+with the references measured on the backbone at the start, on this device.
+Outputs in --out: study.db (Optuna), trials.csv, pareto.json, best.json.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search", help="search architectures (training-aware, resumable)",
+        description="Sample architectures, train each briefly on your data and device, keep the best.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=int, default=200, help="trials to finish in total (default 200)")
+    parser.add_argument("--controller", default="tpe",
+                        help="random | tpe | nsga2 | rl | evolution (default tpe)")
+    parser.add_argument("--data", default="digits",
+                        help="digits | synthetic[:N] | cifar:DIR | imagefolder:DIR | npz:FILE (default digits)")
+    parser.add_argument("--out", default=None, help="run directory (default runs/CONTROLLER-DATA)")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage URL instead of OUT/study.db (postgresql://..., sqlite:///..., "
+                             "journal:PATH for a journal file on a shared file system)")
+    parser.add_argument("--space", default=None, help="search space JSON file (default: the paper's space)")
+    parser.add_argument("--epochs", type=int, default=None, help="proxy training epochs per candidate")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="proxy image size in pixels (default: the space's, 32)")
+    parser.add_argument("--batch-size", type=int, default=None, help="proxy batch size")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--engine", default="auto",
+                        help="auto | eager | graph | compile: how a training step runs (auto: graph on CUDA)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="trials run at once on this machine (default: one per CPU core on CPU, 1 on a GPU)")
+    parser.add_argument("--data-size", type=int, default=None,
+                        help="imagefolder images are read at this size before resizing on the device (default 64)")
+    parser.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
+                        help="fail a candidate that trains longer than this")
+    parser.add_argument("--trial-memory", type=float, default=None, metavar="GIB",
+                        help="fail a candidate that needs more memory than this, in GiB: on CPU the heap a trial "
+                             "may grow beyond its worker's start-up size (about 0.2 GiB), on a GPU the device "
+                             "memory a worker may hold; recorded as 'out of memory' and the search goes on "
+                             "(default: no limit)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the controller, data split and training")
+    parser.add_argument("--reward-w", type=float, default=-0.07, help="step-time exponent w (default -0.07)")
+    parser.add_argument("--reward-v", type=float, default=-0.05, help="params exponent v (default -0.05)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # --- scaling out on Ray (nas/ray_backend.py) ---
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: worker processes on this machine; ray: trials on Ray Tune, with --workers "
+                             "defaulting to as many trials as the Ray cluster fits (default local)")
+    parser.add_argument("--address", default=None,
+                        help="with --backend ray: the Ray cluster to join (auto | HOST:PORT); "
+                             "default: start Ray on this machine")
+    parser.add_argument("--gpus-per-trial", type=float, default=None,
+                        help="with --backend ray: GPU share per trial, e.g. 0.25 puts 4 trials on a GPU "
+                             "(default: the GPUs spread over --workers, at most 1 each)")
+    parser.add_argument("--cpus-per-trial", type=float, default=None,
+                        help="with --backend ray: CPU cores per trial (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per trial (default: this machine's cores over --workers; "
+                             "with Ray: --cpus-per-trial); lower it when other searches share the machine")
+    # --- end scaling out ---
+    parser.set_defaults(run=run)
+
+
+def _default_out(controller: str, data: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", data.split("/")[-1] if "/" in data else data).strip("-") or "data"
+    return f"runs/{controller}-{slug}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnas.nas.search.session import Search, SearchConfig, SearchError
+    from effnas.nas.search.trial import TrialSettings
+
+    overrides = {"data": args.data, "device": args.device, "engine": args.engine}
+    for name in ("epochs", "batch_size", "threads", "data_size"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    trial_settings = TrialSettings.from_dict({**TrialSettings().to_dict(), **overrides})
+    config = SearchConfig(
+        out=args.out or _default_out(args.controller, args.data), budget=args.budget, controller=args.controller,
+        seed=args.seed, storage=args.storage, space=args.space, workers=args.workers,
+        trial_timeout=args.trial_timeout, trial_memory=args.trial_memory, image_size=args.image_size,
+        reward_w=args.reward_w, reward_v=args.reward_v,
+        trial=trial_settings.to_dict())
+    ray_flags = [flag for flag, value in (("--address", args.address), ("--gpus-per-trial", args.gpus_per_trial),
+                                          ("--cpus-per-trial", args.cpus_per_trial)) if value is not None]
+    if args.backend != "ray" and ray_flags:
+        raise SearchError(f"{ray_flags[0]} only applies to --backend ray")
+    if args.backend == "ray" and args.trial_memory is not None:
+        raise SearchError("--trial-memory applies to the local backend; on Ray, give trials memory with Ray's "
+                          "own resources (ray start --memory)")
+    search = Search(config, progress=not args.quiet)
+    if args.backend != "ray":
+        from effnas.nas.search.backends.local import freeze_imports
+
+        freeze_imports()  # this process's bookkeeping runs beside the workers: no 65 ms full collections
+    if args.backend == "ray":  # --- scaling out on Ray (nas/ray_backend.py) ---
+        from effnas.nas.search.backends.ray import RayOptions, run_ray
+
+        summary = run_ray(search, RayOptions(args.address, args.cpus_per_trial, args.gpus_per_trial, args.workers))
+    else:
+        summary = search.run()
+    _print_summary(summary)
+    return 130 if summary.stopped_early else 0
+
+
+def _print_summary(summary) -> None:
+    reference = summary.reference
+    print(f"\n{summary.counted}/{summary.budget} trials in {summary.run_dir} ({summary.seconds:.0f} s this run)")
+    if summary.stopped_early:
+        print("stopped early; re-run the same command to resume")
+    if summary.best is None:
+        print("no completed trial yet")
+        return
+    metrics = summary.best["metrics"]
+    rows = [("", "best (trial %d)" % summary.best["trial"], "backbone"),
+            ("reward", f"{metrics['reward']:.4f}", f"{reference['accuracy']:.4f}"),
+            ("accuracy", f"{metrics['accuracy']:.4f}", f"{reference['accuracy']:.4f}"),
+            ("step time (ms)", f"{metrics['step_time_ms']:.2f}", f"{reference['step_time_ms']:.2f}"),
+            ("params", f"{metrics['params']:,}", f"{reference['params']:,}")]
+    for name, best, ref in rows:
+        print(f"  {name:<15} {best:>16} {ref:>16}")
+    print(f"best spec: {summary.run_dir / 'best.json'}   report: nas report {summary.run_dir}")

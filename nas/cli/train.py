@@ -1,0 +1,116 @@
+"""`nas train`: train an architecture with progressive learning and adaptive regularization."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from effnas.search_space import load_arch
+
+EXAMPLES = """\
+examples:
+  nas train --arch runs/digits/best.json --data digits --epochs 30 --image-size 64 --out runs/digits-train
+  nas train --arch m.json --data cifar:~/cifar-10-batches-py --epochs 100 --device cuda --out runs/m
+  nas train --arch efficientnetv2-s --data imagefolder:~/flowers --epochs 350 --stages 4 --device cuda
+  nas train ... --resume                  continue a stopped run from its last checkpoint
+  nas train ... --no-progressive          fixed size and regularization (the last stage's), for comparison
+
+The size and regularization ranges come from the arch file's "progressive" recipe (written by nas scale),
+else the paper's EfficientNetV2-S ranges; the flags below override either.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train an architecture with progressive learning (Algorithm 1 of EfficientNetV2)",
+        description="Train one architecture: image size and regularization (dropout, RandAugment, mixup) grow "
+                    "together over --stages stages; checkpoints every epoch, metrics.csv, training.html, and "
+                    "at the end final.pt (EMA weights) and metrics.json in --out.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", required=True, help="spec JSON (best.json, nas scale output) or a zoo name")
+    parser.add_argument("--data", default="digits", help="digits | synthetic[:N[xS]] | cifar:DIR | "
+                        "imagefolder:DIR | npz:FILE (default digits)")
+    parser.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--stages", type=_positive_int, default=4, help="progressive stages M (default 4)")
+    parser.add_argument("--no-progressive", action="store_true",
+                        help="train at the final size and regularization throughout")
+    parser.add_argument("--out", default="runs/train", help="output directory (default runs/train)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--stop-after", type=_positive_int, metavar="N",
+                        help="stop after N epochs of this invocation (continue later with --resume)")
+    parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    parser.add_argument("--engine", default="auto", choices=("auto", "eager", "graph", "compile"),
+                        help="training step engine (default auto: CUDA graph on GPU, eager on CPU)")
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="default 128")
+    parser.add_argument("--optimizer", default="rmsprop", choices=("rmsprop", "sgd", "adamw"))
+    parser.add_argument("--lr", type=_number, help="peak learning rate (default: 0.016 / 0.1 / 0.002 "
+                        "x batch/256 for rmsprop / sgd / adamw)")
+    parser.add_argument("--weight-decay", type=_number, help="default 1e-5 / 5e-5 / 0.05 per optimizer")
+    parser.add_argument("--schedule", default="cosine", choices=("cosine", "exponential"),
+                        help="decay after warm-up: cosine to 0, or x0.97 every 2.4 epochs (official)")
+    parser.add_argument("--warmup-epochs", type=_number, help="linear warm-up (default 5, at most 10%% of epochs)")
+    parser.add_argument("--label-smoothing", type=_number, default=0.1)
+    parser.add_argument("--ema-decay", type=_number, default=0.9999)
+    parser.add_argument("--image-size", type=_positive_int,
+                        help="final training size S_e (default: the spec's train_image_size)")
+    parser.add_argument("--eval-image-size", type=_positive_int,
+                        help="evaluation size (default: the spec's, scaled with --image-size)")
+    parser.add_argument("--min-image-size", type=_positive_int, help="first stage's size S_0")
+    for name, what in (("randaug", "RandAugment magnitude (0-30)"), ("mixup", "mixup alpha"),
+                       ("dropout", "dropout rate")):
+        parser.add_argument(f"--{name}", type=_number, nargs=2, metavar=("START", "END"),
+                            help=f"{what} at the first and last stage")
+    parser.add_argument("--no-flip", action="store_true", help="no horizontal flips (for digits, text, ...)")
+    parser.add_argument("--crop-min-area", type=_number, default=0.5,
+                        help="smallest random-resized-crop area, fraction of the image (default 0.5)")
+    parser.add_argument("--val-fraction", type=_number, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnas.nas.training.train import TrainConfig, train
+
+    spec = load_arch(args.arch)
+    config = TrainConfig(
+        data=args.data, epochs=args.epochs, stages=args.stages, progressive=not args.no_progressive,
+        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+        schedule=args.schedule, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+        ema_decay=args.ema_decay, image_size=args.image_size, eval_image_size=args.eval_image_size,
+        min_image_size=args.min_image_size, randaug=tuple(args.randaug) if args.randaug else None,
+        mixup=tuple(args.mixup) if args.mixup else None, dropout=tuple(args.dropout) if args.dropout else None,
+        flip=not args.no_flip, crop_min_area=args.crop_min_area, val_fraction=args.val_fraction, seed=args.seed)
+    log = (lambda *_: None) if args.quiet else _log
+    result = train(spec, config, args.out, device=args.device, engine=args.engine, resume=args.resume,
+                   stop_after=args.stop_after, progress=not args.quiet, log=log)
+    if "stopped_after_epoch" in result:
+        return 0
+    print(f"top-1 {result['top1']:.4f} (EMA weights, {result['eval_image_size']} px; raw weights "
+          f"{result['top1_raw_weights']:.4f}) after {result['epochs']} epochs in {result['stages']} stage(s), "
+          f"{result['train_seconds']:.1f} s of training")
+    print(f"wrote {Path(args.out) / 'final.pt'}, metrics.json, metrics.csv, training.html")
+    return 0
+
+
+def _log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message)
+

@@ -1,0 +1,1 @@
+"""Where trials run: local worker processes or Ray Tune, behind one interface."""

@@ -1,0 +1,267 @@
+"""Long-lived worker processes that run trials for the local backend.
+
+Why processes rather than threads or the search process itself: a candidate that crashes the
+interpreter, exhausts memory or hangs past ``--trial-timeout`` takes down only its worker, which is
+replaced; and a worker that lives across many trials keeps what it has warmed up (loaded data,
+convolution shapes it has seen, CUDA context), which the GPU measurements show is most of a new
+candidate's fixed cost. ``N`` workers on one device give the "several trials per GPU" mode.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable
+
+
+@dataclass
+class TrialResult:
+    """What came back for one submitted task: metrics, or the reason it failed."""
+
+    key: Any
+    metrics: dict[str, Any] | None
+    error: str | None
+    seconds: float
+
+
+def _import_function(path: str) -> Callable[..., dict]:
+    module_name, _, name = path.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def limit_memory(gib: float | None) -> str | None:
+    """Cap what this process's trials may allocate, so a candidate too big for the machine fails as "out of
+    memory" instead of swapping the machine to a halt or being killed by the kernel with the worker.
+
+    On a GPU: a share of the device's memory (torch then raises its OutOfMemoryError). On CPU: the heap
+    (``RLIMIT_DATA``, which on Linux >= 4.7 also counts the anonymous mappings large tensors live in) may grow
+    ``gib`` beyond what the worker holds now, after start-up. Returns what was limited, for the record.
+    """
+    if gib is None:
+        return None
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():  # CPU limits would also cap the CUDA driver's host mappings: leave them be
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total))
+        return f"GPU memory {gib:g} GiB"
+    with open("/proc/self/status") as status:
+        in_use = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmData:"))
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = in_use + int(gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    return f"heap {gib:g} GiB beyond {in_use / 2**30:.2f} GiB at start-up"
+
+
+def failure_reason(error: BaseException) -> str:
+    """The reason a failed trial is recorded with, in the study and the report.
+
+    A :class:`nas.trial.TrialError` ("out of memory: ...", "diverged: ...") and effnas's own errors already say
+    what went wrong in words meant for the user, so they are recorded as they are; anything else keeps its class
+    name ("ZeroDivisionError: division by zero"), and one without a message the line that raised it.
+    """
+    from effnas.errors import EffnasError
+
+    message = str(error).strip()
+    if message and isinstance(error, (EffnasError, _trial_error())):
+        return message[:2000]
+    reason = f"{type(error).__name__}: {message}".rstrip(": ")
+    if not message and error.__traceback__ is not None:  # say where, at least
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        reason += f" at {os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
+    return reason[:2000]
+
+
+def _trial_error() -> type[BaseException]:
+    """nas.trial's TrialError, imported late: that module pulls in torch and the models, which only a worker
+    needs (a pool that runs another function should not pay for them until a task actually fails)."""
+    from effnas.nas.search.trial import TrialError
+
+    return TrialError
+
+
+def freeze_imports() -> None:
+    """Take what is alive now (torch, the models, ~170,000 long-lived objects) out of the garbage collector's
+    view. Otherwise every full collection rescans them all (65 ms on a 2-core CPU), landing in a random phase
+    of a random trial: it was the "MAC counting took 250 ms" outlier. Only for a process of its own (a worker, the
+    ``nas search`` command): what is frozen is never collected, garbage cycles among it included."""
+    gc.collect()
+    gc.freeze()
+
+
+def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None) -> None:
+    """Loop: receive (key, spec, settings, seed), run the trial, send the outcome back."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    run_trial = _import_function(function)
+    limit_memory(memory_gib)
+    freeze_imports()
+
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if message is None:
+            return
+        key, spec, settings, seed = message
+        connection.send(("started", key))  # the time limit counts from here, not from the worker's start-up
+        start = time.perf_counter()
+        try:
+            metrics = run_trial(spec, settings, seed)
+            connection.send((key, metrics, None, time.perf_counter() - start))
+        except KeyboardInterrupt:
+            return
+        except BaseException as error:  # noqa: BLE001 - any failure of a candidate is data, not a crash
+            connection.send((key, None, failure_reason(error), time.perf_counter() - start))
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # hand back what the failed candidate held before the next one
+
+
+STARTUP_S = 120.0  # how long a new worker may take to start before its first task counts as hung
+
+
+class _Worker:
+    def __init__(self, context: mp.context.BaseContext, threads: int | None, function: str,
+                 memory_gib: float | None = None) -> None:
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, threads, function, memory_gib), daemon=True)
+        self.process.start()
+        child.close()
+        self.tasks: deque[tuple[Any, tuple]] = deque()  # (key, message) in the order sent; the first one runs
+        self.since = 0.0  # when the first task was sent, or acknowledged as started
+        self.running = False  # the worker has acknowledged its first task: its time limit runs from then
+
+    def send(self, key: Any, message: tuple) -> None:
+        self.connection.send(message)
+        if not self.tasks:
+            self.since, self.running = time.perf_counter(), False
+        self.tasks.append((key, message))
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.connection.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+
+
+class WorkerPool:
+    """``size`` worker processes; submit tasks, collect results as they finish.
+
+    Each worker holds up to ``depth`` tasks: with ``depth=2`` the next task already waits in its pipe when the
+    current one ends, so the worker goes straight on while the caller stores the result and picks another.
+    A worker that dies or overruns ``timeout`` seconds is killed and replaced; its running task comes back as a
+    failure with the reason, and the tasks queued behind it go to the replacement. ``memory_gib`` caps each
+    worker's trials (see :func:`limit_memory`).
+    """
+
+    def __init__(self, size: int, timeout: float | None = None, threads: int | None = None,
+                 function: str = "effnas.nas.search.trial:run_trial", memory_gib: float | None = None, depth: int = 1) -> None:
+        self._context = mp.get_context("spawn")
+        self._threads = threads
+        self._memory_gib = memory_gib
+        self._function = function
+        self.timeout = timeout
+        self.depth = depth
+        self._workers = [self._new_worker() for _ in range(size)]
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self._context, self._threads, self._function, self._memory_gib)
+
+    @property
+    def idle(self) -> int:
+        """Workers with nothing to do."""
+        return sum(not worker.tasks for worker in self._workers)
+
+    @property
+    def free(self) -> int:
+        """Tasks that can be submitted now (each worker holds up to ``depth``)."""
+        return sum(self.depth - len(worker.tasks) for worker in self._workers)
+
+    @property
+    def busy(self) -> int:
+        return len(self._workers) - self.idle
+
+    def submit(self, key: Any, spec: dict, settings: dict, seed: int) -> None:
+        """Queue a task on the least loaded worker."""
+        worker = min(self._workers, key=lambda w: len(w.tasks))
+        if len(worker.tasks) >= self.depth:
+            raise RuntimeError("every worker already holds `depth` tasks")
+        worker.send(key, (key, spec, settings, seed))
+
+    def collect(self, poll: float = 1.0) -> list[TrialResult]:
+        """Wait up to ``poll`` seconds; return every task that finished, failed or timed out."""
+        busy = [w for w in self._workers if w.tasks]
+        if not busy:
+            return []
+        ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=poll)
+        results: list[TrialResult] = []
+        for index, worker in enumerate(self._workers):
+            if not worker.tasks:
+                continue
+            key = worker.tasks[0][0]
+            if worker.connection in ready:
+                try:
+                    message = worker.connection.recv()
+                    if message[0] == "started":
+                        worker.since, worker.running = time.perf_counter(), True
+                        continue
+                    got_key, metrics, error, seconds = message
+                    worker.tasks.popleft()
+                    worker.since, worker.running = time.perf_counter(), False  # the next one, if any, is due
+                    results.append(TrialResult(got_key, metrics, error, seconds))
+                    continue
+                except (EOFError, OSError):
+                    worker.process.join(timeout=1)  # the worker died mid-send; reap it, report below
+            elapsed = time.perf_counter() - worker.since
+            died = not worker.process.is_alive()
+            # A fresh worker's start-up (importing torch: seconds on a loaded machine) is not the trial's time.
+            limit = None if self.timeout is None else self.timeout if worker.running else self.timeout + STARTUP_S
+            timed_out = limit is not None and elapsed > limit
+            if died or timed_out:
+                if timed_out and not died:
+                    reason = f"trial exceeded the time limit of {self.timeout:g} s"
+                else:
+                    code = worker.process.exitcode
+                    reason = (f"worker process died (exit code {code}"
+                              f"{', killed by the OS - out of memory?' if code == -9 else ''})")
+                worker.stop(kill=True)
+                replacement = self._workers[index] = self._new_worker()
+                for queued_key, queued in list(worker.tasks)[1:]:  # never started: they go to the replacement
+                    replacement.send(queued_key, queued)
+                results.append(TrialResult(key, None, reason, elapsed))
+        return results
+
+    def close(self, kill: bool = False) -> None:
+        for worker in self._workers:
+            worker.stop(kill=kill or bool(worker.tasks))
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(kill=exc[0] is not None)
+
+
+def default_threads(workers: int) -> int:
+    """CPU threads per worker: the machine's cores shared evenly, so step times stay comparable."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))

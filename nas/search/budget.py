@@ -1,0 +1,93 @@
+"""What a study says about a search's progress: which trials count against the budget, and which were left
+running by a process that is gone (recovered as ``interrupted`` and queued again).
+
+Shared by the local and Ray backends and by several ``nas search`` processes on one ``--storage``: everything
+here is read from the study itself, never from one process's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from effnas.writes import process_alive
+
+
+def worker_id() -> str:
+    """This process, as it names itself on the trials it runs (``host:pid``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count against the budget: completed, or failed through the candidate's own fault."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state == TrialState.COMPLETE
+               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")))
+
+
+def budget_position(study: optuna.Study, number: int) -> int:
+    """How many counted or still-running trials, this one included, precede trial ``number``.
+
+    Trial numbers are handed out by the storage in order, so when several processes share a study the
+    lower numbers win: a trial whose position exceeds the budget is surplus and is dropped uncounted.
+    """
+    position = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number > number or trial.user_attrs.get("interrupted"):
+            continue
+        if trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING):
+            position += 1
+    return position
+
+
+UNOWNED_GRACE_S = 5.0  # a live process names itself on a trial milliseconds after asking for it
+
+
+def _orphaned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials whose process is gone: named by a dead process on this host, or never named at all.
+
+    A process killed between asking for a trial and naming itself on it leaves an unnamed trial; one that
+    is still unnamed after a grace period cannot belong to a live process.
+    """
+    host = socket.gethostname()
+    dead, unnamed = [], []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner_host, _, owner_pid = trial.user_attrs.get("worker", "").rpartition(":")
+        if not owner_pid:
+            unnamed.append(trial.number)
+        elif owner_host == host and owner_pid.isdigit() and not process_alive(int(owner_pid)):
+            dead.append(trial)
+    if unnamed:
+        time.sleep(UNOWNED_GRACE_S)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number in unnamed and "worker" not in trial.user_attrs:
+                dead.append(trial)
+    return dead
+
+
+def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Mark trials left RUNNING by a dead search process on this host as interrupted; re-queue them.
+
+    Trials of live processes (another ``nas search`` on the same study) are left alone, and so are those
+    of processes on other hosts: a search there recovers them.
+    """
+    recovered = []
+    study_id = storage.get_study_id_from_name(study.study_name)
+    queued = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    for trial in _orphaned(study):
+        # The retry is queued first: a recovery killed in between leaves the trial RUNNING, to be marked by
+        # the next one (which finds the retry queued), never FAIL with its architecture not re-run.
+        if trial.params and trial.number not in queued:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(trial_id, "interrupted", True)
+        storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the search process stopped")
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        recovered.append(trial.number)
+    return recovered
+
+

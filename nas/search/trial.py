@@ -1,0 +1,326 @@
+"""One proxy trial: train a candidate briefly on the user's device and measure what the reward needs.
+
+:func:`run_trial` is self-contained (plain dicts in, a plain dict out) so a worker process or Ray can run it.
+A long-lived worker keeps the loaded, resized, device-resident data between trials (small LRU cache), and
+convolution shapes it has already seen cost nothing again.
+
+The step time is the median of real training steps, each timed on its own, so measuring costs no extra steps.
+On a GPU, the run's *last* ``timing_steps`` steps (CUDA events around graph replays). On CPU, every step after
+the first two (``perf_counter`` costs nothing there): spread over the whole run, a moment of interference from
+the rest of the machine moves the median less than if it fell on a short tail. With ``timing_lock`` (a file
+path shared by concurrent workers) the GPU's timed steps run while this trial has the device to itself: other
+trials finish their current epoch and wait, so concurrency does not distort the ranking (see
+:class:`DeviceLock`). CPU workers own disjoint cores and need no turns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
+import fcntl
+import functools
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from effnas.models import build_model
+from effnas.models.profile import count_macs, count_params
+from effnas.search_space import ArchSpec, spec_from_dict
+from effnas.errors import EffnasError
+
+from effnas.nas.training.data import DeviceData, load_data, to_device
+from effnas.nas.training.engine import (ENGINES, classification_loss, cudnn_benchmark, evaluate, make_optimizer, make_train_step,
+                     prepare_model, resolve_device)
+from effnas.nas.training.timing import StepTimer
+
+OPTIMIZERS = ("sgd", "rmsprop", "adamw")
+
+
+class TrialError(Exception):
+    """The candidate itself failed (diverged, out of memory, its model raised): a result, not a user error."""
+
+
+class TrialSettingsError(EffnasError):
+    """Trial settings that cannot be run."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """How every candidate of a search is trained and measured (identical for all of them)."""
+
+    data: str = "digits"
+    image_size: int = 32
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "rmsprop"  # trained the proxy best in 3 epochs on digits (SGD 0.42, AdamW 0.87, RMSProp 0.92)
+    lr: float = 0.002
+    weight_decay: float = 1e-5
+    warmup_fraction: float = 0.1  # linear lr warm-up over this share of the steps, then cosine to zero
+    label_smoothing: float = 0.0
+    dropout: float | None = 0.0  # None: the spec's own. A 3-epoch proxy run learns faster without regularisation
+    drop_path_rate: float | None = 0.0  # None: the spec's own stochastic depth
+    device: str = "auto"
+    engine: str = "auto"
+    val_fraction: float = 0.2
+    data_size: int = 64  # imagefolder images are read at this size, then resized to image_size on the device
+    timing_steps: int = 20  # GPU: the last N steps are timed; CPU: every step after the first two
+    threads: int | None = None  # torch CPU threads for the trial (None: leave the process's setting)
+    timing_lock: str | None = None  # file path shared by concurrent workers; see DeviceLock
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("image_size", "epochs", "batch_size", "data_size", "timing_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TrialSettingsError(f"trial settings: {name} must be a positive integer, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TrialSettingsError(f"trial settings: optimizer {self.optimizer!r} unknown "
+                                     f"(expected one of {', '.join(OPTIMIZERS)})")
+        if self.engine not in ENGINES:
+            raise TrialSettingsError(f"trial settings: engine {self.engine!r} unknown "
+                                     f"(expected one of {', '.join(ENGINES)})")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise TrialSettingsError(f"trial settings: lr must be a positive number, got {self.lr!r}")
+        for name, high in (("weight_decay", 1.0), ("warmup_fraction", 1.0), ("label_smoothing", 1.0)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < high):
+                raise TrialSettingsError(f"trial settings: {name} must be in [0, {high}), got {value!r}")
+        for name in ("dropout", "drop_path_rate"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+                raise TrialSettingsError(f"trial settings: {name} must be in [0, 1) or null, got {value!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise TrialSettingsError(f"trial settings: val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise TrialSettingsError(f"trial settings: threads must be a positive integer, got {self.threads!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "TrialSettings":
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrialSettingsError(f"trial settings: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------- concurrency
+class DeviceLock:
+    """A reader-writer lock across processes (``flock`` on two files), with the writer first in line.
+
+    Training epochs hold it shared; the timed steps hold it exclusively. A timer first takes the ``.gate``
+    file, so no new epoch starts, then waits for running epochs to finish. Without a path it does nothing.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def _flock(self, path: str, mode: int) -> Iterator[None]:
+        with open(path, "a+") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            with self._flock(self.path + ".gate", fcntl.LOCK_EX):
+                stack.enter_context(self._flock(self.path, fcntl.LOCK_SH))
+            yield
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        with self._flock(self.path + ".gate", fcntl.LOCK_EX), self._flock(self.path, fcntl.LOCK_EX):
+            yield
+
+
+# ----------------------------------------------------------------------------- data cache
+@functools.lru_cache(maxsize=2)
+def _cached_data(source: str, seed: int, val_fraction: float, data_size: int, image_size: int,
+                 device: str) -> DeviceData:
+    return to_device(load_data(source, seed=seed, val_fraction=val_fraction, data_size=data_size), image_size, device)
+
+
+def trial_data(settings: TrialSettings, seed: int, device: torch.device) -> DeviceData:
+    """The device-resident data for ``settings``, loaded once per process (trials only read it)."""
+    return _cached_data(settings.data, seed, settings.val_fraction, settings.data_size, settings.image_size,
+                        str(device))
+
+
+# ----------------------------------------------------------------------------- the trial
+def lr_schedule(base_lr: float, total_steps: int, warmup_fraction: float) -> list[float]:
+    """Linear warm-up then cosine decay to zero: the short-run schedule that trains a proxy fastest."""
+    warmup = round(total_steps * warmup_fraction)
+    rates = []
+    for k in range(total_steps):
+        if k < warmup:
+            rates.append(base_lr * (k + 1) / warmup)
+        else:
+            rates.append(base_lr * 0.5 * (1 + math.cos(math.pi * (k - warmup) / max(1, total_steps - warmup))))
+    return rates
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and ("out of memory" in str(error) or "can't allocate memory" in str(error)))
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".strip()[:500]
+
+
+def run_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed: int) -> dict[str, Any]:
+    """Train ``spec`` under ``settings``; return accuracy, step time, size and cost. See the module docs.
+
+    Bad settings or data raise an :class:`EffnasError`; a failing candidate raises :class:`TrialError`.
+    """
+    start = time.perf_counter()
+    settings = settings if isinstance(settings, TrialSettings) else TrialSettings.from_dict(settings)
+    spec = spec if isinstance(spec, ArchSpec) else spec_from_dict(spec)
+    device = resolve_device(settings.device)
+    with _torch_threads(settings.threads), cudnn_benchmark(False):
+        data = trial_data(settings, seed, device)
+        _seed_everything(seed)
+        overrides = {name: getattr(settings, name) for name in ("dropout", "drop_path_rate")
+                     if getattr(settings, name) is not None}
+        spec = spec.replace(num_classes=data.num_classes, image_channels=data.channels, **overrides)
+        try:
+            metrics = _train_and_measure(spec, settings, seed, device, data)
+        except TrialError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever the candidate did, it is this trial's result
+            reason = "out of memory" if _is_oom(error) else "the model raised"
+            raise TrialError(f"{reason}: {_first_line(error)}") from None
+    metrics["total_seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def _segments(first_step: int, steps_per_epoch: int, tail_start: int) -> list[tuple[bool, range]]:
+    """Split one epoch's batch indices into (untimed, timed) runs; timed steps are those >= ``tail_start``."""
+    cut = min(steps_per_epoch, max(0, tail_start - first_step))
+    return [(timed, r) for timed, r in ((False, range(0, cut)), (True, range(cut, steps_per_epoch))) if len(r)]
+
+
+_MACS_THREAD: ThreadPoolExecutor | None = None
+
+
+def _count_macs_on_meta(spec: ArchSpec, image_size: int) -> int:
+    with torch.device("meta"):
+        model = build_model(spec)
+    return count_macs(model, image_size, spec.image_channels)
+
+
+def _macs_in_background(spec: ArchSpec, image_size: int) -> Future:
+    """Count MACs on a meta copy in a thread: on a GPU the host is idle while graphs replay, so this
+    profiling then costs the trial no wall time."""
+    global _MACS_THREAD
+    if _MACS_THREAD is None:
+        _MACS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="effnas-macs")
+    return _MACS_THREAD.submit(_count_macs_on_meta, spec, image_size)
+
+
+def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, device: torch.device,
+                       data: DeviceData) -> dict[str, Any]:
+    model = build_model(spec)
+    params = count_params(model)
+    if device.type == "cuda":
+        macs_job: Future | None = _macs_in_background(spec, settings.image_size)
+    else:  # no idle host time to hide it in: count now, with one real batch-1 forward (cheaper than meta)
+        macs_job, macs = None, count_macs(model, settings.image_size, spec.image_channels, on_meta=False)
+    prepare_model(model, device)
+    optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr, device,
+                               weight_decay=settings.weight_decay)
+    count = len(data.train_x)
+    batch = min(settings.batch_size, count)
+    steps_per_epoch = count // batch  # the last partial batch is dropped: the graph needs one shape
+    total = settings.epochs * steps_per_epoch
+    rates = lr_schedule(settings.lr, total, settings.warmup_fraction)
+    timed = min(settings.timing_steps, max(1, total - 2))  # at least two untimed steps first when possible
+    if device.type == "cpu":
+        timed = max(timed, total - 2)  # every step after two warm-up steps (see the module docs)
+    tail_start = total - timed
+
+    build_start = time.perf_counter()
+    step = make_train_step(model, optimizer, classification_loss(settings.label_smoothing),
+                           data.train_x[:batch], data.train_y[:batch], engine=settings.engine)
+    build_seconds = time.perf_counter() - build_start
+
+    # CPU workers get disjoint cores (threads = cores / workers), so only a shared GPU needs turns; on CPU the
+    # lock would idle a core through every other worker's timing pass.
+    lock = DeviceLock(settings.timing_lock if device.type == "cuda" else None)
+    timer = StepTimer(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    train_start = time.perf_counter()
+    k, epoch_loss = 0, math.nan
+    with contextlib.ExitStack() as tail:
+        for epoch in range(settings.epochs):
+            order = torch.randperm(count, device=device, generator=generator)
+            running = torch.zeros((), device=device)
+            for is_timed, indices in _segments(k, steps_per_epoch, tail_start):
+                if is_timed and k == tail_start:
+                    tail.enter_context(lock.exclusive())  # held until training ends
+                with contextlib.nullcontext() if is_timed else lock.shared():
+                    for i in indices:
+                        step.set_lr(rates[k])
+                        index = order[i * batch:(i + 1) * batch]
+                        x, y = data.train_x[index], data.train_y[index]
+                        with timer.measure() if is_timed else contextlib.nullcontext():
+                            loss = step(x, y)
+                        running += loss
+                        k += 1
+            epoch_loss = running.item() / steps_per_epoch  # the one host sync per epoch
+            if not math.isfinite(epoch_loss):
+                raise TrialError(f"diverged: training loss is {'NaN' if math.isnan(epoch_loss) else 'inf'} "
+                                 f"in epoch {epoch + 1} (NaN/inf loss)")
+    timing = timer.result()
+    train_seconds = time.perf_counter() - train_start
+    eval_start = time.perf_counter()
+    accuracy = evaluate(model, data.val_x, data.val_y)
+    eval_seconds = time.perf_counter() - eval_start
+    if macs_job is not None:
+        macs = macs_job.result()
+    return {
+        "accuracy": accuracy, "step_time_ms": timing.median_ms, "step_time_spread": timing.spread,
+        "timed_steps": timing.steps, "params": params, "macs": macs, "flops": 2 * macs,
+        "engine": step.engine, "fallback_reason": step.fallback_reason, "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": total,
+        "batch_size": batch, "image_size": settings.image_size, "device": str(device),
+    }

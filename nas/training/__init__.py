@@ -1,0 +1,1 @@
+"""Data, the training engine (steps, optimizers, schedules, evaluation) and full training runs."""

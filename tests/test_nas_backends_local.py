@@ -1,0 +1,78 @@
+"""The local worker pool: results come back, failures and hangs become reasons, workers are reused."""
+
+from effnas.nas.search.backends.local import WorkerPool
+
+TASK = "tests.workers_tasks:behave"
+
+
+def collect_all(pool, count, poll=0.2):
+    results = []
+    while len(results) < count:
+        results.extend(pool.collect(poll=poll))
+    return {r.key: r for r in results}
+
+
+def test_results_failures_and_reuse():
+    with WorkerPool(2, function=TASK) as pool:
+        pool.submit("a", {"action": "ok", "value": 21}, {}, 0)
+        pool.submit("b", {"action": "raise"}, {}, 0)
+        results = collect_all(pool, 2)
+        assert results["a"].metrics["value"] == 42 and results["a"].error is None
+        assert results["b"].metrics is None and "RuntimeError: candidate exploded" in results["b"].error
+        first_pid = results["a"].metrics["pid"]
+        # A TrialError's message is already the reason, in the user's words: no "TrialError: " before it.
+        pool.submit("e", {"action": "diverge"}, {}, 0)
+        assert collect_all(pool, 1)["e"].error == "diverged: training loss is NaN at epoch 1"
+        # A worker survives a candidate's exception and serves the next task (its warm state is kept).
+        pool.submit("c", {"action": "ok"}, {}, 0)
+        pool.submit("d", {"action": "ok"}, {}, 0)
+        pids = {r.metrics["pid"] for r in collect_all(pool, 2).values()}
+        assert first_pid in pids
+
+
+def test_timeout_and_death_are_reported_and_workers_replaced():
+    with WorkerPool(2, timeout=3.0, function=TASK) as pool:
+        pool.submit("hang", {"action": "hang"}, {}, 0)
+        pool.submit("die", {"action": "die"}, {}, 0)
+        results = collect_all(pool, 2)
+        assert "time limit of 3 s" in results["hang"].error
+        assert "worker process died (exit code 3" in results["die"].error
+        assert pool.idle == 2
+        pool.submit("after", {"action": "ok", "value": 1}, {}, 0)
+        assert collect_all(pool, 1)["after"].metrics["value"] == 2
+
+
+def test_memory_limit_fails_the_big_task_and_the_worker_serves_the_next():
+    with WorkerPool(1, function="tests.workers_tasks:allocate", memory_gib=0.5) as pool:
+        pool.submit("small", {"gib": 0.1}, {}, 0)
+        small = collect_all(pool, 1)["small"]
+        assert small.error is None, small.error
+        pool.submit("big", {"gib": 2.0}, {}, 0)
+        big = collect_all(pool, 1)["big"]
+        assert big.metrics is None and "can't allocate memory" in big.error, big.error
+        pool.submit("after", {"gib": 0.1}, {}, 0)
+        after = collect_all(pool, 1)["after"]
+        assert after.error is None and after.metrics["pid"] == small.metrics["pid"]  # same worker, not replaced
+
+
+def test_without_a_memory_limit_the_same_task_runs():
+    with WorkerPool(1, function="tests.workers_tasks:allocate") as pool:
+        pool.submit("big", {"gib": 2.0}, {}, 0)
+        assert collect_all(pool, 1)["big"].error is None
+
+
+def test_a_queued_task_waits_behind_the_running_one_and_survives_its_death():
+    with WorkerPool(1, timeout=3.0, function=TASK, depth=2) as pool:
+        pool.submit("first", {"action": "ok", "value": 1}, {}, 0)
+        pool.submit("second", {"action": "ok", "value": 2}, {}, 0)
+        assert pool.free == 0 and pool.idle == 0
+        results = collect_all(pool, 2)
+        first_pid = results["first"].metrics["pid"]
+        assert results["second"].metrics["pid"] == first_pid  # one worker, back to back
+        pool.submit("die", {"action": "die"}, {}, 0)
+        pool.submit("queued", {"action": "ok", "value": 5}, {}, 0)
+        results = collect_all(pool, 2)
+        assert "worker process died" in results["die"].error
+        assert results["queued"].metrics["value"] == 10  # re-sent to the replacement worker, and run there
+        assert results["queued"].metrics["pid"] != first_pid
+        assert pool.idle == 1 and pool.free == 2
