@@ -20,6 +20,9 @@ from typing import Any
 from effnas.errors import SpecError
 
 OPS = ("mbconv", "fused")
+# Nonlinearities a spec may name: EfficientNet's SiLU (the default), MnasNet's ReLU, MobileNetV2's ReLU6.
+ACTIVATIONS = ("silu", "relu", "relu6")
+DEFAULT_ACTIVATION = "silu"
 
 
 def require_int(path: str, value: Any, minimum: int | None = None) -> int:
@@ -125,6 +128,7 @@ class ArchSpec:
     image_channels: int = 3
     name: str = ""
     progressive: ProgressiveRecipe | None = None
+    activation: str = DEFAULT_ACTIVATION  # of every conv-BN-act and of SE's squeeze; the SE gate stays sigmoid
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON or callers) but store tuples so the spec stays hashable and immutable.
@@ -138,6 +142,9 @@ class ArchSpec:
             raise SpecError(f"name: must be a string, got {self.name!r}")
         if len(self.stages) == 0:
             raise SpecError("stages: a spec needs at least one stage")
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise SpecError(f"activation: unknown activation {self.activation!r} "
+                            f"(expected one of {', '.join(ACTIVATIONS)})")
         for index, stage in enumerate(self.stages):
             if not isinstance(stage, StageSpec):
                 raise SpecError(f"stages[{index}]: expected a StageSpec, got {type(stage).__name__}")
@@ -203,6 +210,8 @@ class ArchSpec:
         data["stages"] = [dataclasses.asdict(stage) for stage in self.stages]
         if self.progressive is None:
             del data["progressive"]
+        if self.activation == DEFAULT_ACTIVATION:  # specs stored before the field existed stay byte-identical
+            del data["activation"]
         return data
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -59,6 +59,8 @@ MALFORMED = [
     ("unknown-field", _set(("stages", 0, "kernal"), 3), "kernal"),
     ("missing-field", lambda d: {k: v for k, v in d.items() if k != "stem_channels"}, "stem_channels"),
     ("no-stages", _set(("stages",), []), "stages"),
+    ("unknown-activation", _set(("activation",), "gelu"), "activation"),
+    ("non-string-activation", _set(("activation",), 6), "activation"),
 ]
 
 
@@ -103,6 +105,15 @@ def test_json_round_trip_keeps_every_field():
     assert again == spec
     assert again.to_dict() == spec.to_dict()
     assert json.loads(spec.to_json())["stages"][2]["se_ratio"] == 0.25
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_activation_round_trips_and_the_default_is_not_written(activation):
+    spec = spec_from_dict(tiny_spec_dict())
+    assert spec.activation == "silu" and "activation" not in spec.to_dict()  # stored specs stay identical
+    other = spec_from_json(spec.replace(activation=activation).to_json())
+    assert other.activation == activation and json.loads(other.to_json())["activation"] == activation
+    assert other != spec and other.replace(activation="silu") == spec
 
 
 def test_stages_may_be_written_as_block_strings():
