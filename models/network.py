@@ -13,13 +13,18 @@ from effnas.models.blocks import BLOCKS, ConvBNAct
 
 
 class EfficientNet(nn.Module):
-    """Stem, stages of MBConv / Fused-MBConv blocks, 1x1 head conv, pooling, dropout, classifier."""
+    """Stem, stages of MBConv / Fused-MBConv blocks, 1x1 head conv, pooling, dropout, classifier.
+
+    Also MobileNetV2 and MnasNet: the same skeleton with ``spec.activation`` (ReLU6 / ReLU) in every
+    conv-BN-act and SE squeeze.
+    """
 
     def __init__(self, spec: ArchSpec, num_classes: int | None = None) -> None:
         super().__init__()
         self.spec = spec
         num_classes = spec.num_classes if num_classes is None else num_classes
-        self.stem = ConvBNAct(spec.image_channels, spec.stem_channels, 3, spec.stem_stride)
+        self.stem = ConvBNAct(spec.image_channels, spec.stem_channels, 3, spec.stem_stride,
+                              activation=spec.activation)
 
         # Stochastic depth grows linearly with the block's index over the whole network.
         total, index = spec.num_blocks, 0
@@ -36,12 +41,13 @@ class EfficientNet(nn.Module):
                     expand_ratio=stage.expand_ratio,
                     se_ratio=stage.se_ratio,
                     drop_path=spec.drop_path_rate * index / total,
+                    activation=spec.activation,
                 ))
                 index += 1
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
 
-        self.head = ConvBNAct(spec.stages[-1].out_channels, spec.head_channels, 1)
+        self.head = ConvBNAct(spec.stages[-1].out_channels, spec.head_channels, 1, activation=spec.activation)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(spec.dropout, inplace=True)
         self.classifier = nn.Linear(spec.head_channels, num_classes)

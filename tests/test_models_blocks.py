@@ -129,3 +129,31 @@ def test_dropout_can_be_changed_for_progressive_learning():
     assert model.dropout.p == 0.2
     model.set_dropout(0.4)
     assert model.dropout.p == 0.4
+
+
+@pytest.mark.parametrize("activation, layer", [("silu", nn.SiLU), ("relu", nn.ReLU), ("relu6", nn.ReLU6)])
+def test_spec_activation_reaches_every_conv_bn_act_and_se_squeeze(activation, layer):
+    spec = spec_from_dict(tiny_spec_dict()).replace(activation=activation)
+    model = build_model(spec)
+    acts = [m for m in model.modules() if isinstance(m, (nn.SiLU, nn.ReLU, nn.ReLU6, nn.GELU, nn.Hardswish))]
+    assert acts and all(type(m) is layer for m in acts)
+    ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert ses and all(type(se.act) is layer for se in ses)  # the SE gate itself stays a sigmoid
+    assert type(model.stem[2]) is layer and type(model.head[2]) is layer
+
+
+def test_relu6_changes_the_function_on_the_same_weights():
+    torch.manual_seed(0)
+    silu = build_model(spec_from_dict(tiny_spec_dict())).eval()
+    relu6 = build_model(silu.spec.replace(activation="relu6")).eval()
+    relu6.load_state_dict(silu.state_dict())
+    x = 4 * torch.randn(2, 3, 32, 32)  # large inputs: some activations pass 6 and clip under ReLU6
+    with torch.no_grad():
+        a, b = silu(x), relu6(x)
+        clipped = relu6.forward_features(x)
+    assert not torch.allclose(a, b, atol=1e-4)
+    assert clipped.max() <= 6.0 and clipped.min() >= 0.0  # the head's ReLU6 bounds the features
+    relu = build_model(silu.spec.replace(activation="relu")).eval()
+    relu.load_state_dict(silu.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(relu(x), b, atol=1e-4)  # ReLU6 clips, plain ReLU does not
