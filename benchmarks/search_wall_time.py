@@ -50,7 +50,7 @@ def read_trials(out: Path) -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
-    from effnas.nas.search.session import STUDY_NAME
+    from effnas.results.record import STUDY_NAME
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")

@@ -10,7 +10,8 @@ import pandas as pd
 from effnas.results.analysis import failure_counts, state_counts
 from effnas.results.pareto import FRONTS, pareto_front, with_fronts
 from effnas.results.queries import best_by_reward, metrics_of
-from effnas.results.study import ResultsError, completed
+from effnas.results.storage import ResultsError
+from effnas.results.study import completed
 
 
 def to_csv(frame: pd.DataFrame) -> str:

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from effnas.results import record
 from effnas.results.study import completed
 
-# objective column -> True when larger is better
-OBJECTIVES: dict[str, bool] = {"accuracy": True, "step_time_ms": False, "params": False}
+# objective column -> True when larger is better, as the study's multi-objective controllers record them
+OBJECTIVES: dict[str, bool] = {name: direction == "maximize"
+                               for name, direction in zip(record.OBJECTIVES, record.OBJECTIVE_DIRECTIONS)}
 
 # Named fronts the reports show: all three objectives and each pair.
 FRONTS: dict[str, tuple[str, ...]] = {

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import pandas as pd
 
-from effnas.results.study import ResultsError, completed
+from effnas.results.record import COUNT_METRICS, REWARD_ATTR, TABLE_METRICS, rank_key
+from effnas.results.storage import ResultsError
+from effnas.results.study import completed
 
 
 def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
     done = completed(frame)
     if done.empty:
         raise ResultsError("no trial completed (every trial failed or is still running)")
-    key = "reward" if done["reward"].notna().any() else "accuracy"
-    return done.sort_values([key, "accuracy", "number"], ascending=[False, False, True])
+    keys = [rank_key(reward, accuracy, number)
+            for reward, accuracy, number in zip(done["reward"], done["accuracy"], done["number"])]
+    order = sorted(range(len(done)), key=keys.__getitem__)
+    return done.iloc[order]
 
 
 def best_by_reward(frame: pd.DataFrame) -> pd.Series:
-    """The completed trial with the highest reward (ties: more accurate, then earlier)."""
+    """The best completed trial, by the one rule of :func:`effnas.results.record.rank_key`."""
     return _ranked(frame).iloc[0]
 
 
@@ -52,11 +56,10 @@ def trial_row(frame: pd.DataFrame, number: int) -> pd.Series:
 def metrics_of(row: pd.Series) -> dict:
     """The measured numbers of one trial, JSON-ready (what ``best.json`` carries next to the spec)."""
     metrics = {"trial": int(row["number"])}
-    for name in ("accuracy", "step_time_ms", "step_time_spread", "timed_steps", "params", "macs", "flops",
-                 "reward", "duration_s"):
+    for name in (*TABLE_METRICS, REWARD_ATTR, "duration_s"):
         value = row.get(name)
         if value is not None and pd.notna(value):
-            metrics[name] = int(value) if name in ("params", "macs", "flops", "timed_steps") else float(value)
+            metrics[name] = int(value) if name in COUNT_METRICS else float(value)
     if isinstance(row.get("engine"), str):
         metrics["engine"] = row["engine"]
     return metrics

@@ -18,7 +18,8 @@ from effnas.writes import atomic_write
 from effnas.results.export import to_csv
 from effnas.results.pareto import pareto_front
 from effnas.results.queries import best_by_reward, metrics_of
-from effnas.results.study import ResultsError, spec_of, trials_frame
+from effnas.results.storage import ResultsError
+from effnas.results.study import spec_of, trials_frame
 
 
 RUN_FILES = ("trials.csv", "pareto.json", "best.json")

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
@@ -20,8 +23,31 @@ from effnas.errors import EffnasError
 from effnas.writes import sqlite_disk_problem
 
 
+STUDY_FILE = "study.db"  # a run directory's study, unless the search was given --storage
+
+
 class StorageError(EffnasError):
     """A storage URL that cannot be opened (bad URL, server down, missing directory or driver)."""
+
+
+class ResultsError(EffnasError):
+    """A study that cannot be read (missing, empty, not an effnas study)."""
+
+
+def search_storage_url(run_dir: str | Path, storage: str | None = None) -> str:
+    """Where a search keeps its study: ``--storage`` if given, else ``RUN_DIR/study.db``."""
+    return storage or f"sqlite:///{Path(run_dir).resolve() / STUDY_FILE}"
+
+
+def redact(url: str) -> str:
+    """A storage URL fit for a message: its password replaced by ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL (journal:PATH, a path): nothing secret in it
+        return url
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -37,7 +63,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if url.startswith("sqlite:///"):  # "disk I/O error" on a full disk: say what is wrong with it
             message = sqlite_disk_problem(error, url.removeprefix("sqlite:///")) or message
-        raise StorageError(f"cannot open storage {url}: {message}") from None
+        raise StorageError(f"cannot open storage {redact(url)}: {message.replace(url, redact(url))}") from None
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
@@ -108,3 +134,108 @@ def _single_file_at_exit(engine_ref: "weakref.ref[Any]", path: str) -> None:
             db.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error:
         pass  # another process still has the study open: it does this when it leaves
+
+
+# ----------------------------------------------------------------------------- reading a study back
+def _sqlite_url(path: Path) -> str:
+    if not path.exists():
+        raise ResultsError(f"{path}: no such study (expected a run directory with {STUDY_FILE}, "
+                           "a .db file or a storage URL)")
+    if path.is_dir():
+        db = path / STUDY_FILE
+        if not db.is_file():
+            raise ResultsError(f"{path}: no {STUDY_FILE} in this directory (if the search used --storage, "
+                               "pass that URL instead)")
+        path = db
+    # Refuse files that are not Optuna databases before Optuna would create its tables inside them.
+    try:
+        with contextlib.closing(_sqlite_reader(path.resolve())()) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.OperationalError as error:  # locked, unreadable
+        raise ResultsError(f"{path}: cannot read the study ({error})") from None
+    except sqlite3.DatabaseError as error:
+        raise ResultsError(f"{path}: not an SQLite database ({error})") from None
+    if "studies" not in tables:
+        raise ResultsError(f"{path}: not an Optuna study database (no 'studies' table)")
+    return f"sqlite:///{path.resolve()}"
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+_READERS: dict[tuple, Callable[[], sqlite3.Connection]] = {}
+
+
+def _sqlite_reader(path: Path) -> Callable[[], sqlite3.Connection]:
+    """Opens the study ``path`` read-only, also where neither it nor its directory may be written.
+
+    A search killed with kill -9 leaves its latest commits in ``study.db-wal``, indexed by ``study.db-shm``. SQLite
+    reads such a study in place with ``mode=ro`` when both files are there, even on a read-only disk. Without the
+    ``-shm`` (copied without it, or only the .db) SQLite would have to create one and cannot, and ``immutable=1``
+    would silently skip the log's trials: so then the study and its log are copied to a private temporary
+    directory and read there, which shows every committed trial. One reader per state of the files, so checking
+    the study and opening it read the same copy.
+    """
+    uri = f"{path.as_uri()}?mode=ro"
+    if _writable(path):
+        return functools.partial(sqlite3.connect, uri, uri=True, check_same_thread=False)
+    files = [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
+    key = (path, *((f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in files))
+    if key not in _READERS:
+        _READERS[key] = _read_only_reader(path, uri)
+    return _READERS[key]
+
+
+def _read_only_reader(path: Path, uri: str) -> Callable[[], sqlite3.Connection]:
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as probe:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return functools.partial(sqlite3.connect, uri, uri=True, check_same_thread=False)
+    except sqlite3.OperationalError:  # "unable to open database file": a log whose index cannot be made here
+        if Path(f"{path}-shm").exists():
+            raise
+    folder = Path(tempfile.mkdtemp(prefix="effnas-study-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    try:
+        for suffix in ("", "-wal"):  # the database first; no writer runs (it would have made the -shm)
+            if Path(f"{path}{suffix}").exists():
+                shutil.copyfile(f"{path}{suffix}", folder / f"{STUDY_FILE}{suffix}")
+    except OSError as error:
+        raise ResultsError(f"{path}: SQLite cannot read this study where it is (its directory is read-only and "
+                           f"study.db-shm is missing), and copying it to {folder} failed ({error.strerror}); "
+                           "copy the run directory somewhere writable and read it there") from None
+    return functools.partial(sqlite3.connect, folder / STUDY_FILE, check_same_thread=False)
+
+
+def storage_url(location: str | Path) -> str:
+    """The storage URL for a run directory, a ``.db`` file or a URL.
+
+    URLs: ``sqlite:///PATH``, any SQLAlchemy URL (``postgresql://...``) or ``journal:PATH`` (an Optuna
+    journal file, as ``nas search --storage journal:PATH`` writes on shared file systems).
+    """
+    text = str(location)
+    if text.startswith("journal:"):
+        path = Path(text[len("journal:"):]).expanduser()
+        if not path.is_file():
+            raise ResultsError(f"{path}: no such journal file")
+        return f"journal:{path}"
+    if "://" not in text:
+        return _sqlite_url(Path(text).expanduser())
+    if text.startswith("sqlite:///"):
+        return _sqlite_url(Path(text[len("sqlite:///"):]))
+    return text
+
+
+def open_reader(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if path is not None and not _writable(path):  # read-only run directories, kill -9's log included
+        return optuna.storages.RDBStorage(url, engine_kwargs={"creator": _sqlite_reader(path.resolve())},
+                                          skip_table_creation=True)
+    return optuna.storages.RDBStorage(url)
+
+

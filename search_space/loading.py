@@ -13,7 +13,7 @@ from typing import Any
 
 from effnas.errors import SpecError
 from effnas.search_space.block_strings import decode_block_string
-from effnas.search_space.published import get_spec, zoo_names
+from effnas.search_space.published import get_spec
 from effnas.search_space.spec import ArchSpec, ProgressiveRecipe, StageSpec, require_int
 from effnas.writes import atomic_write
 

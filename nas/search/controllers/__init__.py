@@ -14,11 +14,12 @@ from effnas.search_space import SearchSpace
 from effnas.errors import EffnasError
 
 from effnas.nas.search.controllers.base import REWARD_ATTR, SpaceSampler, reward_of
+from effnas.results.record import OBJECTIVE_DIRECTIONS
 from effnas.nas.search.controllers.evolution import EvolutionSampler
 from effnas.nas.search.controllers.rl import RLSampler
 
 CONTROLLERS = ("random", "tpe", "nsga2", "rl", "evolution")
-MULTI_OBJECTIVE = {"nsga2": ("maximize", "minimize", "minimize")}  # accuracy, step_time_ms, params
+MULTI_OBJECTIVE = {"nsga2": OBJECTIVE_DIRECTIONS}  # the raw objectives instead of the reward
 
 
 class ControllerError(EffnasError):

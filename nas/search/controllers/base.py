@@ -21,10 +21,8 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from effnas.results.record import REWARD_ATTR
 from effnas.search_space import SearchSpace
-
-REWARD_ATTR = "reward"
-
 
 def reward_of(trial: FrozenTrial) -> float | None:
     """A completed trial's reward: ``user_attrs["reward"]``, else its single objective value."""
