@@ -1,4 +1,5 @@
-"""The zoo reproduces the published EfficientNet / EfficientNetV2 models, and every one of them trains.
+"""The zoo reproduces the published EfficientNet / EfficientNetV2 models and the MobileNetV2 / MnasNet-A1
+baselines, parameter for parameter, and every one of them trains.
 
 Counting happens on the meta device (shapes only), so even V2-XL costs well under a second.
 """
@@ -9,21 +10,25 @@ from functools import lru_cache
 
 import pytest
 import torch
+from torch import nn
 
-from effnas.models import build_model, count_macs, count_params
+from effnas.models import SqueezeExcite, build_model, count_macs, count_params
 from effnas.search_space import get_spec, zoo_names
 from effnas.search_space import SpecError
 
-# torchvision's published parameter counts (1000 classes) and the papers' multiply-adds.
+# Published parameter counts (1000 classes): torchvision's, and timm's semnasnet_100 for MnasNet-A1.
+# The papers' multiply-adds (MobileNetV2: 300M; MnasNet-A1: 312M).
 PUBLISHED_PARAMS = {"efficientnetv2-s": 21_458_488, "efficientnetv2-m": 54_139_356,
                     "efficientnetv2-l": 118_515_272, "efficientnet-b0": 5_288_548,
-                    "efficientnet-b1": 7_794_184, "efficientnet-b4": 19_341_616, "efficientnet-b7": 66_347_960}
+                    "efficientnet-b1": 7_794_184, "efficientnet-b4": 19_341_616, "efficientnet-b7": 66_347_960,
+                    "mobilenetv2": 3_504_872, "mnasnet-a1": 3_887_038}
 PUBLISHED_GMACS = {"efficientnetv2-s": (8.37, 384), "efficientnetv2-m": (24.58, 480),
-                   "efficientnetv2-l": (56.08, 480), "efficientnet-b0": (0.39, 224)}
+                   "efficientnetv2-l": (56.08, 480), "efficientnet-b0": (0.39, 224),
+                   "mobilenetv2": (0.300, 224), "mnasnet-a1": (0.312, 224)}
 
 # Real forward + backward on CPU for these; the largest run the same pass on the meta device.
 REAL_RUN = {"efficientnetv2-s", "efficientnetv2-m", "efficientnet-b0", "efficientnet-b1", "efficientnet-b2",
-            "efficientnet-b3", "efficientnet-b4", "efficientnet-b5"}
+            "efficientnet-b3", "efficientnet-b4", "efficientnet-b5", "mobilenetv2", "mnasnet-a1"}
 
 
 @lru_cache(maxsize=None)
@@ -36,14 +41,14 @@ def meta_model(name: str) -> torch.nn.Module:
 def test_zoo_names():
     names = zoo_names()
     assert names[:4] == ["efficientnetv2-s", "efficientnetv2-m", "efficientnetv2-l", "efficientnetv2-xl"]
-    assert names[4:] == [f"efficientnet-b{i}" for i in range(8)]
+    assert names[4:12] == [f"efficientnet-b{i}" for i in range(8)]
+    assert names[12:] == ["mobilenetv2", "mnasnet-a1"]
     assert {get_spec(name).name for name in names} == set(names)
 
 
 @pytest.mark.parametrize("name", PUBLISHED_PARAMS)
 def test_params_match_published(name):
-    params = count_params(meta_model(name))
-    assert abs(params - PUBLISHED_PARAMS[name]) <= 0.005 * PUBLISHED_PARAMS[name], params
+    assert count_params(meta_model(name)) == PUBLISHED_PARAMS[name]  # exact: every BN, bias and SE width
 
 
 @pytest.mark.parametrize("name", PUBLISHED_GMACS)
@@ -68,6 +73,30 @@ def test_v2_specs_carry_the_paper_recipe():
     assert (spec.train_image_size, spec.eval_image_size, spec.dropout) == (300, 384, 0.2)
     assert spec.progressive is not None and spec.progressive.min_image_size == 128
     assert [stage.op for stage in spec.stages] == ["fused"] * 3 + ["mbconv"] * 3
+
+
+def test_mobilenetv2_is_relu6_without_se_or_first_expand_conv():
+    spec, model = get_spec("mobilenetv2"), meta_model("mobilenetv2")
+    assert (spec.activation, spec.stem_channels, spec.head_channels, spec.dropout) == ("relu6", 32, 1280, 0.2)
+    assert [(s.expand_ratio, s.out_channels, s.layers, s.stride) for s in spec.stages] == [
+        (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    assert not any(isinstance(m, SqueezeExcite) for m in model.modules())
+    depthwise, project = model.stages[0][0].body  # t = 1: no 1x1 expand conv
+    assert depthwise[0].groups == 32 and isinstance(depthwise[2], nn.ReLU6) and project[0].out_channels == 16
+    assert count_params(model) == 3_504_872 and spec.eval_image_size == 224
+
+
+def test_mnasnet_a1_se_where_the_paper_has_it_squeezed_from_block_inputs():
+    spec, model = get_spec("mnasnet-a1"), meta_model("mnasnet-a1")
+    assert spec.activation == "relu"
+    assert [s.has_se for s in spec.stages] == [False, False, True, False, True, True, False]
+    assert [(s.kernel, s.expand_ratio, s.out_channels, s.layers) for s in spec.stages] == [
+        (3, 1, 16, 1), (3, 6, 24, 2), (5, 3, 40, 3), (3, 6, 80, 4), (3, 6, 112, 2), (5, 6, 160, 3), (3, 6, 320, 1)]
+    assert not model.stages[0][0].use_residual  # the depthwise-separable 32 -> 16 block has no skip
+    squeezes = [(m.expand.out_channels, m.reduce.out_channels) for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert squeezes == [(72, 6), (120, 10), (120, 10), (480, 20), (672, 28), (672, 28), (960, 40), (960, 40)]
+    assert all(isinstance(m.act, nn.ReLU) for m in model.modules() if isinstance(m, SqueezeExcite))
+    assert count_params(model) == 3_887_038
 
 
 def test_unknown_name_and_class_override():

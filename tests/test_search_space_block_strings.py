@@ -67,3 +67,11 @@ def test_bad_block_strings_are_one_line_errors(text, expected):
 def test_non_string_is_rejected():
     with pytest.raises(SpecError, match="non-string"):
         decode_block_string(42)  # type: ignore[arg-type]
+
+
+def test_baselines_are_written_as_official_block_strings():
+    assert [encode_block_string(stage) for stage in get_spec("mnasnet-a1").stages] == [
+        "r1_k3_s1_e1_i32_o16", "r2_k3_s2_e6_i16_o24", "r3_k5_s2_e3_i24_o40_se0.25", "r4_k3_s2_e6_i40_o80",
+        "r2_k3_s1_e6_i80_o112_se0.25", "r3_k5_s2_e6_i112_o160_se0.25", "r1_k3_s1_e6_i160_o320"]
+    assert [encode_block_string(stage) for stage in get_spec("mobilenetv2").stages][:3] == [
+        "r1_k3_s1_e1_i32_o16", "r2_k3_s2_e6_i16_o24", "r3_k3_s2_e6_i24_o32"]
