@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from effnas.nas.training.choices import ENGINES, OPTIMIZERS
 from effnas.search_space import load_arch
 
 EXAMPLES = """\
@@ -55,10 +57,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stop-after", type=_positive_int, metavar="N",
                         help="stop after N epochs of this invocation (continue later with --resume)")
     parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    parser.add_argument("--engine", default="auto", choices=("auto", "eager", "graph", "compile"),
+    parser.add_argument("--engine", default="auto", choices=ENGINES,
                         help="training step engine (default auto: CUDA graph on GPU, eager on CPU)")
     parser.add_argument("--batch-size", type=_positive_int, default=128, help="default 128")
-    parser.add_argument("--optimizer", default="rmsprop", choices=("rmsprop", "sgd", "adamw"))
+    parser.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
     parser.add_argument("--lr", type=_number, help="peak learning rate (default: 0.016 / 0.1 / 0.002 "
                         "x batch/256 for rmsprop / sgd / adamw)")
     parser.add_argument("--weight-decay", type=_number, help="default 1e-5 / 5e-5 / 0.05 per optimizer")
@@ -86,7 +88,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnas.nas.training.train import TrainConfig, train
+    from effnas.nas.training.train import TrainConfig, train  # here, not at the top: torch costs every `nas` call
 
     spec = load_arch(args.arch)
     config = TrainConfig(
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _log(message: str) -> None:
-    from tqdm import tqdm
+    from tqdm import tqdm  # only when training runs: the parser path stays light for every `nas` call
 
     tqdm.write(message)
 

@@ -35,11 +35,10 @@ from effnas.search_space import ArchSpec, spec_from_dict
 from effnas.errors import EffnasError
 
 from effnas.nas.training.data import DeviceData, load_data, to_device
-from effnas.nas.training.engine import (ENGINES, classification_loss, cudnn_benchmark, evaluate, make_optimizer, make_train_step,
-                     prepare_model, resolve_device)
+from effnas.nas.training.engine import (ENGINES, OPTIMIZERS, classification_loss, cudnn_benchmark, evaluate,
+                                        make_optimizer, make_train_step, prepare_model, resolve_device)
+from effnas.nas.training.optim import warmup_cosine, warmup_steps
 from effnas.nas.training.timing import StepTimer
-
-OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 
 
 class TrialError(Exception):
@@ -169,15 +168,10 @@ def trial_data(settings: TrialSettings, seed: int, device: torch.device) -> Devi
 
 # ----------------------------------------------------------------------------- the trial
 def lr_schedule(base_lr: float, total_steps: int, warmup_fraction: float) -> list[float]:
-    """Linear warm-up then cosine decay to zero: the short-run schedule that trains a proxy fastest."""
-    warmup = round(total_steps * warmup_fraction)
-    rates = []
-    for k in range(total_steps):
-        if k < warmup:
-            rates.append(base_lr * (k + 1) / warmup)
-        else:
-            rates.append(base_lr * 0.5 * (1 + math.cos(math.pi * (k - warmup) / max(1, total_steps - warmup))))
-    return rates
+    """The trial's rate for every step: the engine's linear warm-up then cosine to zero, the warm-up being
+    ``warmup_fraction`` of the run (computed once, so the step loop only looks rates up)."""
+    warmup = warmup_steps(total_steps, warmup_fraction)
+    return [warmup_cosine(k, base_lr, total_steps, warmup) for k in range(total_steps)]
 
 
 @contextlib.contextmanager

@@ -1,14 +1,15 @@
-"""The training engine: one optimisation step, built once, shared by proxy trials and ``nas train``.
+"""The training engine: one optimisation step, built once, shared by proxy trials, ``nas train`` and
+``nas profile``, with the device, evaluation and engine choices around it (optimizers and the learning-rate
+schedule: :mod:`effnas.nas.training.optim`).
 
-Why not a plain loop: on a GPU a proxy-sized candidate is launch-bound. Measured on an H100, eager steps of a
-width-0.5 EfficientNetV2-S at 32 px ran at 7,060 img/s with 39 % step-to-step variation; the same step captured
-as one CUDA graph ran at 46,045 img/s with steps repeatable to 1 %. So on CUDA the whole step (forward under
-bf16 autocast, backward, ``optimizer.step()``) is captured once and replayed, fed by copying each batch into
+Why not a plain loop: on a GPU a proxy-sized candidate is launch-bound, so eager steps are slow and their time
+varies from step to step with the host. On CUDA the whole step (forward under bf16 autocast, backward,
+``optimizer.step()``) is therefore captured once as a CUDA graph and replayed, fed by copying each batch into
 static input tensors. Engines:
 
   ``eager``    forward/backward/step as written (the CPU default, and the fallback)
   ``graph``    whole-step CUDA graph; CUDA only. A failed capture falls back to eager and says why
-  ``compile``  ``torch.compile`` of the model (opt-in: ~140 s of compilation per new architecture)
+  ``compile``  ``torch.compile`` of the model (opt-in: compilation is paid again for every new architecture)
   ``auto``     ``graph`` on CUDA, ``eager`` on CPU
 
 On CUDA the default is channels_last + bf16 autocast; on CPU fp32. No step ever calls ``.item()`` or
@@ -28,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effnas.errors import EffnasError
+from effnas.nas.training.choices import ENGINES, OPTIMIZERS, EngineError
+from effnas.nas.training.optim import make_optimizer, set_lr
 
-ENGINES = ("auto", "eager", "graph", "compile")
+__all__ = ["ENGINES", "OPTIMIZERS", "EngineError", "TrainStep", "capture_failure", "classification_loss",
+           "cudnn_benchmark", "evaluate", "evaluate_loss_acc", "make_optimizer", "make_train_step", "prepare_model",
+           "resolve_device", "set_lr", "use_amp"]
+
 GRAPH_WARMUP_STEPS = 3
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class EngineError(EffnasError):
-    """An engine or device request that cannot be honoured."""
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -58,8 +59,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 @contextlib.contextmanager
 def cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    """Set ``cudnn.benchmark`` for a block. Off for proxy trials (autotuning cost 10-15 s per new candidate vs
-    4-6 s without, measured), on for ``nas train`` (a long run repays it)."""
+    """Set ``cudnn.benchmark`` for a block. Off for proxy trials and ``nas profile`` (autotuning every new
+    candidate's convolutions costs more than a short run saves), on for ``nas train`` (a long run repays it)."""
     previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = enabled
     try:
@@ -95,33 +96,6 @@ def prepare_model(model: nn.Module, device: str | torch.device) -> nn.Module:
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     return model
-
-
-def make_optimizer(name: str, params: Iterator[nn.Parameter] | list, lr: float, device: str | torch.device,
-                   weight_decay: float = 0.0, momentum: float = 0.9) -> torch.optim.Optimizer:
-    """SGD (Nesterov), RMSProp (the official EfficientNet settings) or AdamW, set up for graph capture on CUDA
-    (learning rate as a device tensor, capturable / fused state) and plain on CPU."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    rate: float | torch.Tensor = torch.tensor(float(lr), device=device) if cuda else float(lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=rate, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay,
-                               fused=True if cuda else None)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=rate, alpha=0.9, eps=1e-3, momentum=momentum,
-                                   weight_decay=weight_decay, capturable=cuda)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=rate, weight_decay=weight_decay, capturable=cuda)
-    raise EngineError(f"optimizer: unknown {name!r} (expected sgd, rmsprop or adamw)")
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate; tensor rates are filled in place, so a captured graph sees them."""
-    for group in optimizer.param_groups:
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr
 
 
 def _prepare_optimizer_for_graph(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -327,22 +301,34 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn:
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy over ``x`` in device batches (eval mode, bf16 autocast on CUDA); one host sync at the end."""
+def evaluate_loss_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+                      prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy over ``x`` in device batches, in eval mode, with bf16 autocast on
+    CUDA, and one host sync at the end. ``prepare`` turns a stored batch into the network's input (``nas train``
+    resizes and normalises uint8 images there); the model's train/eval mode is restored afterwards."""
     if len(x) == 0:
         raise ValueError("evaluate: no images")
     was_training = model.training
     model.eval()
-    cuda = x.device.type == "cuda"
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    totals = torch.zeros(2, dtype=torch.float64, device=x.device)  # loss sum, correct
     try:
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size]
-            if cuda:
+            if prepare is not None:
+                batch = prepare(batch)
+            if batch.is_cuda:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            with _autocast(x.device, use_amp(x.device)):
-                logits = model(batch)
-            correct += (logits.argmax(dim=1) == y[start:start + batch_size]).sum()
+            target = y[start:start + batch_size]
+            with _autocast(batch.device, use_amp(batch.device)):
+                logits = model(batch).float()
+            totals[0] += F.cross_entropy(logits, target, reduction="sum")
+            totals[1] += (logits.argmax(dim=1) == target).sum()
     finally:
         model.train(was_training)
-    return correct.item() / len(x)
+    loss_sum, correct = totals.tolist()
+    return loss_sum / len(x), correct / len(x)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy over ``x`` (see :func:`evaluate_loss_acc`): what a proxy trial reports."""
+    return evaluate_loss_acc(model, x, y, batch_size)[1]

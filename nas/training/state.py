@@ -15,7 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 from torch import nn
 
 from effnas.errors import EffnasError
@@ -149,9 +151,6 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
 
 def write_plot(path: Path, history: list[dict[str, Any]], title: str) -> None:
     """One self-contained HTML page: losses, accuracies, and the size / regularization schedule per epoch."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     epochs = [row["epoch"] for row in history]
     figure = make_subplots(rows=2, cols=2, subplot_titles=("loss", "top-1 accuracy", "image size (px)",
                                                            "regularization"),

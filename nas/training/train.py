@@ -3,11 +3,12 @@
 The recipe follows the official EfficientNetV2 code in spirit: RMSProp (decay 0.9, momentum 0.9,
 eps 1e-3; SGD or AdamW selectable), learning rate scaled by batch/256 with a linear warm-up then cosine or
 exponential (x0.97 every 2.4 epochs) decay, label smoothing 0.1, an EMA of the weights, and Algorithm 1
-(:mod:`nas.progressive`) raising image size, dropout, RandAugment and mixup stage by stage.
+(:mod:`effnas.nas.training.progressive`) raising image size, dropout, RandAugment and mixup stage by stage.
 
-The optimisation step itself is :func:`nas.engine.make_train_step`, the very step the search's proxy
-trials use (eager, whole-step CUDA graph or compiled); it is rebuilt at each stage because the batch shape
-and the dropout rate change there. Augmentation (:mod:`nas.augment`) runs before the step on the device.
+The optimisation step itself is :func:`effnas.nas.training.engine.make_train_step`, the very step the search's
+proxy trials use (eager, whole-step CUDA graph or compiled), with the same optimizers, warm-up + cosine schedule
+and evaluation; the step is rebuilt at each stage because the batch shape and the dropout rate change there.
+Augmentation (:mod:`effnas.nas.training.augment`) runs before the step on the device.
 Every epoch ends with a checkpoint, so ``--resume`` continues exactly where a run stopped.
 """
 
@@ -22,18 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from tqdm import tqdm
 
+from effnas.errors import EffnasError
 from effnas.models import build_model
 from effnas.search_space import ArchSpec, ProgressiveRecipe
-from effnas.errors import EffnasError
 from effnas.writes import atomic_write, ensure_writable_dir
 
 from effnas.nas.training import state as train_state
 from effnas.nas.training.augment import CROP_MIN_AREA, TrainAugment, channel_stats, eval_batch
+from effnas.nas.training.data import load_data
+from effnas.nas.training.engine import (OPTIMIZERS, classification_loss, cudnn_benchmark, evaluate_loss_acc,
+                                        make_optimizer, make_train_step, prepare_model, resolve_device)
+from effnas.nas.training.optim import decay_groups, set_lr, warmup_cosine
 from effnas.nas.training.progressive import Stage, progressive_schedule, ranges_for, stage_at
 
-OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("cosine", "exponential")
 # Learning rate per 256 images of batch, and weight decay, per optimizer (RMSProp: the official recipe).
 BASE_LR = {"rmsprop": 0.016, "sgd": 0.1, "adamw": 0.002}
@@ -110,15 +114,10 @@ def eval_size_for(spec: ArchSpec, config: TrainConfig) -> int:
     return max(1, round(config.image_size * spec.eval_image_size / spec.train_image_size))
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """The engine's optimizer (graph-capturable on CUDA); norm weights and biases are not decayed."""
-    from effnas.nas.training.engine import make_optimizer as engine_optimizer
-
+def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The engine's optimizer for ``config`` (graph-capturable on CUDA); norm weights and biases are not decayed."""
     decay = config.weight_decay if config.weight_decay is not None else WEIGHT_DECAY[config.optimizer]
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    return engine_optimizer(config.optimizer, groups, peak_lr(config), device, weight_decay=decay)
+    return make_optimizer(config.optimizer, decay_groups(model, decay), peak_lr(config), device, weight_decay=decay)
 
 
 def peak_lr(config: TrainConfig) -> float:
@@ -128,10 +127,10 @@ def peak_lr(config: TrainConfig) -> float:
 
 @dataclass(frozen=True)
 class LRSchedule:
-    """Learning rate per optimizer step: linear warm-up, then cosine to zero or x0.97 every 2.4 epochs.
+    """Learning rate per optimizer step: linear warm-up, then cosine to zero (the proxy trials' curve,
+    :func:`effnas.nas.training.optim.warmup_cosine`) or the official x0.97 every 2.4 epochs.
 
-    A pure function of the step (which the checkpoint stores), set on the host before each step, so the
-    CUDA-graphed step reads it from its lr tensor without any device-to-host synchronisation.
+    A pure function of the step (which the checkpoint stores), so a resumed run continues on the same curve.
     """
 
     peak: float
@@ -148,36 +147,17 @@ class LRSchedule:
         return cls(peak_lr(config), total, warmup, steps_per_epoch, config.schedule)
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.peak * (step + 1) / self.warmup_steps
-        after = step - self.warmup_steps
-        if self.kind == "cosine":
-            return self.peak * 0.5 * (1 + math.cos(math.pi * after / max(1, self.total_steps - self.warmup_steps)))
-        return self.peak * 0.97 ** (after / (2.4 * self.steps_per_epoch))
+        if self.kind == "cosine" or step < self.warmup_steps:
+            return warmup_cosine(step, self.peak, self.total_steps, self.warmup_steps)
+        return self.peak * 0.97 ** ((step - self.warmup_steps) / (2.4 * self.steps_per_epoch))
 
 
-@torch.no_grad()
-def evaluate_loss_acc(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, image_size: int,
-                      mean: torch.Tensor, std: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 of ``model`` on uint8 ``images`` resized to ``image_size`` (one pass)."""
-    from effnas.nas.training.engine import use_amp
-
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device)
-    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_amp(images.device))
-    for start in range(0, len(images), batch_size):
-        x = eval_batch(images[start:start + batch_size], image_size, mean, std)
-        if x.is_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = labels[start:start + batch_size]
-        with autocast:
-            logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(dim=1) == y).sum()
-    model.train(was_training)
-    return loss_sum.item() / len(labels), correct.item() / len(labels)
+def evaluate_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, image_size: int,
+                    mean: torch.Tensor, std: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 of ``model`` on uint8 ``images`` resized to ``image_size`` (the engine's
+    evaluation, with this run's resize and normalisation)."""
+    return evaluate_loss_acc(model, images, labels, batch_size,
+                             prepare=lambda batch: eval_batch(batch, image_size, mean, std))
 
 
 # ----------------------------------------------------------------------------- the run
@@ -190,9 +170,6 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
     ``stop_after`` ends this call after that many epochs (``resume=True`` continues from the checkpoint).
     Returns the final metrics, or ``{"stopped_after_epoch": n}`` when stopped early.
     """
-    from effnas.nas.training.data import load_data
-    from effnas.nas.training.engine import cudnn_benchmark, prepare_model, resolve_device
-
     config.validate()
     torch_device = resolve_device(device)
     ranges = ranges_for(spec, image_size=config.image_size, min_image_size=config.min_image_size,
@@ -220,7 +197,7 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
                          "or choose another --out")
     torch.manual_seed(config.seed)
     model = prepare_model(build_model(spec), torch_device)
-    optimizer = make_optimizer(model, config, torch_device)
+    optimizer = build_optimizer(model, config, torch_device)
     ema = train_state.EMA(model, config.ema_decay)
     first_epoch, global_step, history = 0, 0, []
     if resume:
@@ -260,10 +237,10 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
             seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             if not math.isfinite(train_loss):
                 raise TrainError(f"training diverged (loss {train_loss}) in epoch {epoch + 1}; try a lower --lr")
-            _, train_acc = evaluate_loss_acc(model, train_x[probe], train_y[probe], stage.image_size, mean, std,
+            _, train_acc = evaluate_images(model, train_x[probe], train_y[probe], stage.image_size, mean, std,
                                              config.batch_size)
-            val_loss, val_acc = evaluate_loss_acc(model, val_x, val_y, eval_size, mean, std, config.batch_size)
-            _, ema_val_acc = evaluate_loss_acc(ema.module, val_x, val_y, eval_size, mean, std, config.batch_size)
+            val_loss, val_acc = evaluate_images(model, val_x, val_y, eval_size, mean, std, config.batch_size)
+            _, ema_val_acc = evaluate_images(ema.module, val_x, val_y, eval_size, mean, std, config.batch_size)
             history.append({"epoch": epoch + 1, "stage": stage.index, "image_size": stage.image_size,
                             "dropout": stage.dropout, "randaug": stage.randaug, "mixup": stage.mixup, "lr": lr,
                             "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
@@ -292,8 +269,6 @@ def _start_stage(stage: Stage, model: torch.nn.Module, optimizer: torch.optim.Op
     batch shape and the dropout rate. Building it leaves weights and optimizer state untouched (the engine
     restores them after its warm-up) and, with ``fork_rng``, the random streams too: so a run resumed in
     the middle of a stage draws exactly what the uninterrupted run drew."""
-    from effnas.nas.training.engine import classification_loss, make_train_step
-
     device = mean.device
     model.set_dropout(stage.dropout)
     augment = TrainAugment(stage.image_size, stage.randaug, stage.mixup, num_classes, mean, std,
@@ -310,10 +285,6 @@ def _train_epoch(step: Any, augment: TrainAugment, train_x: torch.Tensor, train_
                  order: torch.Tensor, batch_size: int, steps: int, lr_at: LRSchedule, ema: train_state.EMA,
                  global_step: int, desc: str, progress: bool) -> tuple[float, int]:
     """One epoch of augmented batches through the shared step; returns the mean loss (one host sync)."""
-    from tqdm import tqdm
-
-    from effnas.nas.training.engine import set_lr
-
     step.model.train()
     loss_sum = torch.zeros((), device=train_x.device)
     bar = tqdm(range(steps), desc=desc, leave=False, unit="step", disable=None if progress else True)
@@ -333,8 +304,8 @@ def _finish(out: Path, spec: ArchSpec, config: TrainConfig, schedule: list[Stage
             model: torch.nn.Module, ema: train_state.EMA, val_x: torch.Tensor, val_y: torch.Tensor,
             eval_size: int, mean: torch.Tensor, std: torch.Tensor, engine: str | None) -> dict[str, Any]:
     """Final evaluation of the EMA weights at the eval size; writes ``final.pt`` and ``metrics.json``."""
-    val_loss, top1 = evaluate_loss_acc(ema.module, val_x, val_y, eval_size, mean, std, config.batch_size)
-    _, top1_raw = evaluate_loss_acc(model, val_x, val_y, eval_size, mean, std, config.batch_size)
+    val_loss, top1 = evaluate_images(ema.module, val_x, val_y, eval_size, mean, std, config.batch_size)
+    _, top1_raw = evaluate_images(model, val_x, val_y, eval_size, mean, std, config.batch_size)
     train_state.save_checkpoint(out / "final.pt", {"spec": spec.to_dict(), "model": ema.state_dict(),
                                                    "config": config.to_dict()})
     metrics = {
