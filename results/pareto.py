@@ -12,12 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from effnas.results import record
+from effnas.results.record import OBJECTIVE_DIRECTIONS
+from effnas.results.record import OBJECTIVES as RECORDED_OBJECTIVES
 from effnas.results.study import completed
 
 # objective column -> True when larger is better, as the study's multi-objective controllers record them
 OBJECTIVES: dict[str, bool] = {name: direction == "maximize"
-                               for name, direction in zip(record.OBJECTIVES, record.OBJECTIVE_DIRECTIONS)}
+                               for name, direction in zip(RECORDED_OBJECTIVES, OBJECTIVE_DIRECTIONS)}
 
 # Named fronts the reports show: all three objectives and each pair.
 FRONTS: dict[str, tuple[str, ...]] = {

@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "effnas.nas.cli.train",
     "report": "effnas.nas.cli.report",
     "best": "effnas.nas.cli.best",
+    "compare": "effnas.nas.cli.compare",
 }
 
 DESCRIPTION = """\

@@ -1,0 +1,147 @@
+"""The search's winner against what the user could take instead: zoo models trained with the same recipe, data
+split, epochs and device, and classical baselines fitted on the flattened pixels of the same split.
+
+Each network trains into its own folder under ``OUT/compare/`` through :func:`effnas.nas.training.train.train`,
+so a finished model is read back instead of retrained and a stopped one resumes from its checkpoint. The
+table (``compare.csv``) and every model's curves (``compare.json``) are rewritten after each model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from tqdm.auto import tqdm
+
+from effnas.errors import EffnasError
+from effnas.models import build_model
+from effnas.models.profile import count_macs
+from effnas.search_space import ArchSpec, spec_from_dict
+from effnas.writes import atomic_write
+
+from effnas.nas.training.data import ImageData, load_data
+from effnas.nas.training.train import TrainConfig, train
+
+CLASSICAL = ("random-forest", "logistic-regression")
+COLUMNS = ("model", "kind", "top1", "params", "macs", "train_seconds", "images_per_second", "step_time_ms",
+           "image_size", "epochs")
+MAX_CLASSICAL_FEATURES = 4096  # pixels per image beyond which images are pooled down for the classical fits
+
+
+class CompareError(EffnasError):
+    """A comparison that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One network to train: a name for its row and folder, what it is, and its spec."""
+
+    name: str
+    kind: str  # "searched", "scaled" or "zoo"
+    spec: ArchSpec
+
+
+def folder_name(name: str) -> str:
+    """A model's folder under ``compare/``: its name with anything but letters, digits, ``-`` and ``.`` replaced."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("._") or "model"
+
+
+def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *, classical: bool = False,
+            device: str = "auto", engine: str = "auto", progress: bool = True,
+            log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Train every contender with ``config`` (and fit the classical baselines); returns the table it wrote."""
+    names = [c.name for c in contenders]
+    if len(set(map(folder_name, names))) != len(names):
+        raise CompareError(f"two models share a name: {', '.join(names)}")
+    out = Path(out)
+    data = load_data(config.data, seed=config.seed, val_fraction=config.val_fraction)  # also checks it early
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, list[dict[str, Any]]] = {}
+    bar = tqdm(total=len(contenders) + (len(CLASSICAL) if classical else 0), desc="models", unit="model",
+               disable=None if progress else True)
+    for contender in contenders:
+        bar.set_postfix_str(contender.name)
+        row, history = _train_one(contender, config, out / "compare" / folder_name(contender.name),
+                                  len(data.train_y), device, engine, progress, log)
+        rows.append(row)
+        curves[contender.name] = history
+        _write(out, rows, curves)
+        bar.update(1)
+    if classical:
+        for name in CLASSICAL:
+            bar.set_postfix_str(name)
+            rows.append(_fit_classical(name, data, config.seed))
+            _write(out, rows, curves)
+            bar.update(1)
+    bar.close()
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _train_one(contender: Contender, config: TrainConfig, folder: Path, train_images: int, device: str, engine: str,
+               progress: bool, log: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A contender's row and curves: read back when its run finished with the same recipe, else trained."""
+    done = folder / "metrics.json"
+    metrics = json.loads(done.read_text()) if done.is_file() else None
+    if metrics is not None and metrics.get("config") != config.to_dict():
+        raise CompareError(f"{folder} holds a run with another recipe; remove it or use another --out")
+    if metrics is None:
+        log(f"training {contender.name} ({contender.kind})")
+        metrics = train(contender.spec, config, folder, device=device, engine=engine,
+                        resume=(folder / "last.pt").exists(), progress=progress, log=log)
+    else:
+        log(f"{contender.name}: finished earlier, read from {done}")
+    history = pd.read_csv(folder / "metrics.csv").to_dict(orient="records")
+    spec = spec_from_dict(metrics["spec"])  # as trained: the data's classes and channels, the run's sizes
+    steps = (train_images // config.batch_size) * config.epochs  # whole batches only, as train() runs them
+    seconds = float(metrics["train_seconds"])
+    row = {
+        "model": contender.name, "kind": contender.kind, "top1": float(metrics["top1"]),
+        "params": int(metrics["params"]),
+        "macs": count_macs(build_model(spec), int(metrics["eval_image_size"]), spec.image_channels),
+        "train_seconds": seconds, "images_per_second": steps * config.batch_size / seconds if seconds else None,
+        "step_time_ms": 1000 * seconds / steps if steps else None,
+        "image_size": int(metrics["eval_image_size"]), "epochs": config.epochs,
+    }
+    return row, history
+
+
+def _features(images: np.ndarray) -> np.ndarray:
+    """Flattened pixels in [0, 1]; large images are average-pooled first so a forest stays affordable."""
+    x = images.astype(np.float32) / 255.0
+    while x[0].size > MAX_CLASSICAL_FEATURES and x.shape[-1] >= 2 and x.shape[-2] >= 2:
+        n, c, h, w = x.shape
+        x = x[:, :, : h - h % 2, : w - w % 2].reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+    return x.reshape(len(x), -1)
+
+
+def _fit_classical(name: str, data: ImageData, seed: int) -> dict[str, Any]:
+    """A classical baseline on the same train/validation split as the networks."""
+    train_x, val_x = _features(data.train_x.numpy()), _features(data.val_x.numpy())
+    train_y, val_y = data.train_y.numpy(), data.val_y.numpy()
+    if name == "random-forest":
+        model = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed)
+    else:
+        model = LogisticRegression(max_iter=200)
+    started = time.perf_counter()
+    model.fit(train_x, train_y)
+    seconds = time.perf_counter() - started
+    top1 = float((model.predict(val_x) == val_y).mean())
+    return {"model": name, "kind": "classical", "top1": top1, "params": None, "macs": None,
+            "train_seconds": seconds, "images_per_second": len(train_y) / seconds if seconds else None,
+            "step_time_ms": None, "image_size": int(data.train_x.shape[-1]), "epochs": None}
+
+
+def _write(out: Path, rows: list[dict[str, Any]], curves: dict[str, list[dict[str, Any]]]) -> None:
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    atomic_write(out / "compare.csv", frame.to_csv(index=False))
+    payload = {"rows": json.loads(frame.to_json(orient="records")), "curves": curves}
+    atomic_write(out / "compare.json", json.dumps(payload, indent=2, default=float) + "\n")
+

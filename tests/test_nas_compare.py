@@ -1,0 +1,56 @@
+"""`nas compare`: the winner, other networks and classical baselines trained alike, one row each, resumable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16, "name": "tiny",
+        "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]}
+OTHER = {**TINY, "name": "other", "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k5_s2_e4_i8_o24"]}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nas_compare(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "effnas.nas", "compare", *argv], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def test_compare_writes_one_row_per_model_and_baseline_and_reads_finished_models_back(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.json").write_text(json.dumps({"spec": TINY, "metrics": {"accuracy": 0.5}}))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(OTHER))
+    args = [str(run), "--data", "digits", "--against", str(other), "--classical", "--epochs", "2", "--stages", "1",
+            "--batch-size", "64", "--device", "cpu", "--quiet"]
+    first = nas_compare(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    table = pd.read_csv(run / "compare.csv")
+    assert list(table["model"]) == ["searched", "other", "random-forest", "logistic-regression"]
+    assert list(table["kind"]) == ["searched", "zoo", "classical", "classical"]
+    assert table["top1"].between(0.0, 1.0).all()
+    assert table.loc[table["kind"] == "classical", "top1"].min() > 0.8  # digits are easy for a forest
+    networks = table[table["kind"] != "classical"]
+    assert (networks["params"] > 0).all() and (networks["macs"] > 0).all() and (networks["step_time_ms"] > 0).all()
+    assert networks["params"].nunique() == 2  # two different architectures, each counted
+    curves = json.loads((run / "compare.json").read_text())["curves"]
+    assert set(curves) == {"searched", "other"} and all(len(rows) == 2 for rows in curves.values())
+
+    finished = run / "compare" / "searched" / "final.pt"
+    stamp = finished.stat().st_mtime_ns
+    second = nas_compare(*args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert finished.stat().st_mtime_ns == stamp  # read back, not retrained
+    again = pd.read_csv(run / "compare.csv")
+    pd.testing.assert_series_equal(again["top1"].iloc[:2], table["top1"].iloc[:2])
+
+
+def test_compare_without_a_winner_is_a_one_line_error(tmp_path):
+    result = nas_compare(str(tmp_path), "--quiet")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no best.json" in result.stderr
