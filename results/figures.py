@@ -108,3 +108,27 @@ def choices_figure(frame: pd.DataFrame, fraction: float = 0.1) -> go.Figure:
                          legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"),
                          margin=dict(l=60, r=20, t=90, b=40))
     return figure
+
+
+def compare_figure(curves: dict[str, list[dict[str, Any]]]) -> go.Figure:
+    """Every compared network's validation accuracy and training loss per epoch (loss on a log axis, where a
+    diverging run does not flatten the others into a line)."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=["validation accuracy (EMA weights)", "training loss"])
+    palette = [BLUE, ORANGE, GREEN, GREY, "#9334e6", "#e52592", "#12b5cb", "#7cb342"]
+    for index, (name, rows) in enumerate(curves.items()):
+        epochs = [row["epoch"] for row in rows]
+        color = palette[index % len(palette)]
+        accuracy = [row.get("ema_val_acc", row.get("val_acc")) for row in rows]
+        figure.add_trace(go.Scatter(x=epochs, y=accuracy, mode="lines+markers", name=name, legendgroup=name,
+                                    line=dict(color=color), hovertemplate=f"{name}<br>epoch %{{x}}<br>"
+                                    "accuracy %{y:.4f}<extra></extra>"), row=1, col=1)
+        figure.add_trace(go.Scatter(x=epochs, y=[row["train_loss"] for row in rows], mode="lines+markers",
+                                    name=name, legendgroup=name, showlegend=False, line=dict(color=color),
+                                    hovertemplate=f"{name}<br>epoch %{{x}}<br>loss %{{y:.4g}}<extra></extra>"),
+                         row=1, col=2)
+    figure.update_xaxes(title_text="epoch", dtick=1, tick0=1)
+    figure.update_yaxes(title_text="top-1", row=1, col=1)
+    figure.update_yaxes(title_text="loss", type="log", row=1, col=2)
+    figure.update_layout(template=TEMPLATE, height=420, title="Trained alike: the winner against the alternatives",
+                         legend=dict(orientation="h", y=-0.2), margin=dict(l=60, r=20, t=70, b=40))
+    return figure

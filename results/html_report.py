@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.offline
 
 from effnas.results.analysis import failure_counts, state_counts, top_trials
-from effnas.results.figures import choices_figure, pareto_figure, reward_figure
+from effnas.results.figures import choices_figure, compare_figure, pareto_figure, reward_figure
 from effnas.results.pareto import pareto_front
 from effnas.results.study import block_strings, completed
 
@@ -88,6 +88,7 @@ $plot_choices
 <h2>The front ($front_count trials)</h2>
 <p>Click a column to sort. Export one with <code>nas best RUN --trial N --out pick.json</code>.</p>
 $front_table
+$compare
 <h2>Failed trials</h2>
 $failures
 <h2>Search settings</h2>
@@ -177,12 +178,30 @@ def _cards(frame: pd.DataFrame, front_count: int) -> str:
     return "".join(f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>" for v, k in items)
 
 
-def render_html(frame: pd.DataFrame, info: dict[str, Any], source: str) -> str:
-    """The whole report page for a trials table and its ``study_info``."""
+def _compare_html(compare: dict[str, Any], figure_html: str) -> str:
+    """``nas compare``'s table and curves: the searched network against what the user could use instead."""
+    columns = [("model", "model", ""), ("kind", "kind", ""), ("top1", "top-1", ".4f"), ("params", "params", ",.0f"),
+               ("macs", "MACs", ",.0f"), ("train_seconds", "training time (s)", ".1f"),
+               ("images_per_second", "images/s", ",.0f"), ("step_time_ms", "step time (ms)", ".2f")]
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in columns)
+    body = "".join("<tr>" + "".join(_cell(row.get(key), digits) for key, _, digits in columns) + "</tr>"
+                   for row in compare.get("rows", []))
+    table = f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return ("<h2>Against the alternatives</h2><p>Every network trained with the same recipe, data split, epochs, "
+            "image size and device (<code>nas compare</code>); classical baselines on the flattened pixels of the "
+            f"same split.</p>{table}<div>{figure_html}</div>")
+
+
+def render_html(frame: pd.DataFrame, info: dict[str, Any], source: str, compare: dict[str, Any] | None = None) -> str:
+    """The whole report page for a trials table and its ``study_info`` (and ``nas compare``'s results, if any)."""
     settings, reference = dict(info.get("settings") or {}), dict(info.get("reference") or {})
     figures = {"plot_time": pareto_figure(frame, "step_time_ms", reference),
                "plot_params": pareto_figure(frame, "params", reference),
                "plot_reward": reward_figure(frame), "plot_choices": choices_figure(frame)}
+    compare_section = ""
+    if compare and compare.get("rows"):
+        figures["plot_compare"] = compare_figure(compare.get("curves") or {})
+        compare_section = _compare_html(compare, _figure_html(figures["plot_compare"], "plot-compare"))
     front = pareto_front(frame)
     failures = failure_counts(frame)
     failure_rows = "".join(f"<tr><td>{html.escape(r.reason)}</td><td class='num'>{r.trials}</td></tr>"
@@ -200,6 +219,8 @@ def render_html(frame: pd.DataFrame, info: dict[str, Any], source: str) -> str:
         title=html.escape(f"effnas report: {settings.get('name') or source}"),
         subtitle=subtitle, cards=_cards(frame, len(front)), plot_count=len(figures),
         plotlyjs=plotly.offline.get_plotlyjs(),
-        **{name: _figure_html(figure, name.replace("_", "-")) for name, figure in figures.items()},
+        **{name: _figure_html(figure, name.replace("_", "-")) for name, figure in figures.items()
+           if name != "plot_compare"},
+        compare=compare_section,
         front_count=len(front), front_table=_front_table(front), failures=failure_html,
         settings=_key_values(settings), reference=_key_values(reference))

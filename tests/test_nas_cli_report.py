@@ -245,3 +245,27 @@ def test_best_of_a_real_search_builds_and_runs(searched_run, tmp_path):
     size = spec.eval_image_size
     with torch.no_grad():
         assert model(torch.zeros(2, spec.image_channels, size, size)).shape == (2, spec.num_classes)
+
+
+def test_html_report_shows_nas_compare_results_when_the_run_has_them(tmp_path):
+    run = make_run(tmp_path, trials=4, failed=0, interrupted=0)
+    curves = {"searched": [{"epoch": 1, "ema_val_acc": 0.5, "train_loss": 2.0},
+                           {"epoch": 2, "ema_val_acc": 0.8, "train_loss": 0.7}],
+              "mobilenetv2": [{"epoch": 1, "ema_val_acc": 0.4, "train_loss": 2.2},
+                              {"epoch": 2, "ema_val_acc": 0.7, "train_loss": 0.9}]}
+    rows = [{"model": "searched", "kind": "searched", "top1": 0.8, "params": 12345, "macs": 678,
+             "train_seconds": 3.0, "images_per_second": 100.0, "step_time_ms": 5.0},
+            {"model": "mobilenetv2", "kind": "zoo", "top1": 0.7, "params": 2234567, "macs": 9999,
+             "train_seconds": 9.0, "images_per_second": 30.0, "step_time_ms": 15.0},
+            {"model": "random-forest", "kind": "classical", "top1": 0.9, "params": None, "macs": None,
+             "train_seconds": 1.0, "images_per_second": 1000.0, "step_time_ms": None}]
+    code, _ = nas("report", str(run))
+    assert code == 0 and "Against the alternatives" not in (run / "report.html").read_text(encoding="utf-8")
+    (run / "compare.json").write_text(json.dumps({"rows": rows, "curves": curves}))
+    code, _ = nas("report", str(run))
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert code == 0 and "Against the alternatives" in page
+    assert all(f">{row['model']}<" in page for row in rows) and ">2,234,567<" in page
+    traces = plot_traces(page, "plot-compare")
+    assert {trace["name"] for trace in traces} == set(curves)
+    assert any(trace.get("yaxis") == "y2" for trace in traces)  # the loss panel

@@ -7,6 +7,7 @@ to stdout for scripts and terminals.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -57,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out).expanduser() if args.out else default_html_path(args.location)
         if not out.parent.is_dir():
             raise ResultsError(f"--out {out}: directory {out.parent} does not exist")
-        atomic_write(out, render_html(frame, info, args.location))  # a full disk leaves no half report
+        compared = Path(args.location).expanduser() / "compare.json"  # nas compare's results, when it ran
+        compare = None
+        if compared.is_file():
+            try:
+                compare = json.loads(compared.read_text())
+            except (OSError, ValueError) as error:
+                print(f"nas report: warning: {compared} left out, unreadable ({error})", file=sys.stderr)
+        atomic_write(out, render_html(frame, info, args.location, compare))  # a full disk leaves no half report
         print(f"wrote {out} ({len(frame)} trials)")
     return 0
