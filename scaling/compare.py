@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from effnas.scaling.rules import image_step, round_image_size, train_eval_ratio
 from effnas.search_space import ArchSpec
 
 
@@ -65,3 +66,18 @@ def format_table(rows: list[tuple[str, str, str]]) -> str:
 def comparison_table(base: ArchSpec, target: ArchSpec) -> str:
     """The table ``nas scale`` prints."""
     return format_table(comparison_rows(base, target))
+
+
+def image_size_line(base: ArchSpec, target: ArchSpec, resolution: float, max_image_size: int) -> str:
+    """One line saying how the image sizes moved and why (rounding step, cap), for ``nas scale``."""
+    sizes = (f"image size: train {base.train_image_size} -> {target.train_image_size}, "
+             f"eval {base.eval_image_size} -> {target.eval_image_size}")
+    if resolution == 1.0:
+        shrunk = target.eval_image_size < base.eval_image_size
+        capped = f"; capped by --max-image-size {max_image_size}" if shrunk else ""
+        return f"{sizes} (phi 0 keeps the base's sizes{capped})"
+    wanted = base.eval_image_size * resolution
+    note = f"{base.eval_image_size} x {resolution:.3g} = {wanted:.0f}, to a multiple of {image_step(wanted)}"
+    if target.eval_image_size == max_image_size < round_image_size(wanted):
+        note += f", capped by --max-image-size {max_image_size}"
+    return f"{sizes} ({note}; train {train_eval_ratio(base):.2g} x eval, rounded down)"

@@ -32,11 +32,16 @@ L -6.9 %, -6.5 %; XL under a 512 cap +2.5 %, +9.1 %; tests/test_scaling_rules.py
   channels; L 32 -> 25 + 7, 384 -> 640; XL 40 -> 32 + 8 (share exact for all three). For the
   depth property the new stage counts as part of the stage it was split from.
 * Image sizes. Eval = base eval x ``RESOLUTION_BASE ** phi`` (``1.25``: S evaluates at 384, M at
-  480), rounded to a multiple of ``IMAGE_DIVISOR = 32`` (a network's usual total stride), never
-  below the base's, then capped at ``max_image_size`` (paper: 480). Train = the largest multiple of
-  32 at most ``TRAIN_EVAL_RATIO = 0.8`` x eval (paper: "max train size about 20 % below the eval
-  size"), never below the base's: M and L get 384/480, XL 384/512 under a 512 cap, as published.
-  A cap below the base's train size is an error.
+  480), rounded half up to a step that grows with the size (:func:`image_step`: the power of two
+  nearest below an eighth of the size, from ``MIN_IMAGE_STEP = 4`` to ``IMAGE_DIVISOR = 32``, so
+  32 from 256 px up), never below the base's, then capped at ``max_image_size`` (paper: 480). A
+  fixed step of 32 would round a 32 px base's 40 back to 32; a step of at most an eighth of the
+  size lets every unit of phi move it (32 px: 40, 52, 64 for M, L, XL). Train = ratio x eval
+  rounded down to its step, never below the base's train size, where ratio is the base's own
+  train/eval ratio held between ``TRAIN_EVAL_RATIO = 0.8`` (paper: "max train size about 20 %
+  below the eval size"; S's 300/384 is below it) and 1 (a searched base that trains at its eval
+  size keeps doing so): M and L get 384/480, XL 384/512 under a 512 cap, as published. A cap
+  below the base's train size is an error.
 
 ``phi = 0`` (target ``s``) keeps the base's architecture and sizes as they are (only the cap
 applies) and gives it S's regularization, under either rule.
@@ -76,7 +81,8 @@ EXTRA_STAGE_PHI = 1.0
 EXTRA_STAGE_WIDTH = 5 / 3
 EXTRA_STAGE_SHARE = 0.2
 RESOLUTION_BASE = 1.25
-IMAGE_DIVISOR = 32
+IMAGE_DIVISOR = 32  # the rounding step from 256 px up (a network's usual total stride)
+MIN_IMAGE_STEP = 4
 TRAIN_EVAL_RATIO = 0.8
 
 # --- regularization: published S, M, L at phi = 0, 1, 2 (held at L's beyond)
@@ -128,8 +134,7 @@ def scale_spec(base: ArchSpec, target: str | None = None, *, phi: float | None =
         raise ScaleError(f"max image size {max_image_size} is smaller than the base's train size "
                          f"{base.train_image_size}")
 
-    growth = RESOLUTION_BASE if rule == "v2" else GAMMA
-    train, evaluate = image_sizes(base, growth ** phi, max_image_size)
+    train, evaluate = image_sizes(base, resolution_multiplier(rule, phi), max_image_size)
     changes = dict(name=f"{base.name or 'base'}-{rule}-{label}", train_image_size=train,
                    eval_image_size=evaluate, **regularization(phi, base, train))
     if phi == 0:  # target s: the base's architecture as it is, with S's sizes and recipe
@@ -204,13 +209,47 @@ def _scale_stages_v2(stages: tuple[StageSpec, ...], phi: float, add_stage: bool)
 
 
 # ---------------------------------------------------------------------------- sizes and recipe
+def resolution_multiplier(rule: str, phi: float) -> float:
+    """How much ``phi`` multiplies the eval size under ``rule`` (before rounding and the cap)."""
+    return (RESOLUTION_BASE if rule == "v2" else GAMMA) ** phi
+
+
+def image_step(size: float) -> int:
+    """Rounding step for an image size: the power of two nearest below ``size / 8``, from 4 to 32.
+
+    At most an eighth of the size, so one unit of phi (x1.15 or more) always moves a size by at least
+    a step (a 32 px base grows too), and 32 from 256 px up, where the published sizes live.
+    """
+    step = MIN_IMAGE_STEP
+    while step < IMAGE_DIVISOR and step * 2 * 8 <= size:
+        step *= 2
+    return step
+
+
+def round_image_size(size: float) -> int:
+    """``size`` rounded half up to a multiple of its :func:`image_step`."""
+    step = image_step(size)
+    return int(size / step + 0.5) * step
+
+
+def train_eval_ratio(base: ArchSpec) -> float:
+    """The base's train/eval size ratio held to [``TRAIN_EVAL_RATIO``, 1]: what a scaled train size keeps."""
+    return min(1.0, max(TRAIN_EVAL_RATIO, base.train_image_size / base.eval_image_size))
+
+
 def image_sizes(base: ArchSpec, resolution: float, max_image_size: int) -> tuple[int, int]:
-    """(train, eval) sizes for a resolution multiplier, eval capped at ``max_image_size``."""
+    """(train, eval) sizes for a resolution multiplier, eval capped at ``max_image_size``.
+
+    Eval rounds half up to :func:`image_step`; train is ``ratio x eval`` rounded down, where ratio is
+    the base's own train/eval ratio, but at least ``TRAIN_EVAL_RATIO`` and at most 1: a base trained
+    at its eval size (a searched 32/32 base) keeps training at it instead of dropping back by 20 %.
+    """
     if resolution == 1.0:
         return base.train_image_size, min(base.eval_image_size, max_image_size)
-    scaled = int(base.eval_image_size * resolution / IMAGE_DIVISOR + 0.5) * IMAGE_DIVISOR  # half up
+    scaled = round_image_size(base.eval_image_size * resolution)
     evaluate = min(max(base.eval_image_size, scaled), max_image_size)
-    train = int(TRAIN_EVAL_RATIO * evaluate) // IMAGE_DIVISOR * IMAGE_DIVISOR
+    train_wanted = train_eval_ratio(base) * evaluate
+    train = int(train_wanted + 1e-9) // image_step(train_wanted) * image_step(train_wanted)
     return max(base.train_image_size, train), evaluate
 
 

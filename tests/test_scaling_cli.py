@@ -37,14 +37,26 @@ def test_scale_best_json_to_m_writes_loadable_spec_and_prints_table(best_json, t
     assert result.returncode == 0, result.stderr
     written = load_spec(out)
     assert written == scale_spec(load_spec(best_json), "m", max_image_size=96)
-    assert written.eval_image_size == 96 and len(written.stages) == 7
+    assert (written.train_image_size, written.eval_image_size) == (80, 80) and len(written.stages) == 7
     assert json.loads(out.read_text())["name"] == "best-v2-m"
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["best", "best-v2-m"]
     assert any(line.startswith("params") for line in lines)
     assert any(line.startswith("stage 6") and "-" in line.split()[4:6] for line in lines)
-    assert "64 / 64" in result.stdout and "64 / 96" in result.stdout
+    assert "64 / 64" in result.stdout and "80 / 80" in result.stdout
+    assert "image size: train 64 -> 80, eval 64 -> 80 (64 x 1.25 = 80, to a multiple of 8;" in result.stdout
     assert lines[-1] == f"wrote {out}"
+
+
+@pytest.mark.parametrize("target, cap, line", [
+    ("l", "96", "image size: train 64 -> 96, eval 64 -> 96 (64 x 1.56 = 100, to a multiple of 8, capped by "
+                "--max-image-size 96; train 1 x eval, rounded down)"),
+    ("s", "64", "image size: train 64 -> 64, eval 64 -> 64 (phi 0 keeps the base's sizes)"),
+])
+def test_scale_says_what_it_did_to_the_image_size(best_json, target, cap, line):
+    result = nas("--base", str(best_json), "--target", target, "--max-image-size", cap)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == line
 
 
 def test_scale_zoo_name_with_phi_and_compound_rule(capsys):

@@ -12,7 +12,8 @@ from effnas.models.profile import count_params
 from effnas.scaling import ScaleError, scale_spec
 from effnas.search_space import EFFICIENTNET_V1_COEFFICIENTS, efficientnet_v1, scale_uniform
 from effnas.scaling.compare import comparison_table, measure
-from effnas.scaling.rules import (EXTRA_STAGE_SHARE, MAX_PHI, TARGETS, image_sizes, round_repeats, scaled_layers)
+from effnas.scaling.rules import (EXTRA_STAGE_SHARE, MAX_PHI, TARGETS, image_sizes, image_step, round_image_size,
+                                  round_repeats, scaled_layers)
 from effnas.search_space import load_spec, save_spec
 
 # Published counts (facts file; MACs at the eval size).
@@ -138,8 +139,42 @@ def test_image_sizes_cap_and_train_fraction(v2_s):
     assert image_sizes(v2_s, 1.25 ** 3, 480) == (384, 480)
     assert image_sizes(v2_s, 1.0, 320) == (300, 320)
     small = v2_s.replace(train_image_size=64, eval_image_size=64, progressive=None)
-    assert image_sizes(small, 1.25, 480) == (64, 96)  # 80 rounds half up to 96, train stays >= base
+    assert image_sizes(small, 1.25, 480) == (80, 80)  # a step of 8 at 80 px; train keeps the base's ratio 1
     assert scale_spec(v2_s, "xl", max_image_size=400).eval_image_size == 400
+
+
+@pytest.mark.parametrize("rule", ["v2", "compound"])
+def test_a_32px_base_grows_its_image_size(v2_s, rule):
+    """A fixed step of 32 rounded 32 x 1.25 back to 32: a searched 32 px base grew only in width and depth."""
+    base = v2_s.replace(train_image_size=32, eval_image_size=32, progressive=None)
+    family = [scale_spec(base, target, rule=rule) for target in ("s", "m", "l", "xl")]
+    evals = [spec.eval_image_size for spec in family]
+    trains = [spec.train_image_size for spec in family]
+    assert evals[0] == trains[0] == 32
+    assert all(a < b for a, b in zip(evals, evals[1:])), evals
+    assert all(a < b for a, b in zip(trains, trains[1:])), trains  # trained at its eval size, it keeps that
+    if rule == "v2":
+        assert evals == [32, 40, 52, 64]
+
+
+@pytest.mark.parametrize("train, evaluate", [(32, 32), (32, 40), (64, 96), (100, 128), (224, 224)])
+def test_image_sizes_grow_with_phi_and_hold_the_cap(v2_s, train, evaluate):
+    base = v2_s.replace(train_image_size=train, eval_image_size=evaluate, progressive=None)
+    for cap in (evaluate, evaluate + 8, 2 * evaluate, 480):
+        sizes = [image_sizes(base, 1.25 ** (step / 4), cap) for step in range(0, 17)]
+        assert all(train <= t <= e <= max(cap, evaluate) for t, e in sizes[1:])
+        assert sizes == sorted(sizes)
+        assert all(e <= cap for _, e in sizes)
+    # Uncapped, each unit of phi moves the eval size by at least one step.
+    evals = [image_sizes(base, 1.25 ** phi, 4096)[1] for phi in range(4)]
+    assert all(a < b for a, b in zip(evals, evals[1:])), evals
+
+
+def test_image_step_is_at_most_an_eighth_and_32_from_256():
+    assert [image_step(size) for size in (8, 32, 63, 64, 127, 128, 255, 256, 750)] == [4, 4, 4, 8, 8, 16, 16, 32, 32]
+    assert [round_image_size(size) for size in (40.0, 50.0, 62.5, 257.6, 480.0, 600.0)] == [40, 52, 64, 256, 480, 608]
+    sizes = [round_image_size(size / 10) for size in range(100, 8000)]
+    assert sizes == sorted(sizes)  # steps change only at sizes both steps divide, so rounding never goes back
 
 
 def test_compound_rule_is_efficientnet_scaling():

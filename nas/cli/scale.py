@@ -15,8 +15,10 @@ examples:
 --base is a spec JSON file (also a best.json wrapping one as {"spec": ...}) or a zoo name.
 Targets: s (phi 0: the base with S's training recipe), m (phi 1), l (2), xl (3); --phi X gives
 any compound coefficient in [0, 6] instead. Rules: v2 (default; EfficientNetV2's non-uniform rule:
-later stages widen and deepen more, M and up split a wider final stage off the last one, eval
-size capped) or compound (EfficientNet's alpha=1.2, beta=1.1, gamma=1.15, every stage alike).
+later stages widen and deepen more, M and up split a wider final stage off the last one) or
+compound (EfficientNet's alpha=1.2, beta=1.1, gamma=1.15, every stage alike).
+Image sizes grow with phi under both rules (v2 x1.25 per unit, compound x1.15), rounded to a
+step of at most an eighth of the size (so a 32 px base grows too), eval capped by --max-image-size.
 The written spec also carries the target's regularization (dropout, stochastic depth and a
 progressive RandAugment / mixup / dropout recipe) for `nas train`.
 The table counts params and multiply-adds (MACs, the papers' "FLOPs") at each eval size.
@@ -55,9 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         save_spec(scaled, args.out)  # a missing folder, a full or read-only disk: one-line errors
 
-    from effnas.scaling.compare import comparison_table
+    from effnas.scaling.compare import comparison_table, image_size_line
+    from effnas.scaling.rules import resolution_multiplier, resolve_phi
 
     print(comparison_table(base, scaled))
+    _, phi = resolve_phi(target, args.phi)
+    print(image_size_line(base, scaled, resolution_multiplier(args.rule, phi), args.max_image_size))
     if args.out:
         print(f"wrote {args.out}")
     return 0
