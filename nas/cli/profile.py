@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from effnas.search_space import SpecError, load_spec
 from effnas.search_space import load_arch
 
 EPILOG = """\
@@ -23,11 +21,13 @@ NAME_OR_PATH is a zoo name (efficientnetv2-s/m/l/xl, efficientnet-b0 ... b7) or 
 
 MACs are multiply-adds of one image, counted by torch.utils.flop_counter (what the papers and
 torchvision call "FLOPs"; FLOPs = 2 x MACs here). Without --image-size they are counted at the
-spec's eval_image_size, as the papers report them, and the training step (forward + backward +
-SGD step on random data, median after warm-up) is timed at the spec's train_image_size.
-Timing defaults: on cuda batch 32, 5 warm-up + 20 timed steps (bf16 autocast); on cpu batch 8,
-1 + 3 steps. --no-time skips training and answers in a few seconds (counting runs on the
-meta device: shapes only, no real compute).
+spec's eval_image_size, as the papers report them, and the training step is timed at the spec's
+train_image_size. The timed step is the one a search's proxy trials time: the same engine (a CUDA
+graph on a GPU), the same optimizer (RMSProp) and the same step timer, fed random data, so the
+step time here and a search's step time measure the same thing. Timing defaults: on cuda
+batch 32, 5 warm-up + 20 timed steps (bf16 autocast); on cpu batch 8, 1 + 3 steps. --no-time
+skips training and answers in a few seconds (counting runs on the meta device: shapes only,
+no real compute).
 """
 
 
@@ -52,8 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnas.nas.training.profile import profile_spec  # here, not at the top: torch costs every `nas` call
+
     spec = load_arch(args.target)
-    from effnas.models.profile import profile_spec
 
     def announce(note: str) -> None:
         if not args.json:
