@@ -49,12 +49,14 @@ class TrialSettingsError(EffnasError):
     """Trial settings that cannot be run."""
 
 
+RUNTIME = {"runtime": True}  # a TrialSettings field that is not part of the recipe (see TrialSettings.recipe)
+
+
 @dataclass(frozen=True)
 class TrialSettings:
     """How every candidate of a search is trained and measured (identical for all of them)."""
 
     data: str = "digits"
-    image_size: int = 32
     epochs: int = 3
     batch_size: int = 64
     optimizer: str = "rmsprop"  # trained the proxy best in 3 epochs on digits (SGD 0.42, AdamW 0.87, RMSProp 0.92)
@@ -64,19 +66,21 @@ class TrialSettings:
     label_smoothing: float = 0.0
     dropout: float | None = 0.0  # None: the spec's own. A 3-epoch proxy run learns faster without regularisation
     drop_path_rate: float | None = 0.0  # None: the spec's own stochastic depth
-    device: str = "auto"
-    engine: str = "auto"
+    device: str = dataclasses.field(default="auto", metadata=RUNTIME)
+    engine: str = dataclasses.field(default="auto", metadata=RUNTIME)
     val_fraction: float = 0.2
-    data_size: int = 64  # imagefolder images are read at this size, then resized to image_size on the device
+    data_size: int = 64  # imagefolder images are read at this size, then resized to the spec's train_image_size
     timing_steps: int = 20  # GPU: the last N steps are timed; CPU: every step after the first two
-    threads: int | None = None  # torch CPU threads for the trial (None: leave the process's setting)
-    timing_lock: str | None = None  # file path shared by concurrent workers; see DeviceLock
+    # torch CPU threads for the trial (None: leave the process's setting)
+    threads: int | None = dataclasses.field(default=None, metadata=RUNTIME)
+    # file path shared by concurrent workers; see DeviceLock
+    timing_lock: str | None = dataclasses.field(default=None, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        for name in ("image_size", "epochs", "batch_size", "data_size", "timing_steps"):
+        for name in ("epochs", "batch_size", "data_size", "timing_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TrialSettingsError(f"trial settings: {name} must be a positive integer, got {value!r}")
@@ -103,6 +107,12 @@ class TrialSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def recipe(self) -> dict[str, Any]:
+        """The fields that decide how a candidate is trained, which a resumed search must match; the
+        ``RUNTIME`` ones (device, engine, threads, timing lock) only say where and how fast this run trains.
+        The image size is not here: it is the spec's ``train_image_size``, set by the search space."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("runtime")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TrialSettings":
@@ -160,9 +170,10 @@ def _cached_data(source: str, seed: int, val_fraction: float, data_size: int, im
     return to_device(load_data(source, seed=seed, val_fraction=val_fraction, data_size=data_size), image_size, device)
 
 
-def trial_data(settings: TrialSettings, seed: int, device: torch.device) -> DeviceData:
-    """The device-resident data for ``settings``, loaded once per process (trials only read it)."""
-    return _cached_data(settings.data, seed, settings.val_fraction, settings.data_size, settings.image_size,
+def trial_data(settings: TrialSettings, seed: int, device: torch.device, image_size: int) -> DeviceData:
+    """The device-resident data for ``settings`` at ``image_size`` px (the spec's), loaded once per process
+    (trials only read it)."""
+    return _cached_data(settings.data, seed, settings.val_fraction, settings.data_size, image_size,
                         str(device))
 
 
@@ -211,7 +222,7 @@ def run_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed
     spec = spec if isinstance(spec, ArchSpec) else spec_from_dict(spec)
     device = resolve_device(settings.device)
     with _torch_threads(settings.threads), cudnn_benchmark(False):
-        data = trial_data(settings, seed, device)
+        data = trial_data(settings, seed, device, spec.train_image_size)  # the spec's size: best.json says it
         _seed_everything(seed)
         overrides = {name: getattr(settings, name) for name in ("dropout", "drop_path_rate")
                      if getattr(settings, name) is not None}
@@ -256,9 +267,9 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     model = build_model(spec)
     params = count_params(model)
     if device.type == "cuda":
-        macs_job: Future | None = _macs_in_background(spec, settings.image_size)
+        macs_job: Future | None = _macs_in_background(spec, spec.train_image_size)
     else:  # no idle host time to hide it in: count now, with one real batch-1 forward (cheaper than meta)
-        macs_job, macs = None, count_macs(model, settings.image_size, spec.image_channels, on_meta=False)
+        macs_job, macs = None, count_macs(model, spec.train_image_size, spec.image_channels, on_meta=False)
     prepare_model(model, device)
     optimizer = make_optimizer(settings.optimizer, model.parameters(), settings.lr, device,
                                weight_decay=settings.weight_decay)
@@ -316,5 +327,5 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
         "timed_steps": timing.steps, "params": params, "macs": macs, "flops": 2 * macs,
         "engine": step.engine, "fallback_reason": step.fallback_reason, "train_seconds": train_seconds,
         "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": total,
-        "batch_size": batch, "image_size": settings.image_size, "device": str(device),
+        "batch_size": batch, "image_size": spec.train_image_size, "device": str(device),
     }
