@@ -97,9 +97,10 @@ def measure_end_to_end(config: Any, trials: int) -> dict[str, Any]:
 
     from optuna.trial import TrialState
 
-    from effnas.nas.search.session import Search
+    from effnas.nas.search.session import Search, SearchConfig
 
-    search = Search(dataclasses.replace(config, budget=config.budget + trials), progress=False)
+    runtime = dataclasses.replace(config.runtime, budget=config.runtime.budget + trials)
+    search = Search(SearchConfig(config.recipe, runtime))
     before = len(search.study.trials)
     search.run()
     new = [t for t in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number >= before]
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     import effnas.nas.search.trial
     from effnas.nas.search.budget import counted_trials
-    from effnas.nas.search.session import Search, SearchConfig
-    from effnas.nas.search.trial import TrialSettings, run_trial
+    from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
+    from effnas.nas.search.trial import run_trial
     from effnas.nas.search.backends.local import freeze_imports
 
     freeze_imports()  # as a search worker does after its imports (undone below: main may run in a test process)
@@ -141,15 +142,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="effnas-overhead-") as tmp:
         space_file = Path(tmp) / "space.json"
         space_file.write_text(json.dumps({} if args.width is None else {"width": args.width}))
-        trial = TrialSettings(data=args.data, epochs=args.epochs, batch_size=args.batch_size, device=str(device),
-                              threads=args.threads).to_dict()
-        config = SearchConfig(out=str(Path(tmp) / "run"), budget=args.history + args.trials, controller="tpe",
-                              seed=0, space=str(space_file), workers=1, trial=trial)
-        search = Search(config, progress=False)
+        recipe = SearchRecipe(controller="tpe", space=str(space_file),
+                              trial={"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size})
+        config = SearchConfig(recipe, SearchRuntime(out=str(Path(tmp) / "run"), budget=args.history + args.trials,
+                                                    seed=0, workers=1, device=str(device), threads=args.threads,
+                                                    progress=False))
+        search = Search(config)
+        trial, seed = search.trial_settings, config.runtime.seed
         reference: dict[str, Any] = {}
 
         def measure_reference(spec: Any) -> dict[str, Any]:
-            reference.update(run_trial(spec.to_dict(), config.trial, config.seed))  # also warms the data cache
+            reference.update(run_trial(spec.to_dict(), trial, seed))  # also warms the data cache
             return reference
 
         search.prepare(measure_reference)
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             wrapped = {"build_model": "build", "count_macs": "MACs", "evaluate": "eval"}
             with timed_phases(effnas.nas.search.trial, wrapped, spent):
                 began = time.perf_counter()
-                metrics = run_trial(spec.to_dict(), config.trial, config.seed)
+                metrics = run_trial(spec.to_dict(), trial, seed)
                 seconds = time.perf_counter() - began
             spent["step"], spent["train"] = metrics["build_seconds"], metrics["train_seconds"]
             spent["other"] = metrics["total_seconds"] - sum(spent[p] for p in ("build", "MACs", "step", "train",

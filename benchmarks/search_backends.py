@@ -1,4 +1,4 @@
-"""Trials per hour: the local backend vs Ray Tune, and 1 vs N concurrent trials, on one budget and device.
+"""Trials per hour: the local backend vs Ray, and 1 vs N concurrent trials, on one budget and device.
 
     python -m benchmarks.search_backends                    # CPU: 8 trials of tiny candidates per setup
     python -m benchmarks.search_backends --budget 32 --device cuda --workers 4 --epochs 2
@@ -34,23 +34,22 @@ def _device_name(device: str) -> str:
 def _run(backend: str, workers: int, args: argparse.Namespace, root: Path) -> dict:
     from optuna.trial import TrialState
 
-    from effnas.nas.search.session import Search, SearchConfig
-    from effnas.nas.search.trial import TrialSettings
+    from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
 
     out = root / f"{backend}-{workers}"
     space = root / "space.json"
     space.write_text(json.dumps(SPACE))
-    settings = {**TrialSettings().to_dict(), "data": args.data, "epochs": args.epochs,
-                "batch_size": 32, "device": args.device, "threads": args.threads}
-    config = SearchConfig(out=str(out), budget=args.budget, controller="random", seed=0, space=str(space),
-                          workers=workers, trial=TrialSettings.from_dict(settings).to_dict())
-    search = Search(config, progress=False)
+    recipe = SearchRecipe(controller="random", space=str(space),
+                          trial={"data": args.data, "epochs": args.epochs, "batch_size": 32})
+    runtime = SearchRuntime(out=str(out), budget=args.budget, seed=0, workers=workers, device=args.device,
+                            threads=args.threads, progress=False)
+    search = Search(SearchConfig(recipe, runtime))
     start = time.perf_counter()
     if backend == "ray":
-        from effnas.nas.search.backends.ray import RayOptions, run_ray
+        from effnas.nas.search.backends.ray import RayBackend, RayOptions
 
         gpus = None if args.device != "cpu" else 0.0
-        summary = run_ray(search, RayOptions(cpus_per_trial=args.threads, gpus_per_trial=gpus, workers=workers))
+        summary = search.run(RayBackend(RayOptions(cpus_per_trial=args.threads, gpus_per_trial=gpus)))
     else:
         summary = search.run()
     wall = time.perf_counter() - start

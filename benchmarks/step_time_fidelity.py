@@ -89,7 +89,7 @@ def train_until_killed(specs: list[dict], control: dict[str, Any], seed: int) ->
     from effnas.nas.search.trial import TrialSettings, run_trial, trial_data
 
     settings = TrialSettings.from_dict(control["settings"])
-    trial_data(settings, seed, resolve_device(settings.device))
+    trial_data(settings, seed, resolve_device(settings.device), specs[0]["train_image_size"])
     Path(control["ready"]).touch()
     while True:
         for spec in specs:
@@ -131,7 +131,7 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
     from effnas.nas.search.trial import DeviceLock, run_trial, trial_data
 
     trial_ms = [run_trial(proxy.backbone, settings.to_dict(), seed=0)["step_time_ms"] for _ in range(args.repeats)]
-    data = trial_data(settings, 0, device)
+    data = trial_data(settings, 0, device, proxy.backbone.train_image_size)
     spec = proxy.backbone.replace(num_classes=data.num_classes, image_channels=data.channels, dropout=0.0,
                                   drop_path_rate=0.0)
     model = prepare_model(build_model(spec), device)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     worst = max(repeat_rows, key=lambda row: row["CV %"])
     recorded = [row for row in repeat_rows if row["measurement"].startswith("run_trial")]
     target = 2 if device.type == "cuda" else 5  # issue 8: CUDA-event timing of graph replays vs perf_counter on CPU
-    print_report(f"step-time repeatability: {proxy.backbone.name}, {settings.image_size} px, "
+    print_report(f"step-time repeatability: {proxy.backbone.name}, {proxy.backbone.train_image_size} px, "
                  f"batch {settings.batch_size}, {args.data}", device, repeat_rows, notes=[
                      threads_note,
                      f"target on this device: CV < {target} %. " + "; ".join(
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  measured: {name}", flush=True)
     rho = spearman([r["proxy ms"] for r in rows], [r["full ms"] for r in rows])
     print_report(
-        f"proxy vs full step time: proxy = default space (width {proxy.config['width']:g}, {settings.image_size} px, "
+        f"proxy vs full step time: proxy = default space (width {proxy.config['width']:g}, {proxy.backbone.train_image_size} px, "
         f"batch {settings.batch_size}, run_trial); full = width {args.full_width:g}, depth {args.full_depth:g}, "
         f"{args.full_size} px, batch {args.full_batch}, 1000 classes (time_steps, {args.full_steps} steps)",
         device, rows, notes=[f"Spearman rank correlation, proxy vs full step time: {rho:.2f} over {len(rows)} "

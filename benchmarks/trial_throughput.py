@@ -31,8 +31,8 @@ from benchmarks.common import add_device_args, print_report, setup_device, synch
 def _settings(args: argparse.Namespace, device: torch.device, engine: str = "auto") -> dict[str, Any]:
     from effnas.nas.search.trial import TrialSettings
 
-    return TrialSettings(data=f"synthetic:{args.images}x{args.image_size}", image_size=args.image_size,
-                         epochs=args.epochs, batch_size=args.batch_size, device=str(device), engine=engine,
+    return TrialSettings(data=f"synthetic:{args.images}x{args.image_size}", epochs=args.epochs,
+                         batch_size=args.batch_size, device=str(device), engine=engine,
                          threads=args.threads).to_dict()
 
 
@@ -140,9 +140,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from effnas.nas.search.trial import run_trial, trial_data, TrialSettings
     from effnas.search_space.space import SearchSpace
 
-    space = SearchSpace.from_dict({} if args.width is None else {"width": args.width})
+    # The space sets the size trials train at (its specs' train_image_size).
+    space = SearchSpace.from_dict({"image_size": args.image_size,
+                                   **({} if args.width is None else {"width": args.width})})
     settings = _settings(args, device)
-    data = trial_data(TrialSettings.from_dict(settings), 0, device)
+    data = trial_data(TrialSettings.from_dict(settings), 0, device, args.image_size)
     spec = space.backbone.replace(num_classes=data.num_classes, image_channels=data.channels,
                                   dropout=0.0, drop_path_rate=0.0)
 

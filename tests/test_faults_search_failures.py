@@ -143,13 +143,12 @@ def test_diverging_candidates_are_recorded_failed_and_the_search_finishes(finish
     run = out.parent / "diverge" / "run"
     script = f"""
 import optuna, sys
-from effnas.nas.search.session import Search, SearchConfig
-from effnas.nas.search.trial import TrialSettings
+from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
 reference = optuna.load_study(study_name="effnas", storage="sqlite:///{out / 'study.db'}").user_attrs["reference"]
-trial = TrialSettings.from_dict({{**TrialSettings().to_dict(), "data": "synthetic:200x16", "epochs": 1,
-                                  "batch_size": 32, "device": "cpu", "threads": 1, "lr": 1e12}}).to_dict()
-search = Search(SearchConfig(out="{run}", budget=2, controller="random", space="{out.parent / 'space.json'}",
-                             workers=1, trial=trial), progress=False)
+recipe = SearchRecipe(controller="random", space="{out.parent / 'space.json'}",
+                      trial={{"data": "synthetic:200x16", "epochs": 1, "batch_size": 32, "lr": 1e12}})
+search = Search(SearchConfig(recipe, SearchRuntime(out="{run}", budget=2, workers=1, device="cpu", threads=1,
+                                                   progress=False)))
 search.study.set_user_attr("reference", reference)
 print(search.run().counted)
 """

@@ -1,4 +1,5 @@
-"""The search on a real local Ray (2 CPUs): budget and outputs as the local backend, a killed worker, stop/resume."""
+"""The search on a real local Ray (2 CPUs): budget and outputs as the local backend, a killed worker, stop/resume,
+refused options."""
 
 import json
 import logging
@@ -13,14 +14,13 @@ import pytest
 from optuna.trial import TrialState
 
 from effnas.nas.search.budget import counted_trials
-from effnas.nas.search.session import Search, SearchConfig, SearchError
-from effnas.nas.search.trial import TrialSettings
+from effnas.nas.search.session import Search, SearchConfig, SearchError, SearchRecipe, SearchRuntime
 from effnas.search_space import load_spec
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a real Ray instance and several searches: about a minute on 2 cores
 
-from effnas.nas.search.backends.ray import RayOptions, _resolve_resources, run_ray  # noqa: E402  (sets Ray's quiet environment)
+from effnas.nas.search.backends.ray import RayBackend, RayOptions, Resources, _resolve_resources  # noqa: E402  (quiet Ray)
 
 TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
@@ -29,18 +29,22 @@ ONE_CPU = RayOptions(cpus_per_trial=1)
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One Ray instance for the module (start-up takes seconds); run_ray uses it and leaves it running."""
+    """One Ray instance for the module (start-up takes seconds); the backend uses it and leaves it running."""
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
 
 
-def config(tmp_path, budget, name="run", workers=2, **changes):
+def config(tmp_path, budget, name="run", workers=2, **runtime):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
-    trial = TrialSettings.from_dict({**TrialSettings().to_dict(), **TINY})
-    return SearchConfig(out=str(tmp_path / name), budget=budget, controller="random", space=str(space),
-                        workers=workers, trial=trial.to_dict(), **changes)
+    return SearchConfig(SearchRecipe(controller="random", space=str(space), trial=TINY),
+                        SearchRuntime(out=str(tmp_path / name), budget=budget, workers=workers, progress=False,
+                                      **runtime))
+
+
+def run_ray(search, options):
+    return search.run(RayBackend(options))
 
 
 def load(tmp_path, name="run"):
@@ -57,7 +61,7 @@ def form(run_dir, study):
 
 
 def ray_worker_pids(title: str) -> list[int]:
-    """Ray names its worker processes by what they run: ``ray::ImplicitFunc.train`` while a trial trains."""
+    """Ray names its worker processes by what they run: ``ray::train_candidate`` while a trial trains."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -70,10 +74,18 @@ def ray_worker_pids(title: str) -> list[int]:
     return pids
 
 
-def kill_first_training_worker(killed: list[int]) -> None:
+def kill_first_training_worker(killed: list[int], tmp_path) -> None:
+    """SIGKILL the Ray worker of the first candidate (the reference trial, which runs the same task, is spared)."""
     deadline = time.time() + 180
     while time.time() < deadline and not killed:
-        busy = ray_worker_pids("ray::ImplicitFunc.train")
+        try:
+            measured = (tmp_path / "run" / "study.db").exists() and "reference" in load(tmp_path).user_attrs
+        except Exception:  # noqa: BLE001 - the search is still creating the study
+            measured = False
+        if not measured:
+            time.sleep(0.05)
+            continue
+        busy = ray_worker_pids("ray::train_candidate")
         if busy:
             os.kill(busy[0], signal.SIGKILL)
             killed.append(busy[0])
@@ -82,22 +94,22 @@ def kill_first_training_worker(killed: list[int]) -> None:
 
 def test_ray_search_survives_a_killed_worker_and_matches_the_local_backend(tmp_path):
     killed: list[int] = []
-    threading.Thread(target=kill_first_training_worker, args=(killed,), daemon=True).start()
-    summary = run_ray(Search(config(tmp_path, budget=3), progress=False), ONE_CPU)
+    threading.Thread(target=kill_first_training_worker, args=(killed, tmp_path), daemon=True).start()
+    summary = run_ray(Search(config(tmp_path, budget=3)), ONE_CPU)
     assert killed, "no trial was seen training in a Ray worker"
     study = load(tmp_path)
     assert summary.counted == counted_trials(study) == 3 and not summary.stopped_early
-    assert len(study.trials) == 3  # Tune asked for no surplus candidates
+    assert len(study.trials) == 3  # no surplus candidates were asked for
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1 and failed[0].user_attrs["fail_reason"].startswith("Ray worker died: ")
-    assert "exit" in failed[0].user_attrs["fail_reason"]  # Ray's own account of how the worker ended
+    assert "died unexpectedly" in failed[0].user_attrs["fail_reason"]  # Ray's own account, in one line
     by_ray = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(by_ray) == 2 and all(t.user_attrs["reward"] > 0 for t in by_ray)
     assert load_spec(tmp_path / "run" / "best.json").num_classes == 10
     ray_form = form(tmp_path / "run", study)
 
     # The local backend continues the same study (one more trial) and leaves outputs of the same form.
-    Search(config(tmp_path, budget=4, workers=1), progress=False).run()
+    Search(config(tmp_path, budget=4, workers=1)).run()
     study = load(tmp_path)
     assert counted_trials(study) == 4 and form(tmp_path / "run", study) == ray_form
     by_local = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number >= 3]
@@ -110,7 +122,7 @@ def test_stop_and_resume_under_ray_lose_nothing(tmp_path):
         if counted_trials(load(tmp_path)) == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
-    first = run_ray(Search(config(tmp_path, budget=3), progress=False, on_trial=ctrl_c), ONE_CPU)
+    first = run_ray(Search(config(tmp_path, budget=3), on_trial=ctrl_c), ONE_CPU)
     assert first.stopped_early and first.counted == 1
     stopped = load(tmp_path)
     before = {t.number: (t.state, t.params, t.values, t.user_attrs) for t in stopped.trials
@@ -118,7 +130,7 @@ def test_stop_and_resume_under_ray_lose_nothing(tmp_path):
     interrupted = [t.number for t in stopped.trials if t.user_attrs.get("interrupted")]
     assert interrupted, "the stop should have cut off a running trial"
 
-    second = run_ray(Search(config(tmp_path, budget=3), progress=False), ONE_CPU)
+    second = run_ray(Search(config(tmp_path, budget=3)), ONE_CPU)
     study = load(tmp_path)
     assert second.counted == counted_trials(study) == 3 and not second.stopped_early
     assert {n: (t.state, t.params, t.values, t.user_attrs) for n, t in enumerate(study.trials) if n in before} == before
@@ -131,13 +143,18 @@ def test_stop_and_resume_under_ray_lose_nothing(tmp_path):
 
 
 def test_resources_default_to_what_the_cluster_fits_and_impossible_requests_are_refused(tmp_path):
-    assert _resolve_resources(RayOptions(), "auto") == RayOptions(None, 1.0, 0.0, 2)  # 2 CPUs: 2 trials
+    assert _resolve_resources(RayOptions(), "auto") == Resources(1.0, 0.0, 2)  # 2 CPUs: 2 trials
     assert _resolve_resources(RayOptions(cpus_per_trial=2), "cpu").workers == 1
-    assert _resolve_resources(RayOptions(workers=3), "cpu").workers == 3  # more may queue, as asked
-    search = Search(config(tmp_path, budget=1), progress=False)
+    assert _resolve_resources(RayOptions(), "cpu", workers=3).workers == 3  # more may queue, as asked
+    search = Search(config(tmp_path, budget=1))
     with pytest.raises(SearchError, match="--cpus-per-trial 64 but no Ray node has more than 2 CPUs"):
         run_ray(search, RayOptions(cpus_per_trial=64))
     with pytest.raises(SearchError, match="--gpus-per-trial"):
         run_ray(search, RayOptions(gpus_per_trial=1))
     with pytest.raises(SearchError, match="--device cuda but the Ray cluster has no GPUs"):
         _resolve_resources(RayOptions(), "cuda")
+
+
+def test_a_trial_over_the_time_limit_is_ended_by_its_watchdog_and_named(tmp_path):
+    with pytest.raises(SearchError, match="backbone itself failed .*time limit of 0.05 s"):
+        run_ray(Search(config(tmp_path, budget=1, workers=1, trial_timeout=0.05)), ONE_CPU)

@@ -12,25 +12,23 @@ import pytest
 from optuna.trial import TrialState
 
 from effnas.nas.search.budget import counted_trials
-from effnas.nas.search.session import Search, SearchConfig, SearchError
+from effnas.nas.search.session import Search, SearchConfig, SearchError, SearchRecipe, SearchRuntime
 from effnas.results.storage import StorageError, open_storage
-from effnas.nas.search.trial import TrialSettings
 from effnas.search_space import load_spec
 
 TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 
 
-def config(tmp_path, budget=3, controller="random", **changes):
+def config(tmp_path, budget=3, controller="random", **runtime):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
-    trial = TrialSettings.from_dict({**TrialSettings().to_dict(), **TINY})
-    return SearchConfig(out=str(tmp_path / "run"), budget=budget, controller=controller, space=str(space),
-                        trial=trial.to_dict(), **changes)
+    return SearchConfig(SearchRecipe(controller=controller, space=str(space), trial=TINY),
+                        SearchRuntime(out=str(tmp_path / "run"), budget=budget, progress=False, **runtime))
 
 
 def test_search_runs_to_budget_and_writes_outputs(tmp_path):
-    summary = Search(config(tmp_path, budget=3), progress=False).run()
+    summary = Search(config(tmp_path, budget=3)).run()
     run = tmp_path / "run"
     study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{run / 'study.db'}")
     assert counted_trials(study) == 3 == summary.counted
@@ -57,22 +55,22 @@ def test_a_workers_next_candidate_is_queued_before_the_run_files_are_written(tmp
         study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
         seen.append((trial.number, [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]))
 
-    Search(config(tmp_path, budget=3, workers=1), progress=False, on_trial=on_trial).run()
+    Search(config(tmp_path, budget=3, workers=1), on_trial=on_trial).run()
     assert [number for number, _ in seen] == [0, 1, 2]
     assert [running for _, running in seen] == [[1, 2], [2], []]  # running and queued, within the budget
 
 
 def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
-    Search(config(tmp_path, budget=2), progress=False).run()
+    Search(config(tmp_path, budget=2)).run()
     storage_url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     study = optuna.load_study(study_name="effnas", storage=storage_url)
     # A trial left RUNNING by a search process that was killed (a pid that no longer exists).
     orphan = study.ask()
-    for name, distribution in Search(config(tmp_path, budget=2), progress=False).space.distributions().items():
+    for name, distribution in Search(config(tmp_path, budget=2)).space.distributions().items():
         orphan.suggest_categorical(name, distribution.choices)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{int(dead.stdout)}")
-    summary = Search(config(tmp_path, budget=4), progress=False).run()
+    summary = Search(config(tmp_path, budget=4)).run()
     study = optuna.load_study(study_name="effnas", storage=storage_url)
     assert summary.counted == counted_trials(study) == 4
     interrupted = study.trials[orphan.number]
@@ -85,7 +83,7 @@ def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
 
 
 def test_failed_trial_is_recorded_with_reason_and_not_lost(tmp_path):
-    search = Search(config(tmp_path, budget=2), progress=False)
+    search = Search(config(tmp_path, budget=2))
     search.prepare(lambda spec: {"step_time_ms": 1.0, "params": 1000, "accuracy": 0.5})
     trial, _spec = search.propose()
     search.record(trial, None, "TrialError: loss became NaN at epoch 1", 1.5)
@@ -96,9 +94,9 @@ def test_failed_trial_is_recorded_with_reason_and_not_lost(tmp_path):
 
 
 def test_changed_settings_refuse_to_mix_studies(tmp_path):
-    Search(config(tmp_path, budget=1), progress=False).run()
+    Search(config(tmp_path, budget=1)).run()
     with pytest.raises(SearchError, match="different settings"):
-        Search(config(tmp_path, budget=1, controller="tpe"), progress=False)
+        Search(config(tmp_path, budget=1, controller="tpe"))
 
 
 def test_bad_storage_url_is_one_line_error():
@@ -120,6 +118,24 @@ def test_cli_bad_arguments(tmp_path, args, message):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_cli_image_size_is_the_size_best_json_says_the_trial_trained_at(tmp_path):
+    """--image-size overrides the space's; the sampled spec carries it, so best.json states the size trained at."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--out", str(out), "--quiet", "--budget", "1",
+                             "--controller", "random", "--space", str(space), "--data", "synthetic:200x16",
+                             "--epochs", "1", "--batch-size", "32", "--workers", "1", "--threads", "1",
+                             "--device", "cpu", "--image-size", "64"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    best = json.loads((out / "best.json").read_text())
+    assert best["spec"]["train_image_size"] == best["spec"]["eval_image_size"] == 64
+    study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{out / 'study.db'}")
+    trained = study.get_trials(states=(TrialState.COMPLETE,))
+    assert trained and all(t.user_attrs["image_size"] == 64 for t in trained)  # the size the trials measured at
+    assert study.user_attrs["reference"]["spec"]["train_image_size"] == 64
+
+
 def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):
     """A search killed between asking for a trial and naming itself on it leaves an unnamed RUNNING trial."""
     import effnas.nas.search.budget as runner
@@ -138,8 +154,8 @@ def test_a_resumed_optuna_sampler_does_not_replay_its_first_runs_draws():
     from effnas.nas.search.session import _sampler_seed
 
     for controller in ("random", "tpe", "nsga2"):
-        config = SearchConfig(controller=controller, seed=3)
+        config = SearchConfig(SearchRecipe(controller=controller), SearchRuntime(seed=3))
         assert _sampler_seed(config, 0) == 3 and _sampler_seed(config, 5) != _sampler_seed(config, 0)
     for controller in ("rl", "evolution"):  # these replay the study by trial number: the seed must not move
-        config = SearchConfig(controller=controller, seed=3)
+        config = SearchConfig(SearchRecipe(controller=controller), SearchRuntime(seed=3))
         assert _sampler_seed(config, 5) == _sampler_seed(config, 0) == 3

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
+from typing import Any
 
 EPILOG = """\
 examples:
@@ -58,9 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reward-w", type=float, default=-0.07, help="step-time exponent w (default -0.07)")
     parser.add_argument("--reward-v", type=float, default=-0.05, help="params exponent v (default -0.05)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    # --- scaling out on Ray (nas/ray_backend.py) ---
+    # --- scaling out on Ray (nas/search/backends/ray.py) ---
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
-                        help="local: worker processes on this machine; ray: trials on Ray Tune, with --workers "
+                        help="local: worker processes on this machine; ray: trials as Ray tasks, with --workers "
                              "defaulting to as many trials as the Ray cluster fits (default local)")
     parser.add_argument("--address", default=None,
                         help="with --backend ray: the Ray cluster to join (auto | HOST:PORT); "
@@ -83,44 +85,50 @@ def _default_out(controller: str, data: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnas.nas.search.session import Search, SearchConfig, SearchError
-    from effnas.nas.search.trial import TrialSettings
+    # Imported here, not at the top: every `nas` command builds this parser, and the search pulls in torch,
+    # Optuna (and, with --backend ray, Ray), which only `nas search` itself needs.
+    from effnas.nas.search.session import Search, SearchConfig, SearchError, SearchRecipe, SearchRuntime
 
-    overrides = {"data": args.data, "device": args.device, "engine": args.engine}
-    for name in ("epochs", "batch_size", "threads", "data_size"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    trial_settings = TrialSettings.from_dict({**TrialSettings().to_dict(), **overrides})
-    config = SearchConfig(
-        out=args.out or _default_out(args.controller, args.data), budget=args.budget, controller=args.controller,
-        seed=args.seed, storage=args.storage, space=args.space, workers=args.workers,
-        trial_timeout=args.trial_timeout, trial_memory=args.trial_memory, image_size=args.image_size,
-        reward_w=args.reward_w, reward_v=args.reward_v,
-        trial=trial_settings.to_dict())
+    trial = {"data": args.data, **{name: getattr(args, name) for name in ("epochs", "batch_size", "data_size")
+                                   if getattr(args, name) is not None}}
+    recipe = SearchRecipe(controller=args.controller, space=args.space, image_size=args.image_size,
+                          reward_w=args.reward_w, reward_v=args.reward_v, trial=trial)
+    runtime = SearchRuntime(out=args.out or _default_out(args.controller, args.data), storage=args.storage,
+                            budget=args.budget, seed=args.seed, workers=args.workers, trial_timeout=args.trial_timeout,
+                            trial_memory=args.trial_memory, device=args.device, engine=args.engine,
+                            threads=args.threads, progress=not args.quiet)
     ray_flags = [flag for flag, value in (("--address", args.address), ("--gpus-per-trial", args.gpus_per_trial),
                                           ("--cpus-per-trial", args.cpus_per_trial)) if value is not None]
     if args.backend != "ray" and ray_flags:
         raise SearchError(f"{ray_flags[0]} only applies to --backend ray")
-    if args.backend == "ray" and args.trial_memory is not None:
-        raise SearchError("--trial-memory applies to the local backend; on Ray, give trials memory with Ray's "
-                          "own resources (ray start --memory)")
-    search = Search(config, progress=not args.quiet)
-    if args.backend != "ray":
-        from effnas.nas.search.backends.local import freeze_imports
+    if args.backend == "ray":
+        from effnas.nas.search.backends.ray import RayBackend, RayOptions  # Ray's start-up: only when asked for
 
-        freeze_imports()  # this process's bookkeeping runs beside the workers: no 65 ms full collections
-    if args.backend == "ray":  # --- scaling out on Ray (nas/ray_backend.py) ---
-        from effnas.nas.search.backends.ray import RayOptions, run_ray
-
-        summary = run_ray(search, RayOptions(args.address, args.cpus_per_trial, args.gpus_per_trial, args.workers))
+        RayBackend.refuse_unsupported(args.trial_memory)  # before the search writes anything
+        backend = RayBackend(RayOptions(args.address, args.cpus_per_trial, args.gpus_per_trial))
     else:
-        summary = search.run()
+        from effnas.nas.search.backends.local import LocalBackend, freeze_imports
+
+        backend = LocalBackend()
+    search = Search(SearchConfig(recipe, runtime))
+    if args.backend != "ray":
+        freeze_imports()  # this process's bookkeeping runs beside the workers: no 65 ms full collections
+    previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    try:
+        summary = search.run(backend)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     _print_summary(summary)
     return 130 if summary.stopped_early else 0
 
 
-def _print_summary(summary) -> None:
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, a job scheduler, ``docker stop``) stops a search as Ctrl-C does: running trials are
+    recorded interrupted and queued again, the run files are written, and a re-run resumes."""
+    raise KeyboardInterrupt
+
+
+def _print_summary(summary: Any) -> None:
     reference = summary.reference
     print(f"\n{summary.counted}/{summary.budget} trials in {summary.run_dir} ({summary.seconds:.0f} s this run)")
     if summary.stopped_early:

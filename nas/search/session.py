@@ -5,78 +5,129 @@ The Optuna study (SQLite ``study.db`` in the run directory by default, any RDB U
 choices, metrics and failure reason live there, so a killed search resumes where it stopped, the
 controllers rebuild their state from it, and ``nas report`` / ``optuna-dashboard`` read it.
 
+One loop (:meth:`Search.run`) drives every backend (:mod:`effnas.nas.search.backends`): the budget, the
+progress bar, Ctrl-C and the reference trial are written once; a backend only runs trials.
+
+Settings come in two parts: the :class:`SearchRecipe` (what is searched and how candidates are trained;
+a resume must match it) and the :class:`SearchRuntime` (where and how this run executes it; free to change
+between a search and its resume). Neither changes after it is built.
+
 Budget rule: trials that completed or failed on their own count; a trial cut off because the search
 process itself died is marked ``interrupted`` on resume and its architecture is evaluated again.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optuna
 from optuna.trial import TrialState
+from tqdm.auto import tqdm
 
-from effnas.search_space import ArchSpec
 from effnas.errors import EffnasError
+from effnas.search_space import ArchSpec
+from effnas.search_space.space import SearchSpace, default_space, load_space
 from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
-from effnas.nas.search.budget import budget_position, counted_trials, recover_interrupted, worker_id
+from effnas.nas.training.data import load_data
+from effnas.results import RUN_FILES, write_run_files
+from effnas.results.record import STUDY_NAME
+from effnas.results.reward import reward as compute_reward
 from effnas.results.storage import open_storage
 
-STUDY_NAME = "effnas"
+from effnas.nas.search.backends.base import Backend, BackendSetup
+from effnas.nas.search.backends.local import LocalBackend, default_workers  # noqa: F401  (default_workers: benchmarks)
+from effnas.nas.search.budget import budget_position, counted_trials, recover_interrupted, worker_id
+from effnas.nas.search.controllers import CONTROLLERS, is_multi_objective, make_sampler, study_directions
+from effnas.nas.search.trial import TrialSettings
 
 
 class SearchError(EffnasError):
     """A search that cannot start as asked (bad settings, unusable storage or run directory)."""
 
 
-@dataclass
-class SearchConfig:
-    """Everything ``nas search`` was asked; stored in the study so a resume can check it matches."""
+@dataclass(frozen=True)
+class SearchRecipe:
+    """What is searched and how candidates are trained and scored: stored in the study, and a resume must
+    match it, else two different searches would mix in one study."""
 
-    out: str = "runs/search"
-    budget: int = 200
     controller: str = "tpe"
-    seed: int = 0
-    storage: str | None = None
-    space: str | None = None
-    workers: int | None = None  # None: one per CPU core (at most 8) on CPU, one on a GPU
-    trial_timeout: float | None = None
-    trial_memory: float | None = None  # GiB a trial may use (see nas.workers.limit_memory)
+    space: str | None = None  # space file; None: the paper's space
+    image_size: int | None = None  # proxy image size; overrides the space's when the space is built
     reward_w: float = -0.07
     reward_v: float = -0.05
-    image_size: int | None = None  # proxy image size; None: the space's
-    trial: dict[str, Any] = field(default_factory=dict)  # TrialSettings.to_dict()
+    trial: Mapping[str, Any] = field(default_factory=dict)  # TrialSettings recipe fields; the rest: defaults
 
-    # Settings that define *what* is searched: a resume with different values would mix studies.
-    IDENTITY = ("controller", "space_dict", "reward_w", "reward_v", "trial_identity")
+    def __post_init__(self) -> None:
+        if self.controller not in CONTROLLERS:
+            raise SearchError(f"unknown controller {self.controller!r} (choose from {', '.join(CONTROLLERS)})")
+        settings = TrialSettings.from_dict(self.trial)  # bad values: one-line TrialSettingsError
+        runtime = sorted(set(self.trial) - set(settings.recipe()))
+        if runtime:
+            raise SearchError(f"trial setting {runtime[0]!r} is a runtime setting (SearchRuntime), not the recipe's")
+        object.__setattr__(self, "trial", settings.recipe())  # complete, so a stored recipe states every default
 
-
-def default_workers(device: str) -> int:
-    """Trials at once when the user does not say: one single-threaded trial per core on CPU (the best
-    throughput, and steady step times), one on a GPU (pass --workers N to share it)."""
-    import torch
-
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return 1
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def _storage_url(config: SearchConfig) -> str:
-    if config.storage:
-        return config.storage
-    return f"sqlite:///{Path(config.out).resolve() / 'study.db'}"
+    def identity(self, space: SearchSpace) -> dict[str, Any]:
+        """The recipe as a resume compares it: the space as built (its image size included), not its file name."""
+        return {"controller": self.controller, "space": space.to_dict(), "reward_w": self.reward_w,
+                "reward_v": self.reward_v, "trial": dict(self.trial)}
 
 
-def _identity(config: SearchConfig, space_dict: dict) -> dict[str, Any]:
-    trial = {k: v for k, v in config.trial.items() if k not in ("device", "engine", "threads", "timing_lock")}
-    return {"controller": config.controller, "space_dict": space_dict, "reward_w": config.reward_w,
-            "reward_v": config.reward_v, "trial_identity": trial}
+@dataclass(frozen=True)
+class SearchRuntime:
+    """Where and how this run executes the recipe: may differ between a search and its resume."""
+
+    out: str = "runs/search"
+    storage: str | None = None  # Optuna storage URL; None: OUT/study.db
+    budget: int = 200  # trials that count, in total (a resume with a larger one extends the search)
+    seed: int = 0
+    workers: int | None = None  # trials at once; None: the backend's default (see local.default_workers)
+    trial_timeout: float | None = None
+    trial_memory: float | None = None  # GiB a trial may use (see backends.local.limit_memory)
+    device: str = "auto"
+    engine: str = "auto"
+    threads: int | None = None  # torch CPU threads per trial; None: the backend's share of the machine
+    progress: bool = True  # a tqdm bar on stderr
+
+    def __post_init__(self) -> None:
+        if self.budget <= 0:
+            raise SearchError(f"--budget must be a positive number of trials, got {self.budget}")
+        if self.workers is not None and self.workers < 1:
+            raise SearchError(f"--workers must be at least 1, got {self.workers}")
+        if self.trial_timeout is not None and self.trial_timeout <= 0:
+            raise SearchError(f"--trial-timeout must be positive, got {self.trial_timeout}")
+        if self.trial_memory is not None and not 0 < self.trial_memory < 2**20:
+            raise SearchError(f"--trial-memory must be a positive number of GiB, got {self.trial_memory:g}")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search was asked: the recipe and this run's runtime settings."""
+
+    recipe: SearchRecipe = field(default_factory=SearchRecipe)
+    runtime: SearchRuntime = field(default_factory=SearchRuntime)
+
+
+def build_space(path: str | None, image_size: int | None = None) -> SearchSpace:
+    """The search space, at ``image_size`` px when given. The space is the proxy image size's one home:
+    its backbone and every sampled spec carry it as ``train_image_size``, and trials train at that size."""
+    space = load_space(path) if path else default_space()
+    if image_size is None or image_size == space.config["image_size"]:
+        return space
+    if image_size < space.backbone.total_stride:
+        raise SearchError(f"--image-size {image_size} is below the network's total stride "
+                          f"{space.backbone.total_stride}: the last stage would see less than 1 pixel")
+    return SearchSpace.from_dict({**space.to_dict(), "image_size": image_size})
+
+
+def _storage_url(runtime: SearchRuntime) -> str:
+    if runtime.storage:
+        return runtime.storage
+    return f"sqlite:///{Path(runtime.out).resolve() / 'study.db'}"
 
 
 RESTARTED_RNG = ("random", "tpe", "nsga2")  # Optuna's own samplers: one running RNG, seeded per process
@@ -87,8 +138,9 @@ def _sampler_seed(config: SearchConfig, trials_so_far: int = 0) -> int:
     same seed, processes started together would propose the same candidates and train each twice. For the
     same reason a resumed process of Optuna's own samplers mixes in how many trials the study holds (else a
     random search replays its first run's draws); rl and evolution replay the study by trial number instead."""
-    seed = config.seed if not config.storage else (config.seed + zlib.crc32(worker_id().encode())) % 2**31
-    if config.controller in RESTARTED_RNG and trials_so_far:
+    runtime = config.runtime
+    seed = runtime.seed if not runtime.storage else (runtime.seed + zlib.crc32(worker_id().encode())) % 2**31
+    if config.recipe.controller in RESTARTED_RNG and trials_so_far:
         seed = (seed + trials_so_far) % 2**31
     return seed
 
@@ -113,82 +165,126 @@ class SearchSummary:
 class Search:
     """One search: open or resume the study, measure the reference, run trials up to the budget."""
 
-    def __init__(self, config: SearchConfig, progress: bool = True,
+    def __init__(self, config: SearchConfig,
                  on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
-        from effnas.nas.search.controllers import CONTROLLERS, is_multi_objective, make_sampler
-        from effnas.search_space.space import default_space, load_space
-
-        if config.budget <= 0:
-            raise SearchError(f"--budget must be a positive number of trials, got {config.budget}")
-        if config.controller not in CONTROLLERS:
-            raise SearchError(f"unknown controller {config.controller!r} (choose from {', '.join(CONTROLLERS)})")
-        if config.workers is None:
-            config.workers = default_workers(config.trial.get("device", "auto"))
-        if config.workers < 1:
-            raise SearchError(f"--workers must be at least 1, got {config.workers}")
-        if config.trial_timeout is not None and config.trial_timeout <= 0:
-            raise SearchError(f"--trial-timeout must be positive, got {config.trial_timeout}")
-        if config.trial_memory is not None and not 0 < config.trial_memory < 2**20:
-            raise SearchError(f"--trial-memory must be a positive number of GiB, got {config.trial_memory:g}")
+        recipe, runtime = config.recipe, config.runtime
         self.config = config
-        self.progress = progress
         self.on_trial = on_trial
-        self.space = load_space(config.space) if config.space else default_space()
-        self.multi_objective = is_multi_objective(config.controller)
-        self.run_dir = Path(config.out)
-        image_size = config.image_size or self.space.backbone.train_image_size
-        if image_size < self.space.backbone.total_stride:
-            raise SearchError(f"--image-size {image_size} is below the network's total stride "
-                              f"{self.space.backbone.total_stride}: the last stage would see less than 1 pixel")
-        config.trial = {**config.trial, "image_size": image_size}
+        self.space = build_space(recipe.space, recipe.image_size)
+        self.multi_objective = is_multi_objective(recipe.controller)
+        self.run_dir = Path(runtime.out)
+        # What every trial is sent: the recipe, and where this run trains it (a backend may add its timing lock).
+        self.trial_settings = TrialSettings.from_dict(
+            {**recipe.trial, "device": runtime.device, "engine": runtime.engine, "threads": runtime.threads}).to_dict()
         # An unreadable data set fails here, before anything is written; specs get its classes and channels.
         self.num_classes, self.image_channels = self._data_shape()
-        if config.workers > 1:  # concurrent trials time their steps one at a time (see nas.trial.DeviceLock)
-            config.trial["timing_lock"] = str(self.run_dir.resolve() / ".timing.lock")
         ensure_writable_dir(self.run_dir, "run directory")  # read-only, full: one line, and nothing created
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.storage_url = _storage_url(config)
+        self.storage_url = _storage_url(runtime)
         self.storage = open_storage(self.storage_url)
-        directions = ["maximize", "minimize", "minimize"] if self.multi_objective else ["maximize"]
         try:
             self.study = optuna.create_study(
-                study_name=STUDY_NAME, storage=self.storage, load_if_exists=True, directions=directions,
-                sampler=make_sampler(config.controller, self.space,
-                                     _sampler_seed(config, _trials_so_far(self.storage))))
+                study_name=STUDY_NAME, storage=self.storage, load_if_exists=True,
+                directions=study_directions(recipe.controller),
+                sampler=make_sampler(recipe.controller, self.space, _sampler_seed(config, _trials_so_far(self.storage))))
         except Exception as error:  # noqa: BLE001
             raise SearchError(f"cannot open the study in {self.storage_url}: {error}") from None
         self._check_or_store_settings()
 
     # ------------------------------------------------------------------ settings
     def _check_or_store_settings(self) -> None:
-        identity = _identity(self.config, self.space.to_dict())
+        identity = self.config.recipe.identity(self.space)
         stored = self.study.user_attrs.get("identity")
         if stored is None:
             self.study.set_user_attr("identity", identity)
         elif stored != identity:
             changed = sorted(k for k in identity if identity[k] != stored.get(k))
             detail = changed[0]
-            if detail == "trial_identity":
+            if detail == "trial" and isinstance(stored.get(detail), dict):
                 keys = sorted(k for k in identity[detail] if identity[detail][k] != stored[detail].get(k))
                 detail = ", ".join(keys) or detail
             raise SearchError(
                 f"{self.storage_url} already holds a search with different settings ({detail}); "
                 f"re-run with the same settings to resume, or use another --out")
-        settings = asdict(self.config)
-        self.study.set_user_attr("settings", settings)
+        self.study.set_user_attr("settings", asdict(self.config))
         self.study.set_user_attr("space", self.space.to_dict())
 
     def _data_shape(self) -> tuple[int, int]:
         """The data set's number of classes and image channels (loading it also validates it)."""
-        from effnas.nas.training.data import load_data
-        from effnas.nas.search.trial import TrialSettings
-
-        settings = TrialSettings.from_dict(self.config.trial)
-        data = load_data(settings.data, seed=self.config.seed, val_fraction=settings.val_fraction,
+        settings = TrialSettings.from_dict(self.trial_settings)
+        data = load_data(settings.data, seed=self.config.runtime.seed, val_fraction=settings.val_fraction,
                          data_size=settings.data_size)
         return data.num_classes, data.channels
 
-    # ------------------------------------------------------------------ steps any backend uses
+    # ------------------------------------------------------------------ the loop
+    def run(self, backend: Backend | None = None) -> SearchSummary:
+        """Run trials on ``backend`` (default: local worker processes) until the budget is reached, or until
+        Ctrl-C (``nas search`` turns SIGTERM into one): trials cut off are recorded interrupted, not counted."""
+        backend = backend if backend is not None else LocalBackend()
+        runtime = self.config.runtime
+        start = time.perf_counter()
+        running: dict[int, optuna.trial.Trial] = {}
+        stopped_early = False
+        bar = None
+        try:
+            backend.start(BackendSetup(runtime.workers, runtime.threads, runtime.trial_timeout, runtime.trial_memory,
+                                       runtime.device, self.run_dir, self.storage_url))
+            self.prepare(lambda spec: self._measure(backend, spec))
+            bar = tqdm(total=runtime.budget, initial=min(counted_trials(self.study), runtime.budget), desc="trials",
+                       unit="trial", disable=not runtime.progress, dynamic_ncols=True)
+            self._postfix(bar)
+            self._feed(backend, running)
+            while running:
+                finished = []
+                for result in backend.collect(0.5):
+                    self.store(running.pop(result.key), result.metrics, result.error, result.seconds)
+                    finished.append(result.key)
+                # Refill the backend before the run files and the progress bar are refreshed.
+                self._feed(backend, running)
+                if finished:
+                    self.publish(finished)
+                    bar.update(len(finished))
+                    self._postfix(bar)
+        except KeyboardInterrupt:
+            stopped_early = True
+            for trial in running.values():
+                self.interrupt(trial, "the search was stopped (Ctrl-C)")
+            running.clear()
+        finally:
+            backend.close(kill=bool(running) or stopped_early)
+            if bar is not None:
+                bar.close()
+            self.write_outputs()
+        return self.summary(time.perf_counter() - start, stopped_early)
+
+    def _feed(self, backend: Backend, running: dict[int, optuna.trial.Trial]) -> None:
+        """Give the backend candidates while the budget allows, counting running and queued trials too so that
+        N workers stop together at the budget."""
+        if not backend.free:
+            return
+        done = counted_trials(self.study)
+        while backend.free and done + len(running) < self.config.runtime.budget:
+            proposal = self.propose()
+            if proposal is None:  # the shared budget was taken by other processes
+                return
+            trial, spec = proposal
+            backend.submit(trial.number, spec.to_dict(), self.trial_settings, self.config.runtime.seed)
+            running[trial.number] = trial
+
+    def _measure(self, backend: Backend, spec: ArchSpec) -> dict[str, Any] | str:
+        """Train the backbone on the backend, under the same conditions as every candidate."""
+        backend.submit("reference", spec.to_dict(), self.trial_settings, self.config.runtime.seed)
+        results: list[Any] = []
+        while not results:
+            results = backend.collect(0.5)
+        return results[0].error if results[0].error is not None else results[0].metrics
+
+    def _postfix(self, bar: Any) -> None:
+        best = self.best()
+        if best:
+            bar.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
+
+    # ------------------------------------------------------------------ steps of the loop
     def prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str]) -> dict[str, Any]:
         """Recover trials a dead process left running, check the data, and get the reference.
 
@@ -196,8 +292,6 @@ class Search:
         it is only called the first time, later runs reuse the stored reference.
         """
         recover_interrupted(self.study, self.storage)
-        from effnas.results import RUN_FILES
-
         remove_stale_temporaries(self.run_dir, RUN_FILES)  # copies a write killed mid-way left
         stored = self.study.user_attrs.get("reference")
         if stored:
@@ -215,7 +309,7 @@ class Search:
     def propose(self) -> tuple[optuna.trial.Trial, ArchSpec] | None:
         """Ask the controller for the next candidate; None once the shared budget is taken."""
         trial = self.study.ask()
-        if budget_position(self.study, trial.number) > self.config.budget:  # other processes got there first
+        if budget_position(self.study, trial.number) > self.config.runtime.budget:  # other processes got there first
             trial.set_user_attr("interrupted", True)
             trial.set_user_attr("fail_reason", "surplus: the budget was reached by other workers")
             self.study.tell(trial, state=TrialState.FAIL)
@@ -227,7 +321,7 @@ class Search:
 
     def record(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
                seconds: float) -> None:
-        """Store a finished trial and refresh the run files (what a backend with one result at a time calls)."""
+        """Store a finished trial and refresh the run files (one result at a time)."""
         self.store(trial, metrics, error, seconds)
         self.publish([trial.number])
 
@@ -235,16 +329,15 @@ class Search:
               seconds: float) -> None:
         """Tell the study a trial's metrics and reward, or its failure reason: the one write a result needs
         before the controller can propose the next candidate."""
-        from effnas.results.reward import reward as compute_reward
-
         trial.set_user_attr("duration_s", round(seconds, 3))
         if error is not None or metrics is None:
             trial.set_user_attr("fail_reason", error or "no metrics returned")
             self.study.tell(trial, state=TrialState.FAIL)
             return
+        recipe = self.config.recipe
         value = compute_reward(metrics["accuracy"], metrics["step_time_ms"], metrics["params"],
                                self.reference["step_time_ms"], self.reference["params"],
-                               w=self.config.reward_w, v=self.config.reward_v)
+                               w=recipe.reward_w, v=recipe.reward_v)
         for key, item in metrics.items():
             trial.set_user_attr(key, item)
         trial.set_user_attr("reward", value)
@@ -269,81 +362,8 @@ class Search:
         self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
     def summary(self, seconds: float, stopped_early: bool = False) -> SearchSummary:
-        return SearchSummary(self.run_dir, self.storage_url, counted_trials(self.study), self.config.budget,
+        return SearchSummary(self.run_dir, self.storage_url, counted_trials(self.study), self.config.runtime.budget,
                              self.best(), getattr(self, "reference", {}), stopped_early, seconds)
-
-    # ------------------------------------------------------------------ the local backend
-    def run(self) -> SearchSummary:
-        """Run trials in local worker processes until the budget is reached (or Ctrl-C)."""
-        from tqdm.auto import tqdm
-
-        from effnas.nas.search.backends.local import WorkerPool, default_threads
-
-        start = time.perf_counter()
-        budget = self.config.budget
-        threads = self.config.trial.get("threads") or default_threads(self.config.workers)
-        running: dict[int, optuna.trial.Trial] = {}
-        stopped_early = False
-        # depth=2: each worker's next candidate waits in its pipe, so it never idles while this process
-        # stores a result, asks the controller and rewrites the run files.
-        pool = WorkerPool(self.config.workers, timeout=self.config.trial_timeout, threads=threads,
-                          memory_gib=self.config.trial_memory, depth=2)
-        bar = None
-        try:
-            self.prepare(lambda spec: self._measure_on_pool(pool, spec))
-            bar = tqdm(total=budget, initial=min(counted_trials(self.study), budget), desc="trials",
-                       unit="trial", disable=not self.progress, dynamic_ncols=True)
-            self._postfix(bar)
-            self._feed(pool, running)
-            while running:
-                finished = []
-                for result in pool.collect(poll=0.5):
-                    self.store(running.pop(result.key), result.metrics, result.error, result.seconds)
-                    finished.append(result.key)
-                # Refill the workers' queues before the run files and the progress bar are refreshed.
-                self._feed(pool, running)
-                if finished:
-                    self.publish(finished)
-                    bar.update(len(finished))
-                    self._postfix(bar)
-        except KeyboardInterrupt:
-            stopped_early = True
-            for trial in running.values():
-                self.interrupt(trial, "the search was stopped (Ctrl-C)")
-            running.clear()
-        finally:
-            pool.close(kill=bool(running) or stopped_early)
-            if bar is not None:
-                bar.close()
-            self.write_outputs()
-        return self.summary(time.perf_counter() - start, stopped_early)
-
-    def _feed(self, pool: Any, running: dict[int, optuna.trial.Trial]) -> None:
-        """Fill the workers' queues while the budget allows, counting running and queued trials too so that
-        N workers stop together at the budget."""
-        if not pool.free:
-            return
-        done = counted_trials(self.study)
-        while pool.free and done + len(running) < self.config.budget:
-            proposal = self.propose()
-            if proposal is None:  # the shared budget was taken by other processes
-                return
-            trial, spec = proposal
-            pool.submit(trial.number, spec.to_dict(), self.config.trial, self.config.seed)
-            running[trial.number] = trial
-
-    def _measure_on_pool(self, pool: Any, spec: ArchSpec) -> dict[str, Any] | str:
-        """Train the backbone in a worker, under the same conditions as every candidate."""
-        pool.submit("reference", spec.to_dict(), self.config.trial, self.config.seed)
-        results: list[Any] = []
-        while not results:
-            results = pool.collect(poll=0.5)
-        return results[0].error if results[0].error is not None else results[0].metrics
-
-    def _postfix(self, bar: Any) -> None:
-        best = self.best()
-        if best:
-            bar.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
 
     def best(self) -> dict[str, Any] | None:
         """The completed trial with the highest reward: its spec and metrics."""
@@ -357,6 +377,4 @@ class Search:
 
     def write_outputs(self) -> None:
         """trials.csv, pareto.json and best.json next to the study, each written atomically."""
-        from effnas.results import write_run_files
-
         write_run_files(self.study, self.run_dir)

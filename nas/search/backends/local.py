@@ -13,22 +13,14 @@ import gc
 import importlib
 import multiprocessing as mp
 import os
+import resource
 import time
-import traceback
 from collections import deque
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Callable
 
-
-@dataclass
-class TrialResult:
-    """What came back for one submitted task: metrics, or the reason it failed."""
-
-    key: Any
-    metrics: dict[str, Any] | None
-    error: str | None
-    seconds: float
+from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_reason
 
 
 def _import_function(path: str) -> Callable[..., dict]:
@@ -46,9 +38,7 @@ def limit_memory(gib: float | None) -> str | None:
     """
     if gib is None:
         return None
-    import resource
-
-    import torch
+    import torch  # only in a worker: the search process and other pools need not pay torch's start-up
 
     if torch.cuda.is_available():  # CPU limits would also cap the CUDA driver's host mappings: leave them be
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
@@ -62,33 +52,6 @@ def limit_memory(gib: float | None) -> str | None:
     return f"heap {gib:g} GiB beyond {in_use / 2**30:.2f} GiB at start-up"
 
 
-def failure_reason(error: BaseException) -> str:
-    """The reason a failed trial is recorded with, in the study and the report.
-
-    A :class:`nas.trial.TrialError` ("out of memory: ...", "diverged: ...") and effnas's own errors already say
-    what went wrong in words meant for the user, so they are recorded as they are; anything else keeps its class
-    name ("ZeroDivisionError: division by zero"), and one without a message the line that raised it.
-    """
-    from effnas.errors import EffnasError
-
-    message = str(error).strip()
-    if message and isinstance(error, (EffnasError, _trial_error())):
-        return message[:2000]
-    reason = f"{type(error).__name__}: {message}".rstrip(": ")
-    if not message and error.__traceback__ is not None:  # say where, at least
-        frame = traceback.extract_tb(error.__traceback__)[-1]
-        reason += f" at {os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
-    return reason[:2000]
-
-
-def _trial_error() -> type[BaseException]:
-    """nas.trial's TrialError, imported late: that module pulls in torch and the models, which only a worker
-    needs (a pool that runs another function should not pay for them until a task actually fails)."""
-    from effnas.nas.search.trial import TrialError
-
-    return TrialError
-
-
 def freeze_imports() -> None:
     """Take what is alive now (torch, the models, ~170,000 long-lived objects) out of the garbage collector's
     view. Otherwise every full collection rescans them all (65 ms on a 2-core CPU), landing in a random phase
@@ -100,7 +63,7 @@ def freeze_imports() -> None:
 
 def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None) -> None:
     """Loop: receive (key, spec, settings, seed), run the trial, send the outcome back."""
-    import torch
+    import torch  # in the worker process only (see limit_memory)
 
     if threads:
         torch.set_num_threads(threads)
@@ -265,3 +228,56 @@ class WorkerPool:
 def default_threads(workers: int) -> int:
     """CPU threads per worker: the machine's cores shared evenly, so step times stay comparable."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def default_workers(device: str) -> int:
+    """Trials at once when the user does not say: one single-threaded trial per core on CPU (the best
+    throughput, and steady step times), one on a GPU (pass --workers N to share it)."""
+    if device.startswith("cuda"):
+        return 1
+    if device == "auto":
+        import torch  # only to ask whether there is a GPU: a search that is told its device never loads it here
+
+        if torch.cuda.is_available():
+            return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class LocalBackend:
+    """The search's trials in a :class:`WorkerPool` on this machine (see the module docs).
+
+    Each worker holds two trials (``depth=2``): its next candidate waits in its pipe, so it never idles while
+    the search process stores a result, asks the controller and rewrites the run files.
+    """
+
+    DEPTH = 2
+
+    def __init__(self, function: str = "effnas.nas.search.trial:run_trial") -> None:
+        self._function = function
+        self._pool: WorkerPool | None = None
+        self._timing_lock: str | None = None
+
+    def start(self, setup: BackendSetup) -> None:
+        workers = setup.workers if setup.workers is not None else default_workers(setup.device)
+        self.workers = workers
+        if workers > 1:  # concurrent trials time their steps one at a time (see nas.search.trial.DeviceLock)
+            self._timing_lock = str(Path(setup.run_dir).resolve() / ".timing.lock")
+        self._pool = WorkerPool(workers, timeout=setup.trial_timeout, threads=setup.threads or default_threads(workers),
+                                function=self._function, memory_gib=setup.trial_memory, depth=self.DEPTH)
+
+    @property
+    def free(self) -> int:
+        return self._pool.free if self._pool is not None else 0
+
+    def submit(self, key: Any, spec: dict[str, Any], settings: dict[str, Any], seed: int) -> None:
+        if self._timing_lock is not None:
+            settings = {**settings, "timing_lock": self._timing_lock}
+        self._pool.submit(key, spec, settings, seed)
+
+    def collect(self, poll_seconds: float) -> list[TrialResult]:
+        return self._pool.collect(poll=poll_seconds) if self._pool is not None else []
+
+    def close(self, kill: bool) -> None:
+        if self._pool is not None:
+            self._pool.close(kill=kill)
+            self._pool = None

@@ -1,19 +1,18 @@
-"""The search's trials on Ray Tune: one GPU shared by several candidates, several GPUs, or a cluster.
+"""The search's trials as Ray tasks: one GPU shared by several candidates, several GPUs, or a cluster.
 
-The Optuna study stays the one source of truth. Tune only schedules: its searcher
-(:class:`StudySearcher`) asks :meth:`Search.propose` for each candidate and hands every outcome to
-:meth:`Search.record`, so the controllers, the reward, the budget rule, resume and the output files
-are exactly those of the local backend. Nothing the user needs lives in Ray's own folders.
+Each trial is one Ray core task (``ray.remote(...).options(num_cpus, num_gpus, max_retries=0)``); Ray
+reuses its worker processes, so a worker keeps what it has warmed up, as a local worker does. The
+search loop (:meth:`Search.run`) stays in this process beside the study, exactly as with the local
+backend: Ray only places and runs trials, and nothing the user needs lives in Ray's own folders.
 
-Failures: a candidate that raises is caught inside the trial and comes back as a result with its
-reason; a Ray worker that dies (killed, out of memory, past ``--trial-timeout``) reaches the searcher
-as a Tune error, and the trial is recorded FAILED with that reason while the search goes on.
+Failures: a candidate that raises is caught inside the task and comes back as a result with its reason;
+a Ray worker that dies (killed, out of memory, or ended by its ``--trial-timeout`` watchdog) comes back
+from ``ray.get`` as an error, recorded as "Ray worker died: ..." or "trial exceeded the time limit of N s".
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -21,22 +20,18 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-# Quiet, prompt-free start-up; Tune writes no result logs of its own (the study has everything).
+# Quiet, prompt-free start-up; the user's own environment settings win.
 RAY_ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_USAGE_STATS_PROMPT_ENABLED": "0",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "RAY_AIR_NEW_OUTPUT": "0",
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_DEDUP_LOGS": "0",
 }
 
 
 def configure_ray_environment() -> None:
-    """No usage-stats prompt, no Tune result logs; the user's own environment settings win."""
+    """No usage-stats prompt, no log de-duplication notices; the user's own environment settings win."""
     for key, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
 
@@ -44,23 +39,29 @@ def configure_ray_environment() -> None:
 configure_ray_environment()  # before Ray is imported: some of these are read at import time
 
 import ray  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune import Callback  # noqa: E402
-from ray.tune.search import Searcher  # noqa: E402
+import torch  # noqa: E402
 
-from effnas.nas.search.budget import counted_trials  # noqa: E402
-from effnas.nas.search.session import Search, SearchError, SearchSummary  # noqa: E402
-from effnas.nas.search.backends.local import failure_reason  # noqa: E402
+from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_reason  # noqa: E402
+from effnas.nas.search.session import SearchError  # noqa: E402
+from effnas.nas.search.trial import run_trial  # noqa: E402
 
 
-@dataclass
+@dataclass(frozen=True)
 class RayOptions:
     """Where trials run and what each one reserves (fractional GPUs let candidates share a GPU)."""
 
     address: str | None = None  # None: start a local Ray sized to this machine; "auto" or "host:port": join
     cpus_per_trial: float | None = None  # None: 1
     gpus_per_trial: float | None = None  # None: the GPUs spread over the concurrent trials, at most 1 each
-    workers: int | None = None  # trials at once; None: as many as the cluster's CPUs or GPUs fit
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each trial reserves, and how many run at once."""
+
+    cpus_per_trial: float
+    gpus_per_trial: float
+    workers: int
 
 
 def _on_this_device(settings: dict[str, Any]) -> dict[str, Any]:
@@ -71,159 +72,25 @@ def _on_this_device(settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _train(config: dict[str, Any]) -> None:
-    """Tune's trainable: one proxy trial in a reused Ray worker; the outcome is reported, never raised."""
-    from ray import tune
-
-    from effnas.nas.search.trial import run_trial
-
-    if config["threads"]:
-        import torch
-
-        torch.set_num_threads(config["threads"])
+def train_candidate(spec: dict, settings: dict, seed: int, threads: int | None,
+                    timeout: float | None) -> tuple[dict[str, Any] | None, str | None, float]:
+    """One proxy trial in a reused Ray worker: (metrics, failure reason, seconds), never raised."""
+    if threads:
+        torch.set_num_threads(threads)
     watchdog = None
-    if config["timeout"]:
-        # A stuck candidate cannot be interrupted from Python: end the worker, Tune reports its death.
-        watchdog = threading.Timer(config["timeout"], os._exit, args=(124,))
+    if timeout:
+        # A stuck candidate cannot be interrupted from Python: end the worker; the driver words the reason.
+        watchdog = threading.Timer(timeout, os._exit, args=(124,))
         watchdog.daemon = True
         watchdog.start()
     start = time.perf_counter()
-    outcome: dict[str, Any] = {"metrics": None, "error": None}
     try:
-        outcome["metrics"] = run_trial(config["spec"], _on_this_device(config["settings"]), config["seed"])
+        return run_trial(spec, _on_this_device(settings), seed), None, time.perf_counter() - start
     except Exception as error:  # noqa: BLE001 - any failure of a candidate is data, not a crash
-        outcome["error"] = failure_reason(error)
+        return None, failure_reason(error), time.perf_counter() - start
     finally:
         if watchdog is not None:
             watchdog.cancel()
-    outcome["seconds"] = time.perf_counter() - start
-    tune.report({"effnas": json.dumps(outcome)})
-
-
-def _measure(spec: dict, settings: dict, seed: int, threads: int | None) -> dict[str, Any] | str:
-    """The backbone's reference trial, run as a Ray task with the same resources as every candidate."""
-    from effnas.nas.search.trial import run_trial
-
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    try:
-        return run_trial(spec, _on_this_device(settings), seed)
-    except Exception as error:  # noqa: BLE001
-        return failure_reason(error)
-
-
-def node_settings(search: Search, workers: int) -> dict[str, Any]:
-    """Trial settings as a Ray node runs them: concurrent trials time their steps one at a time.
-
-    The lock (``nas.trial.DeviceLock``) lives in the node's temporary folder, since the run directory
-    may not exist on other nodes and trials only compete with trials on the same node.
-    """
-    settings = dict(search.config.trial)
-    settings.pop("timing_lock", None)
-    if workers > 1:
-        tag = hashlib.sha1(search.storage_url.encode()).hexdigest()[:12]
-        settings["timing_lock"] = os.path.join(tempfile.gettempdir(), f"effnas-{tag}.timing.lock")
-    return settings
-
-
-class StudySearcher(Searcher):
-    """Tune's searcher backed by the Optuna study: propose on suggest, record on completion."""
-
-    def __init__(self, search: Search, settings: dict[str, Any], threads: int | None, progress: Any = None) -> None:
-        super().__init__()
-        self.search = search
-        self.settings = settings
-        self.threads = threads
-        self.progress = progress
-        self.running: dict[str, list] = {}  # Tune trial id -> [Optuna trial, started at]
-        self.errored: dict[str, list] = {}  # failed in Ray; the reason comes in ErrorReasons.on_trial_error
-        self.finished = False
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        search = self.search
-        if self.finished or counted_trials(search.study) + len(self.running) >= search.config.budget:
-            self.finished = True
-            return Searcher.FINISHED
-        proposal = search.propose()
-        if proposal is None:  # other processes on the same study took the rest of the budget
-            self.finished = True
-            return Searcher.FINISHED
-        trial, spec = proposal
-        self.running[trial_id] = [trial, time.perf_counter()]
-        return {"number": trial.number, "spec": spec.to_dict(), "settings": self.settings,
-                "seed": search.config.seed, "threads": self.threads, "timeout": search.config.trial_timeout}
-
-    def started(self, trial_id: str) -> None:
-        """The trial got its resources and began (it may have waited for them since ``suggest``)."""
-        if trial_id in self.running:
-            self.running[trial_id][1] = time.perf_counter()
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self.running:
-            return
-        if error:
-            self.errored[trial_id] = self.running.pop(trial_id)
-            return
-        trial, _ = self.running.pop(trial_id)
-        if not result or "effnas" not in result:
-            self.search.interrupt(trial, "Ray Tune stopped the trial before it reported")
-            return
-        outcome = json.loads(result["effnas"])
-        self._record(trial, outcome["metrics"], outcome["error"], outcome["seconds"])
-
-    def fail(self, trial_id: str, detail: str | None) -> None:
-        """Record a trial whose Ray worker failed, with the best reason known."""
-        if trial_id not in self.errored:
-            return
-        trial, started = self.errored.pop(trial_id)
-        seconds = time.perf_counter() - started
-        timeout = self.search.config.trial_timeout
-        if timeout is not None and seconds >= timeout:  # the trial's watchdog ended its worker
-            reason = f"trial exceeded the time limit of {timeout:g} s"
-        else:
-            reason = "Ray worker died" + (f": {detail}" if detail else " (killed, out of memory or crashed)")
-        self._record(trial, None, reason, seconds)
-
-    def _record(self, trial: Any, metrics: dict | None, error: str | None, seconds: float) -> None:
-        self.search.record(trial, metrics, error, seconds)
-        if self.progress is not None:
-            self.progress.update(1)
-            best = self.search.best()
-            if best:
-                self.progress.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
-
-    def save(self, checkpoint_path: str) -> None:
-        # Tune checkpoints its searcher; all of this one's state is the study, so say where it is.
-        Path(checkpoint_path).write_text(json.dumps({"study": self.search.storage_url}))
-
-    def restore(self, checkpoint_path: str) -> None:
-        pass  # a resumed search reopens the study, which holds every trial
-
-
-class ErrorReasons(Callback):
-    """Tells the searcher when a trial starts, and why Ray says a failed one failed (its worker died)."""
-
-    def __init__(self, searcher: StudySearcher) -> None:
-        self.searcher = searcher
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.searcher.started(trial.trial_id)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.searcher.fail(trial.trial_id, _ray_error_detail(trial))
-
-
-def _ray_error_detail(trial: Any) -> str | None:
-    """The telling part of the error Ray stored for a trial, e.g. how its worker process ended."""
-    path = getattr(trial, "error_file", None)
-    if not path or not os.path.exists(path):
-        return None
-    text = " ".join(Path(path).read_text(errors="replace").split("Failure #")[-1].split()[1:])
-    if "Worker exit detail:" in text:  # a dead worker: Ray's one-line cause, without its general advice
-        text = text.split("Worker exit detail:", 1)[1].split(" Some common causes")[0]
-    return text.strip()[:300] or None
 
 
 def start_ray(options: RayOptions) -> bool:
@@ -239,6 +106,8 @@ def start_ray(options: RayOptions) -> bool:
             "run nas search on a cluster node with --address auto instead, e.g. "
             "ray job submit --address http://HEAD:8265 -- nas search --backend ray --address auto ...")
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if options.address:
             ray.init(address=options.address, **quiet)
@@ -247,10 +116,13 @@ def start_ray(options: RayOptions) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as error:
         where = options.address or "a local instance"
         raise SearchError(f"cannot start Ray ({where}): {str(error).strip().splitlines()[0]}") from None
+    finally:
+        if main_thread:  # ray.init installs a SIGTERM handler that exits at once: keep the process's own
+            signal.signal(signal.SIGTERM, sigterm)
     return True
 
 
-def _resolve_resources(options: RayOptions, device: str) -> RayOptions:
+def _resolve_resources(options: RayOptions, device: str, workers: int | None = None) -> Resources:
     """Fill in the defaults from the cluster; a request no node can meet is an error, not a hang."""
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     total = {key: sum(node.get(key, 0) for node in nodes) for key in ("CPU", "GPU")}
@@ -261,7 +133,7 @@ def _resolve_resources(options: RayOptions, device: str) -> RayOptions:
     cpus = 1.0 if options.cpus_per_trial is None else options.cpus_per_trial
     share = options.gpus_per_trial
     if share is None:  # e.g. 1 GPU and --workers 4: a quarter each; 8 GPUs and --workers 8: one each
-        share = 0.0 if not use_gpus else 1.0 if options.workers is None else min(1.0, total["GPU"] / options.workers)
+        share = 0.0 if not use_gpus else 1.0 if workers is None else min(1.0, total["GPU"] / workers)
     for name, key, wanted in (("--cpus-per-trial", "CPU", cpus), ("--gpus-per-trial", "GPU", share)):
         if wanted < 0:
             raise SearchError(f"{name} must not be negative, got {wanted:g}")
@@ -273,98 +145,85 @@ def _resolve_resources(options: RayOptions, device: str) -> RayOptions:
         raise SearchError("each trial needs some resource: give --cpus-per-trial or --gpus-per-trial above 0")
     if device == "cuda" and share == 0:
         raise SearchError("--device cuda but no GPU share per trial: give --gpus-per-trial (e.g. 0.25)")
-    workers = options.workers
     if workers is None:  # as many trials as the cluster holds at once
         fits = [int(total[key] // wanted) for key, wanted in (("CPU", cpus), ("GPU", share)) if wanted > 0]
         workers = max(1, min(fits))
-    return RayOptions(options.address, cpus, share, workers)
+    return Resources(cpus, share, workers)
 
 
-def run_ray(search: Search, options: RayOptions) -> SearchSummary:
-    """Run ``search`` to its budget on Ray Tune (or until Ctrl-C); same study and outputs as ``Search.run``."""
-    from tqdm.auto import tqdm
+def node_timing_lock(storage_url: str) -> str:
+    """The timing lock (``nas.search.trial.DeviceLock``) of this study's trials on one node: in the node's
+    temporary folder, since the run directory may not exist on other nodes and trials only compete with
+    trials on the same node."""
+    tag = hashlib.sha1(storage_url.encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"effnas-{tag}.timing.lock")
 
-    start = time.perf_counter()
-    config = search.config
-    device = str(config.trial.get("device", "auto"))
-    if device.startswith("cuda:"):
-        raise SearchError(f"--device {device} picks a GPU, but Ray assigns GPUs to trials: use --device cuda")
-    started_ray = start_ray(options)
-    searcher = bar = None
-    stopped_early = False
-    try:
-        options = _resolve_resources(options, device)
-        threads = config.trial.get("threads") or max(1, int(options.cpus_per_trial))
-        settings = node_settings(search, options.workers)
-        measure = ray.remote(_measure).options(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial,
-                                               max_retries=0)
-        search.prepare(lambda spec: _get_reference(measure.remote(spec.to_dict(), settings, config.seed, threads)))
-        done = counted_trials(search.study)
-        bar = tqdm(total=config.budget, initial=min(done, config.budget), desc="trials", unit="trial",
-                   disable=not search.progress, dynamic_ncols=True)
-        searcher = StudySearcher(search, settings, threads, bar)
-        if done < config.budget:
-            resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-            tuner = tune.Tuner(
-                tune.with_resources(_train, resources),
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=config.budget - done,
-                                            max_concurrent_trials=options.workers, reuse_actors=True,
-                                            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-                run_config=tune.RunConfig(
-                    name=f"effnas-{time.strftime('%Y%m%d-%H%M%S')}",
-                    storage_path=str((search.run_dir / "ray").resolve()), verbose=0, log_to_file=False,
-                    failure_config=tune.FailureConfig(max_failures=0), callbacks=[ErrorReasons(searcher)],
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-            with _QuietTune():
-                tuner.fit()
-    except KeyboardInterrupt:
-        stopped_early = True
-    finally:
-        if searcher is not None:
-            for trial_id in list(searcher.errored):
-                searcher.fail(trial_id, None)
-            # Trials Tune stopped (Ctrl-C: Tune ends its loop gracefully) are interrupted, not counted.
-            stopped_early = stopped_early or bool(searcher.running) or (
-                not searcher.finished and counted_trials(search.study) < config.budget)
-            for trial, _ in searcher.running.values():
-                search.interrupt(trial, "the search was stopped (Ctrl-C)")
-            searcher.running.clear()
-        if bar is not None:
-            bar.close()
-        search.write_outputs()
-        if started_ray:
+
+class RayBackend:
+    """Trials as Ray tasks, at most ``workers`` in flight (see the module docs)."""
+
+    def __init__(self, options: RayOptions | None = None) -> None:
+        self.options = options if options is not None else RayOptions()
+        self._started_ray = False
+        self._task: Any = None
+        self._pending: dict[Any, tuple[Any, float]] = {}  # Ray object ref -> (key, submitted at)
+        self.workers = 0
+
+    @staticmethod
+    def refuse_unsupported(trial_memory: float | None) -> None:
+        """Settings only the local backend honours; ``nas search`` checks them before anything is written."""
+        if trial_memory is not None:
+            raise SearchError("--trial-memory applies to the local backend; on Ray, give trials memory with Ray's "
+                              "own resources (ray start --memory)")
+
+    def start(self, setup: BackendSetup) -> None:
+        if setup.device.startswith("cuda:"):
+            raise SearchError(f"--device {setup.device} picks a GPU, but Ray assigns GPUs to trials: use --device cuda")
+        self.refuse_unsupported(setup.trial_memory)
+        self._started_ray = start_ray(self.options)
+        resources = _resolve_resources(self.options, setup.device, setup.workers)
+        self.workers = resources.workers
+        self._threads = setup.threads or max(1, int(resources.cpus_per_trial))
+        self._timeout = setup.trial_timeout
+        self._timing_lock = node_timing_lock(setup.storage_url) if resources.workers > 1 else None
+        self._task = ray.remote(train_candidate).options(
+            num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial, max_retries=0)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.workers - len(self._pending)) if self._task is not None else 0
+
+    def submit(self, key: Any, spec: dict[str, Any], settings: dict[str, Any], seed: int) -> None:
+        settings = {**settings, "timing_lock": self._timing_lock}
+        ref = self._task.remote(spec, settings, seed, self._threads, self._timeout)
+        self._pending[ref] = (key, time.perf_counter())
+
+    def collect(self, poll_seconds: float) -> list[TrialResult]:
+        if not self._pending:
+            return []
+        ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=poll_seconds)
+        results = []
+        for ref in ready:
+            key, submitted = self._pending.pop(ref)
+            try:
+                metrics, error, seconds = ray.get(ref)
+            except ray.exceptions.RayError as failure:
+                seconds = time.perf_counter() - submitted
+                metrics, error = None, self._death_reason(failure, seconds)
+            results.append(TrialResult(key, metrics, error, seconds))
+        return results
+
+    def _death_reason(self, failure: BaseException, seconds: float) -> str:
+        if self._timeout is not None and seconds >= self._timeout:  # the trial's watchdog ended its worker
+            return f"trial exceeded the time limit of {self._timeout:g} s"
+        detail = " ".join(str(failure).split()).split(" Check python-core-worker")[0]
+        return "Ray worker died" + (f": {detail[:300]}" if detail else " (killed, out of memory or crashed)")
+
+    def close(self, kill: bool) -> None:
+        for ref in self._pending:  # only a stopped search leaves tasks behind: end them, uncounted
+            ray.cancel(ref, force=True)
+        self._pending.clear()
+        self._task = None
+        if self._started_ray:
             ray.shutdown()
-    return search.summary(time.perf_counter() - start, stopped_early)
-
-
-def _trial_name(trial: Any) -> str:
-    """Ray's name for a trial: the study's trial number, so its folder and the study agree."""
-    return f"trial-{trial.config['number']}"
-
-
-def _get_reference(ref: Any) -> dict[str, Any] | str:
-    try:
-        return ray.get(ref)
-    except KeyboardInterrupt:
-        ray.cancel(ref, force=True)
-        raise
-    except ray.exceptions.RayError as error:
-        return f"Ray worker died: {str(error).strip().splitlines()[0][:300]}"
-
-
-class _QuietTune:
-    """Tune logs resume hints and trial tracebacks that the study and our summary say better, and it
-    leaves its own Ctrl-C handler installed after a run: restore the process's handlers afterwards."""
-
-    def __enter__(self) -> None:
-        self.logger = logging.getLogger("ray.tune")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.CRITICAL)
-        self.handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            self.handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGUSR1)}
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.setLevel(self.level)
-        for number, handler in self.handlers.items():
-            signal.signal(number, handler)
+            self._started_ray = False
