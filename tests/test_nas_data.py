@@ -1,6 +1,10 @@
 """Every data source reads real files written here, in the formats users actually have."""
 
+import gzip
 import pickle
+import struct
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +47,7 @@ def test_synthetic_is_deterministic_and_sized():
 
 
 @pytest.mark.parametrize("source", ["synthetic:5", "synthetic:abc", "synthetic:100x2", "mnist", "cifar", "",
-                                    "digits:x"])
+                                    "digits:x", "idx", "idx:/no/such/dir", "npz:/no/such.npz:100"])
 def test_bad_sources_raise_one_line_data_errors(source):
     with pytest.raises(DataError) as info:
         load_data(source)
@@ -167,6 +171,164 @@ def test_npz_not_a_zip(tmp_path):
     (tmp_path / "d.npz").write_text("hello")
     with pytest.raises(DataError, match="not a readable"):
         load_data(f"npz:{tmp_path / 'd.npz'}")
+
+
+# ----------------------------------------------------------------------------- IDX (the MNIST family)
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+def _idx_bytes(array: np.ndarray, shape: tuple[int, ...] | None = None, magic: bytes | None = None) -> bytes:
+    """An IDX file as published: 0x0000, type 0x08 (ubyte), dimension count, big-endian sizes, data."""
+    shape = array.shape if shape is None else shape
+    header = magic or bytes([0, 0, 0x08, len(shape)])
+    return header + struct.pack(f">{len(shape)}I", *shape) + array.astype(np.uint8).tobytes()
+
+
+def _write_idx(path: Path, data: bytes) -> Path:
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+def _write_set(folder: Path, images: np.ndarray, labels: np.ndarray, prefix: str = "", suffix: str = "",
+               split: str = "train") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_idx(folder / f"{prefix}{split}-images-idx3-ubyte{suffix}", _idx_bytes(images))
+    _write_idx(folder / f"{prefix}{split}-labels-idx1-ubyte{suffix}", _idx_bytes(labels))
+
+
+def _digit_like(count: int = 40, height: int = 6, width: int = 5, classes: int = 4, seed: int = 5):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (count, height, width), dtype=np.uint8), np.arange(count, dtype=np.uint8) % classes
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip_reads_only_the_training_files(tmp_path, suffix):
+    images, labels = _digit_like(height=7, width=7)
+    _write_set(tmp_path, images, labels, suffix=suffix)
+    _write_set(tmp_path, np.full((10, 7, 7), 255, np.uint8), np.full(10, 9, np.uint8), split="t10k", suffix=suffix)
+    data = load_data(f"idx:{tmp_path}", val_fraction=0.25)
+    _assert_valid(data, 1, 7, 4)  # one channel, nothing replicated to RGB; the t10k label 9 never seen
+    assert len(data.train_x) + len(data.val_x) == 40
+    written = {bytes(image) + bytes([label]) for image, label in zip(images.reshape(40, -1), labels)}
+    for x, y in ((data.train_x, data.train_y), (data.val_x, data.val_y)):
+        assert {bytes(i.flatten().numpy()) + bytes([int(l)]) for i, l in zip(x, y)} <= written
+
+
+def test_idx_emnist_names_are_transposed_back_and_pick_a_set(tmp_path):
+    images, labels = _digit_like(height=6, width=5)  # not square: a missed transpose changes the shape
+    stored = images.transpose(0, 2, 1)  # EMNIST writes each image column by column
+    _write_set(tmp_path / "gzip", stored, labels, prefix="emnist-letters-", suffix=".gz")
+    _write_set(tmp_path / "gzip", stored[:20], labels[:20] % 2, prefix="emnist-digits-", suffix=".gz")
+    with pytest.raises(DataError, match=r"several IDX training sets \(emnist-digits, emnist-letters\)"):
+        load_data(f"idx:{tmp_path}")  # the archive's gzip/ folder is looked into, as CIFAR's is
+    data = load_data(f"idx:{tmp_path / 'gzip' / 'emnist-letters'}", val_fraction=0.25)
+    assert data.train_x.shape[1:] == (1, 6, 5) and data.num_classes == 4
+    x = torch.cat([data.train_x, data.val_x])[:, 0].numpy()
+    assert {bytes(image) for image in x} == {bytes(image) for image in images}
+
+
+def test_idx_subset_keeps_class_shares_whatever_the_seed(tmp_path):
+    images, labels = _digit_like(count=200, classes=4)
+    labels[:50] = 0  # classes hold 87, 37, 38, 38 of the 200 images
+    _write_set(tmp_path, images, labels)
+    data = load_data(f"idx:{tmp_path}:50", seed=1)
+    y = torch.cat([data.train_y, data.val_y])
+    assert len(y) == 50 and torch.bincount(y).tolist() == [22, 9, 10, 9]  # 21.75, 9.25, 9.5, 9.5: largest remainders
+    other = load_data(f"idx:{tmp_path}:50", seed=2)
+    assert sorted(bytes(i.flatten().numpy()) for i in torch.cat([data.train_x, data.val_x])) == \
+        sorted(bytes(i.flatten().numpy()) for i in torch.cat([other.train_x, other.val_x]))
+    assert len(load_data(f"idx:{tmp_path}:5000").train_x) + len(load_data(f"idx:{tmp_path}").val_x) == 200
+    np.savez(tmp_path / "d.npz", x=images, y=labels)
+    subset = load_data(f"npz:{tmp_path / 'd.npz'}:20")  # every file source takes ':N'
+    assert len(subset.train_y) + len(subset.val_y) == 20
+    with pytest.raises(DataError, match="N must be >= 2"):
+        load_data(f"idx:{tmp_path}:1")
+
+
+def _hostile(tmp_path: Path, case: str) -> str:
+    """Write a training pair broken in one way; returns the name of the file the error must name."""
+    images, labels = _digit_like()
+    image_file, label_file = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
+    good_images, good_labels = _idx_bytes(images), _idx_bytes(labels)
+    files = {image_file: good_images, label_file: good_labels}
+    if case == "10^12 elements":
+        files[image_file] = _idx_bytes(images[:1], shape=(10 ** 6, 10 ** 3, 10 ** 3))
+    elif case == "gzip claims gigabytes":
+        image_file += ".gz"
+        files = {image_file: _idx_bytes(images[:1], shape=(4000, 1000, 1000)), label_file: good_labels}
+    elif case == "truncated":
+        files[image_file] = good_images[:-7]
+    elif case == "truncated gzip":
+        image_file += ".gz"
+        files = {image_file: good_images, label_file: good_labels}
+    elif case == "trailing bytes":
+        files[image_file] = good_images + b"\0"
+    elif case == "gzip holds more than claimed":
+        image_file += ".gz"  # decompression stops at the claim plus one byte, however much follows
+        files = {image_file: good_images + bytes(50_000_000), label_file: good_labels}
+    elif case == "wrong magic":
+        files[label_file] = b"\x1f\x00" + good_labels[2:]
+    elif case == "unknown type":
+        files[image_file] = bytes([0, 0, 0x07, 3]) + good_images[4:]
+    elif case == "count mismatch":
+        files[label_file] = _idx_bytes(labels[:39])
+    elif case == "labels with 3 dimensions":
+        files[label_file] = _idx_bytes(images)
+    for name, data in files.items():
+        payload = gzip.compress(data) if name.endswith(".gz") else data
+        if case == "truncated gzip" and name == image_file:
+            payload = payload[: len(payload) // 2]
+        (tmp_path / name).write_bytes(payload)
+    return label_file if case in ("wrong magic", "count mismatch", "labels with 3 dimensions") else image_file
+
+
+@pytest.mark.parametrize("case, message", [
+    ("10^12 elements", "more than the 8 GiB"),
+    ("gzip claims gigabytes", "more than a .*-byte gzip file can hold"),
+    ("truncated", "truncated"),
+    ("truncated gzip", "truncated"),
+    ("trailing bytes", "trailing bytes"),
+    ("gzip holds more than claimed", "trailing bytes"),
+    ("wrong magic", "not an IDX file"),
+    ("unknown type", "not an IDX file"),
+    ("count mismatch", "39 labels for the 40 images"),
+    ("labels with 3 dimensions", "expected 1 dimension"),
+])
+def test_idx_hostile_files_are_refused_in_one_line_before_allocating(tmp_path, case, message):
+    name = _hostile(tmp_path, case)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=message) as info:
+            load_data(f"idx:{tmp_path}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(info.value) and name in str(info.value)
+    assert peak < 20 << 20  # nothing sized by the header's claim was allocated
+
+
+def test_idx_missing_partner_file(tmp_path):
+    images, _ = _digit_like()
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", _idx_bytes(images))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz: no matching train-labels file"):
+        load_data(f"idx:{tmp_path}")
+    with pytest.raises(DataError, match="no train-images-idx3-ubyte"):
+        load_data(f"idx:{tmp_path / 'emnist-balanced'}")
+
+
+@pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+def test_real_fashion_mnist():
+    from effnas.nas.training.idx import read_idx
+
+    data = load_data(f"idx:{FASHION_MNIST}")
+    _assert_valid(data, 1, 28, 10)
+    assert (len(data.train_x), len(data.val_x)) == (48_000, 12_000)  # 60,000 training images, 20 % held out
+    assert torch.bincount(data.val_y).tolist() == [1_200] * 10  # 6,000 of each class
+    assert read_idx(FASHION_MNIST / "t10k-images-idx3-ubyte.gz").shape == (10_000, 28, 28)  # not read by load_data
+    assert np.bincount(read_idx(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz")).tolist() == [1_000] * 10
+    small = load_data(f"idx:{FASHION_MNIST}:2000")
+    assert len(small.train_x) + len(small.val_x) == 2000 and torch.bincount(small.val_y).tolist() == [40] * 10
 
 
 # ----------------------------------------------------------------------------- to_device

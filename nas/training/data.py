@@ -13,6 +13,10 @@ Sources (``--data``):
   ``cifar:DIR``              CIFAR-10 ``data_batch_1..5`` or CIFAR-100 ``train`` python pickles
   ``imagefolder:DIR``        ``DIR/<class>/<image>``, read with PIL as RGB and resized to ``data_size``
   ``npz:FILE``               arrays ``x`` ([N,H,W], [N,H,W,C] or [N,C,H,W]) and ``y`` (int labels)
+  ``idx:DIR``                MNIST, Fashion-MNIST, KMNIST or EMNIST IDX files, 1 channel (:mod:`.idx`)
+
+A file source takes ``:N`` after its path (``idx:DIR:5000``) to keep N images, each class its share,
+the same ones whatever the seed: CPU runs stay short on a real data set.
 
 :func:`to_device` then moves a split to the training device once, resizes it there and normalises it,
 so the training loop only ever indexes device tensors.
@@ -31,10 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from effnas.errors import EffnasError
+from effnas.nas.training.idx import IdxError, read_training_set
 
-SOURCES = ("digits", "synthetic[:N[xS]]", "cifar:DIR", "imagefolder:DIR", "npz:FILE")
+SOURCES = ("digits", "synthetic[:N[xS]]", "cifar:DIR[:N]", "imagefolder:DIR[:N]", "npz:FILE[:N]",
+           "idx:DIR[:N]")
 SYNTHETIC_DEFAULT = (2000, 32)
 SYNTHETIC_CLASSES = 10
+SUBSET_SEED = 0  # a ':N' subset is part of the data set's identity, not of a run's seed
 MAX_CLASSES = 100_000
 
 
@@ -90,14 +97,17 @@ def load_data(source: str, seed: int = 0, val_fraction: float = 0.2, data_size: 
         x, y, num_classes = _digits()
     elif kind == "synthetic":
         x, y, num_classes = _synthetic(*_synthetic_shape(arg))
-    elif kind in ("cifar", "imagefolder", "npz"):
+    elif kind in ("cifar", "imagefolder", "npz", "idx"):
         if not arg:
             raise DataError(f"data: {kind}: needs a path, e.g. '{kind}:{'FILE' if kind == 'npz' else 'DIR'}'")
+        arg, limit = _path_and_limit(kind, arg)
         path = Path(arg).expanduser()
-        if not path.exists():
+        if not path.exists() and not (kind == "idx" and path.parent.is_dir()):  # idx:DIR/PREFIX picks a set
             raise DataError(f"data: {kind}: {path}: no such file or directory")
-        reader = {"cifar": _cifar, "npz": _npz, "imagefolder": lambda p: _imagefolder(p, data_size)}[kind]
-        x, y, num_classes = reader(path)
+        reader = {"cifar": _cifar, "npz": _npz, "idx": _idx, "imagefolder": lambda p: _imagefolder(p, data_size)}
+        x, y, num_classes = reader[kind](path)
+        if limit is not None:
+            x, y = _subset(x, y, limit)
     else:
         raise DataError(f"data: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     return _split(x, y, num_classes, seed, val_fraction, name=source.strip())
@@ -162,6 +172,30 @@ def _split(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int, val_fracti
     train_x, train_y = tensors(np.flatnonzero(train_mask))
     val_x, val_y = tensors(val_index)
     return ImageData(train_x, train_y, val_x, val_y, int(num_classes), name)
+
+
+def _path_and_limit(kind: str, arg: str) -> tuple[str, int | None]:
+    """``PATH[:N]``: a trailing ``:N`` asks for N images (a path that exists as written wins)."""
+    head, sep, tail = arg.rpartition(":")
+    if not sep or not tail.isdigit() or Path(arg).expanduser().exists():
+        return arg, None
+    if int(tail) < 2:
+        raise DataError(f"data: {kind}:{arg}: ':N' keeps N images; N must be >= 2")
+    return head, int(tail)
+
+
+def _subset(x: np.ndarray, y: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``limit`` images, each class keeping its share (largest remainders), in file order."""
+    if limit >= len(y):
+        return x, y
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts * (limit / len(y))
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(take - quota, kind="stable")[:limit - int(take.sum())]] += 1
+    rng = np.random.default_rng(SUBSET_SEED)
+    index = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == label))[:count]
+                                    for label, count in zip(classes, take)]))
+    return x[index], y[index]
 
 
 def _to_uint8(x: np.ndarray, name: str) -> np.ndarray:
@@ -363,3 +397,13 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise DataError(f"data: {name}: x must have 3 or 4 dimensions, got shape {list(x.shape)}")
     labels, num_classes = _labels(y, len(x), name)
     return np.ascontiguousarray(_to_uint8(x, name)), labels, num_classes
+
+
+def _idx(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """MNIST-family IDX training files (:mod:`.idx`): grayscale, so [N, 1, H, W]."""
+    try:
+        images, labels, labels_file = read_training_set(path)
+    except IdxError as error:
+        raise DataError(f"data: idx: {error}") from None
+    labels, num_classes = _labels(labels, len(images), f"idx: {labels_file}")
+    return np.ascontiguousarray(_to_uint8(images, f"idx: {path}")[:, None]), labels, num_classes
