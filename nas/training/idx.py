@@ -155,7 +155,11 @@ def find_training_pair(path: Path) -> tuple[Path, Path]:
 def _training_sets(folder: Path) -> dict[str, dict[str, Path]]:
     """prefix -> {"images": file, "labels": file}; a plain file beats its .gz (no decompression)."""
     sets: dict[str, dict[str, Path]] = {}
-    for file in sorted(folder.iterdir(), key=lambda f: (f.name.endswith(".gz"), f.name)):
+    try:
+        files = sorted(folder.iterdir(), key=lambda f: (f.name.endswith(".gz"), f.name))
+    except OSError as error:
+        raise IdxError(f"{folder}: cannot list ({error.strerror or error})") from None
+    for file in files:
         match = _TRAIN.match(file.name)
         if match and file.is_file() and (match["part"] == "images") == (match["dims"] == "3"):
             sets.setdefault(match["prefix"], {}).setdefault(match["part"], file)
