@@ -8,7 +8,8 @@ from torch import nn
 
 from effnas.models import ProfileError, build_model, count_macs, count_macs_by_module, count_params, count_spec
 from effnas.models.profile import _count_for_real, profile_spec
-from effnas.search_space import SpecError, spec_from_dict
+from effnas.search_space import SpecError, get_spec, spec_from_dict
+from effnas.search_space.space import SearchSpace
 from tests.test_search_space_spec import tiny_spec_dict
 
 
@@ -32,9 +33,6 @@ def test_count_macs_matches_the_layer_formulas():
 
 @pytest.mark.parametrize("which", ["tiny", "default-space backbone", "zoo b0"])
 def test_count_macs_on_meta_equals_a_real_forward_and_leaves_the_model_alone(which):
-    from effnas.search_space import get_spec
-    from effnas.search_space.space import SearchSpace
-
     spec = {"tiny": lambda: spec_from_dict(tiny_spec_dict()), "default-space backbone": lambda: SearchSpace
             .from_dict({}).backbone, "zoo b0": lambda: get_spec("efficientnet-b0")}[which]()
     torch.manual_seed(0)

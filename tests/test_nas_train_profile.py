@@ -128,3 +128,11 @@ def test_profile_and_proxy_trial_run_the_same_timed_steps(monkeypatch):
     assert len(seen["steps"]) == metrics["train_steps"] and len(seen["timed"]) == metrics["timed_steps"] > 0
     assert set(from_profile["steps"]) == set(seen["steps"]) == {(result["engine"], "RMSprop")}
     assert result["engine"] == metrics["engine"]
+
+
+@pytest.mark.gpu
+def test_profile_on_cuda_uses_the_graphed_step_and_bf16():
+    result = profile_spec(spec_from_dict(tiny_spec_dict()), batch_size=8, device="cuda", warmup=2, steps=5)
+    assert result["device"].startswith("cuda") and result["step_time_ms"] > 0
+    assert result["precision"] in ("bf16-autocast", "fp32")
+    assert result["engine"] == "graph", result["fallback_reason"]  # what a proxy trial on this GPU runs

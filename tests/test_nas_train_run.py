@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from effnas.nas.cli.main import main
 from effnas.nas.training.augment import TrainAugment, eval_batch, mixup
 from effnas.nas.training.train import TrainConfig, TrainError, train
 from effnas.nas.training.state import CheckpointError
@@ -152,8 +153,6 @@ def test_cli_trains_and_reports_top1(tmp_path):
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
-    from effnas.nas.cli.main import main
-
     def run(*argv: str) -> str:
         assert main(["train", *argv]) == 2
         err = capsys.readouterr().err

@@ -6,6 +6,7 @@ import pytest
 
 from effnas.search_space.published import get_spec
 from effnas.nas.training.progressive import Ranges, ScheduleError, progressive_schedule, ranges_for, stage_at
+from effnas.nas.search.trial import lr_schedule
 from effnas.nas.training.train import LRSchedule, TrainConfig
 from effnas.search_space import spec_from_dict
 
@@ -85,3 +86,10 @@ def test_learning_rate_warms_up_then_decays():
     assert lr(99) < 0.01 * peak
     exponential = LRSchedule.for_run(TrainConfig(epochs=10, schedule="exponential", warmup_epochs=0.0), 10)
     assert exponential(24) == pytest.approx(exponential.peak * 0.97)  # x0.97 every 2.4 epochs
+
+
+def test_nas_train_and_proxy_trials_follow_one_warmup_cosine_curve():
+    # Same peak, length and warm-up: `nas train`'s cosine schedule and a proxy trial's rates are the same numbers.
+    config = TrainConfig(epochs=10, batch_size=64, optimizer="sgd", warmup_epochs=1.0)
+    train_rates = [LRSchedule.for_run(config, steps_per_epoch=10)(step) for step in range(100)]
+    assert lr_schedule(0.1 * 64 / 256, 100, 0.1) == train_rates

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
+
 @dataclass(frozen=True)
 class StepTiming:
     """Median step time, its spread (inter-quartile range / median) and how many steps were timed."""
