@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import optuna
 import pandas as pd
@@ -123,10 +125,11 @@ def test_cli_image_size_is_the_size_best_json_says_the_trial_trained_at(tmp_path
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--out", str(out), "--quiet", "--budget", "1",
-                             "--controller", "random", "--space", str(space), "--data", "synthetic:200x16",
-                             "--epochs", "1", "--batch-size", "32", "--workers", "1", "--threads", "1",
-                             "--device", "cpu", "--image-size", "64"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--out", str(out), "--quiet",
+                             "--budget", "1", "--controller", "random", "--space", str(space),
+                             "--data", "synthetic:200x16", "--epochs", "1", "--batch-size", "32", "--workers", "1",
+                             "--threads", "1", "--device", "cpu", "--image-size", "64"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     best = json.loads((out / "best.json").read_text())
     assert best["spec"]["train_image_size"] == best["spec"]["eval_image_size"] == 64
@@ -134,6 +137,35 @@ def test_cli_image_size_is_the_size_best_json_says_the_trial_trained_at(tmp_path
     trained = study.get_trials(states=(TrialState.COMPLETE,))
     assert trained and all(t.user_attrs["image_size"] == 64 for t in trained)  # the size the trials measured at
     assert study.user_attrs["reference"]["spec"]["train_image_size"] == 64
+
+
+def test_sigterm_stops_the_cli_search_like_ctrl_c(tmp_path):
+    """kill (SIGTERM) ends `nas search` as Ctrl-C does: running trials recorded interrupted, exit 130, resumable."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "effnas.nas", "search", "--out", str(out), "--quiet",
+                                "--budget", "50", "--controller", "random", "--space", str(space), "--data",
+                                "synthetic:200x16", "--epochs", "1", "--batch-size", "32", "--workers", "1",
+                                "--threads", "1", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    storage = f"sqlite:///{out / 'study.db'}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            study = optuna.load_study(study_name="effnas", storage=storage) if (out / "study.db").exists() else None
+        except Exception:  # noqa: BLE001 - the search is still creating the study
+            continue
+        if study is not None and study.get_trials(states=(TrialState.RUNNING,)):
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "stopped early" in stdout
+    study = optuna.load_study(study_name="effnas", storage=storage)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert [t for t in study.trials if t.user_attrs.get("interrupted")]
 
 
 def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):

@@ -85,6 +85,15 @@ def _default_out(controller: str, data: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`nas search`; SIGTERM stops it as Ctrl-C does, from start to end (see :func:`_stop_like_ctrl_c`)."""
+    previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    try:
+        return _search(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _search(args: argparse.Namespace) -> int:
     # Imported here, not at the top: every `nas` command builds this parser, and the search pulls in torch,
     # Optuna (and, with --backend ray, Ray), which only `nas search` itself needs.
     from effnas.nas.search.session import Search, SearchConfig, SearchError, SearchRecipe, SearchRuntime
@@ -113,11 +122,7 @@ def run(args: argparse.Namespace) -> int:
     search = Search(SearchConfig(recipe, runtime))
     if args.backend != "ray":
         freeze_imports()  # this process's bookkeeping runs beside the workers: no 65 ms full collections
-    previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
-    try:
-        summary = search.run(backend)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    summary = search.run(backend)
     _print_summary(summary)
     return 130 if summary.stopped_early else 0
 

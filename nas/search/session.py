@@ -182,11 +182,12 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.storage_url = _storage_url(runtime)
         self.storage = open_storage(self.storage_url)
+        seed = _sampler_seed(config, _trials_so_far(self.storage))
         try:
             self.study = optuna.create_study(
                 study_name=STUDY_NAME, storage=self.storage, load_if_exists=True,
                 directions=study_directions(recipe.controller),
-                sampler=make_sampler(recipe.controller, self.space, _sampler_seed(config, _trials_so_far(self.storage))))
+                sampler=make_sampler(recipe.controller, self.space, seed))
         except Exception as error:  # noqa: BLE001
             raise SearchError(f"cannot open the study in {self.storage_url}: {error}") from None
         self._check_or_store_settings()
@@ -247,7 +248,7 @@ class Search:
                     self._postfix(bar)
         except KeyboardInterrupt:
             stopped_early = True
-            for trial in running.values():
+            for trial in [*running.values(), *self._asked_but_not_submitted(running)]:
                 self.interrupt(trial, "the search was stopped (Ctrl-C)")
             running.clear()
         finally:
@@ -256,6 +257,13 @@ class Search:
                 bar.close()
             self.write_outputs()
         return self.summary(time.perf_counter() - start, stopped_early)
+
+    def _asked_but_not_submitted(self, running: dict[int, optuna.trial.Trial]) -> list[optuna.trial.Trial]:
+        """Trials this process asked for but the stop cut off before they reached the backend."""
+        me = worker_id()
+        return [optuna.trial.Trial(self.study, t._trial_id)
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.number not in running and t.user_attrs.get("worker") == me]
 
     def _feed(self, backend: Backend, running: dict[int, optuna.trial.Trial]) -> None:
         """Give the backend candidates while the budget allows, counting running and queued trials too so that
@@ -309,6 +317,7 @@ class Search:
     def propose(self) -> tuple[optuna.trial.Trial, ArchSpec] | None:
         """Ask the controller for the next candidate; None once the shared budget is taken."""
         trial = self.study.ask()
+        trial.set_user_attr("worker", worker_id())  # named at once: a stop or a kill from here on finds it
         if budget_position(self.study, trial.number) > self.config.runtime.budget:  # other processes got there first
             trial.set_user_attr("interrupted", True)
             trial.set_user_attr("fail_reason", "surplus: the budget was reached by other workers")
@@ -316,7 +325,6 @@ class Search:
             return None
         spec = self.space.sample(trial, num_classes=self.num_classes).replace(image_channels=self.image_channels)
         trial.set_user_attr("spec", spec.to_dict())
-        trial.set_user_attr("worker", worker_id())
         return trial, spec
 
     def record(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,

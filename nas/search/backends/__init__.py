@@ -1,1 +1,2 @@
-"""Where trials run: local worker processes or Ray Tune, behind one interface."""
+"""Where trials run, behind one interface (:class:`base.Backend`): local worker processes (``local``) or Ray
+tasks (``ray``); the search loop in :mod:`effnas.nas.search.session` drives either."""

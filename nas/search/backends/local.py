@@ -138,7 +138,8 @@ class WorkerPool:
     """
 
     def __init__(self, size: int, timeout: float | None = None, threads: int | None = None,
-                 function: str = "effnas.nas.search.trial:run_trial", memory_gib: float | None = None, depth: int = 1) -> None:
+                 function: str = "effnas.nas.search.trial:run_trial", memory_gib: float | None = None,
+                 depth: int = 1) -> None:
         self._context = mp.get_context("spawn")
         self._threads = threads
         self._memory_gib = memory_gib
