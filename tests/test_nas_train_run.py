@@ -161,7 +161,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
     assert "no such file" in run("--arch", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x"))
     assert "unknown zoo model 'efficientnetv2-q'" in run("--arch", "efficientnetv2-q")
-    assert "4 stages need at least 4 epochs" in run("--arch", "efficientnetv2-s", "--epochs", "2")
+    assert "4 stages need at least 4 epochs" in run("--arch", "efficientnetv2-s", "--epochs", "2", "--stages", "4")
     assert "exceeds the 160 training images" in run(
         "--arch", "efficientnetv2-s", "--data", "synthetic:200x8", "--batch-size", "999", "--image-size", "32",
         "--out", str(tmp_path / "y"))

@@ -84,7 +84,7 @@ def test_learning_rate_warms_up_then_decays():
     values = [lr(s) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(values, values[1:]))
     assert lr(99) < 0.01 * peak
-    exponential = LRSchedule.for_run(TrainConfig(epochs=10, schedule="exponential", warmup_epochs=0.0), 10)
+    exponential = LRSchedule.for_run(TrainConfig(epochs=10, batch_size=128, schedule="exponential", warmup_epochs=0.0), 10)
     assert exponential(24) == pytest.approx(exponential.peak * 0.97)  # x0.97 every 2.4 epochs
 
 

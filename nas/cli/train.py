@@ -17,7 +17,10 @@ examples:
   nas train ... --no-progressive          fixed size and regularization (the last stage's), for comparison
 
 The size and regularization ranges come from the arch file's "progressive" recipe (written by nas scale),
-else the paper's EfficientNetV2-S ranges; the flags below override either.
+else the paper's EfficientNetV2-S ranges; the flags below override either. Those recipes are tuned for
+ImageNet-length runs: on runs shorter than 10,000 steps every regularizer you do not set (dropout, RandAugment,
+mixup, stochastic depth, label smoothing, crop) is scaled down in proportion, so that a short run on a small
+data set still learns; metrics.json records the recipe used ("recipe", "regularization_scale").
 """
 
 
@@ -49,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default="digits", help="digits | synthetic[:N[xS]] | cifar:DIR | "
                         "imagefolder:DIR | npz:FILE (default digits)")
     parser.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
-    parser.add_argument("--stages", type=_positive_int, default=4, help="progressive stages M (default 4)")
+    parser.add_argument("--stages", type=_positive_int, default=None,
+                        help="progressive stages M (default 4, at most one per epoch)")
     parser.add_argument("--no-progressive", action="store_true",
                         help="train at the final size and regularization throughout")
     parser.add_argument("--out", default="runs/train", help="output directory (default runs/train)")
@@ -59,7 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     parser.add_argument("--engine", default="auto", choices=ENGINES,
                         help="training step engine (default auto: CUDA graph on GPU, eager on CPU)")
-    parser.add_argument("--batch-size", type=_positive_int, default=128, help="default 128")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="default 128, halved (down to 16) until an epoch has at least 32 steps")
     parser.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
     parser.add_argument("--lr", type=_number, help="peak learning rate (default: 0.016 / 0.1 / 0.002 "
                         "x batch/256 for rmsprop / sgd / adamw)")
@@ -67,7 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "exponential"),
                         help="decay after warm-up: cosine to 0, or x0.97 every 2.4 epochs (official)")
     parser.add_argument("--warmup-epochs", type=_number, help="linear warm-up (default 5, at most 10%% of epochs)")
-    parser.add_argument("--label-smoothing", type=_number, default=0.1)
+    parser.add_argument("--label-smoothing", type=_number, default=None,
+                        help="default 0.1 on runs of 10,000 steps or more, proportionally less on shorter ones")
     parser.add_argument("--ema-decay", type=_number, default=0.9999)
     parser.add_argument("--image-size", type=_positive_int,
                         help="final training size S_e (default: the spec's train_image_size)")
@@ -79,8 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(f"--{name}", type=_number, nargs=2, metavar=("START", "END"),
                             help=f"{what} at the first and last stage")
     parser.add_argument("--no-flip", action="store_true", help="no horizontal flips (for digits, text, ...)")
-    parser.add_argument("--crop-min-area", type=_number, default=0.5,
-                        help="smallest random-resized-crop area, fraction of the image (default 0.5)")
+    parser.add_argument("--crop-min-area", type=_number, default=None,
+                        help="smallest random-resized-crop area, fraction of the image (default 0.5 on runs of "
+                             "10,000 steps or more, closer to 1 on shorter ones)")
     parser.add_argument("--val-fraction", type=_number, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -149,26 +150,37 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write(path, text.getvalue())
 
 
-def write_plot(path: Path, history: list[dict[str, Any]], title: str) -> None:
-    """One self-contained HTML page: losses, accuracies, and the size / regularization schedule per epoch."""
+def write_plot(path: Path, history: list[dict[str, Any]], title: str, headline: str = "") -> None:
+    """One self-contained HTML page: the headline numbers, then losses (log axis: a diverging epoch does not
+    flatten the rest), accuracies, and the size / regularization schedule, per whole epoch."""
     epochs = [row["epoch"] for row in history]
-    figure = make_subplots(rows=2, cols=2, subplot_titles=("loss", "top-1 accuracy", "image size (px)",
+    figure = make_subplots(rows=2, cols=2, subplot_titles=("loss (log scale)", "top-1 accuracy", "image size",
                                                            "regularization"),
-                           specs=[[{}, {}], [{}, {"secondary_y": True}]])
+                           specs=[[{}, {}], [{}, {"secondary_y": True}]], vertical_spacing=0.14)
 
     def line(column: str, row: int, col: int, name: str | None = None, secondary: bool = False) -> None:
         trace = go.Scatter(x=epochs, y=[r[column] for r in history], mode="lines+markers", name=name or column)
         figure.add_trace(trace, row=row, col=col, **({"secondary_y": True} if secondary else {}))
 
-    line("train_loss", 1, 1)
-    line("val_loss", 1, 1)
-    line("train_acc", 1, 2)
-    line("val_acc", 1, 2)
-    line("ema_val_acc", 1, 2)
-    line("image_size", 2, 1)
-    line("dropout", 2, 2)
+    line("train_loss", 1, 1, "training loss")
+    line("val_loss", 1, 1, "validation loss")
+    line("train_acc", 1, 2, "training top-1")
+    line("val_acc", 1, 2, "validation top-1")
+    line("ema_val_acc", 1, 2, "validation top-1 (EMA weights)")
+    line("image_size", 2, 1, "image size")
+    line("dropout", 2, 2, "dropout rate")
     line("mixup", 2, 2, "mixup alpha")
     line("randaug", 2, 2, "RandAugment magnitude", secondary=True)
-    figure.update_xaxes(title_text="epoch")
-    figure.update_layout(title=title, height=750, template="plotly_white")
+    figure.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, math.ceil(len(epochs) / 12)),
+                        range=[0.5, max(epochs, default=1) + 0.5])
+    figure.update_yaxes(type="log", title_text="cross-entropy", row=1, col=1)
+    figure.update_yaxes(title_text="top-1", range=[0, 1.02], row=1, col=2)
+    figure.update_yaxes(title_text="pixels", rangemode="tozero", row=2, col=1)
+    rates = [r[name] for r in history for name in ("dropout", "mixup")]
+    figure.update_yaxes(title_text="dropout rate, mixup alpha", range=[0, max(0.5, 1.1 * max(rates, default=0))],
+                        row=2, col=2, secondary_y=False)
+    figure.update_yaxes(title_text="RandAugment magnitude (0-30)", range=[0, 30], row=2, col=2, secondary_y=True)
+    text = f"{title}<br><sup>{headline}</sup>" if headline else title
+    figure.update_layout(title=dict(text=text, y=0.97), height=800, template="plotly_white",
+                         margin=dict(t=110), legend=dict(orientation="h", y=-0.12))
     atomic_write(path, lambda tmp: figure.write_html(tmp, include_plotlyjs=True, full_html=True))

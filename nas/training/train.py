@@ -36,9 +36,14 @@ from effnas.nas.training.data import load_data
 from effnas.nas.training.engine import (OPTIMIZERS, classification_loss, cudnn_benchmark, evaluate_loss_acc,
                                         make_optimizer, make_train_step, prepare_model, resolve_device)
 from effnas.nas.training.optim import decay_groups, set_lr, warmup_cosine
-from effnas.nas.training.progressive import Stage, progressive_schedule, ranges_for, stage_at
+from effnas.nas.training.progressive import Ranges, Stage, progressive_schedule, ranges_for, stage_at
 
 SCHEDULES = ("cosine", "exponential")
+DEFAULT_BATCH_SIZE, MIN_BATCH_SIZE = 128, 16
+MIN_STEPS_PER_EPOCH = 32  # fewer and a short run ends before warm-up and decay have done their work
+DEFAULT_STAGES = 4
+LABEL_SMOOTHING = 0.1
+FULL_REGULARIZATION_STEPS = 10_000  # runs this long or longer get the paper's full regularization
 # Learning rate per 256 images of batch, and weight decay, per optimizer (RMSProp: the official recipe).
 BASE_LR = {"rmsprop": 0.016, "sgd": 0.1, "adamw": 0.002}
 WEIGHT_DECAY = {"rmsprop": 1e-5, "sgd": 5e-5, "adamw": 0.05}
@@ -55,15 +60,15 @@ class TrainConfig:
 
     data: str = "digits"
     epochs: int = 10
-    stages: int = 4
+    stages: int | None = None  # None: 4, at most one per epoch
     progressive: bool = True
-    batch_size: int = 128
+    batch_size: int | None = None  # None: 128, smaller on small data sets (see effective_recipe)
     optimizer: str = "rmsprop"
     lr: float | None = None  # None: BASE_LR[optimizer] * batch_size / 256
     weight_decay: float | None = None
     schedule: str = "cosine"
     warmup_epochs: float | None = None  # None: 5 epochs, at most 10 % of the run
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None  # None: 0.1, scaled with the run's length
     ema_decay: float = 0.9999
     image_size: int | None = None  # final training size; None: the spec's train_image_size
     eval_image_size: int | None = None
@@ -72,7 +77,7 @@ class TrainConfig:
     mixup: tuple[float, float] | None = None
     dropout: tuple[float, float] | None = None
     flip: bool = True
-    crop_min_area: float = CROP_MIN_AREA
+    crop_min_area: float | None = None  # None: CROP_MIN_AREA, scaled with the run's length
     val_fraction: float = 0.2
     seed: int = 0
 
@@ -82,18 +87,18 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise TrainError(f"schedule: unknown {self.schedule!r} (expected one of {', '.join(SCHEDULES)})")
         for name in ("epochs", "stages", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TrainError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "warmup_epochs"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0 and (name != "lr" or value > 0)):
                 raise TrainError(f"{name}: must be a {'positive' if name == 'lr' else 'non-negative'} number, "
                                  f"got {value}")
-        if not 0.0 < self.crop_min_area <= 1.0:
+        if self.crop_min_area is not None and not 0.0 < self.crop_min_area <= 1.0:
             raise TrainError(f"crop_min_area: must be in (0, 1], got {self.crop_min_area}")
         if not 0.0 < self.val_fraction < 1.0:
             raise TrainError(f"val_fraction: must be in (0, 1), got {self.val_fraction}")
-        if not 0.0 <= self.label_smoothing < 1.0 or not 0.0 <= self.ema_decay < 1.0:
+        if not 0.0 <= (self.label_smoothing or 0.0) < 1.0 or not 0.0 <= self.ema_decay < 1.0:
             raise TrainError("label_smoothing and ema_decay must be in [0, 1)")
         for name in ("image_size", "eval_image_size", "min_image_size"):
             value = getattr(self, name)
@@ -105,6 +110,39 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------- set-up
+def effective_recipe(config: TrainConfig, train_images: int) -> tuple[TrainConfig, float]:
+    """``config`` with every unset choice decided for this data set, and the regularization scale.
+
+    The official recipe is tuned for ImageNet-length runs; on a small data set or a short run it underfits
+    (a few hundred steps of dropout 0.3, stochastic depth and label smoothing barely leave chance). So the
+    batch is halved until an epoch has at least ``MIN_STEPS_PER_EPOCH`` steps, and every regularizer the user
+    did not set is scaled by the run's length in steps over ``FULL_REGULARIZATION_STEPS`` (capped at 1): the
+    paper's adaptive regularization, applied to how long the network trains as well as to its image size.
+    """
+    batch = config.batch_size
+    if batch is None:
+        batch = DEFAULT_BATCH_SIZE
+        while batch > MIN_BATCH_SIZE and train_images // batch < MIN_STEPS_PER_EPOCH:
+            batch //= 2
+    batch = min(batch, train_images) if config.batch_size is None else batch
+    steps = config.epochs * max(1, train_images // batch)
+    scale = min(1.0, steps / FULL_REGULARIZATION_STEPS)
+    effective = dataclasses.replace(
+        config, batch_size=batch,
+        stages=config.stages if config.stages is not None else min(DEFAULT_STAGES, config.epochs),
+        label_smoothing=config.label_smoothing if config.label_smoothing is not None else LABEL_SMOOTHING * scale,
+        crop_min_area=(config.crop_min_area if config.crop_min_area is not None
+                       else 1.0 - (1.0 - CROP_MIN_AREA) * scale))
+    return effective, scale
+
+
+def scaled_ranges(ranges: Ranges, config: TrainConfig, scale: float) -> Ranges:
+    """Regularization ranges the user did not give, scaled by the run's length (see :func:`effective_recipe`)."""
+    changes = {name: tuple(value * scale for value in getattr(ranges, name))
+               for name in ("randaug", "mixup", "dropout") if getattr(config, name) is None}
+    return dataclasses.replace(ranges, **changes)
+
+
 def eval_size_for(spec: ArchSpec, config: TrainConfig) -> int:
     """The final evaluation size: the flag, else the spec's, scaled with ``--image-size`` when that is given."""
     if config.eval_image_size is not None:
@@ -171,17 +209,21 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
     Returns the final metrics, or ``{"stopped_after_epoch": n}`` when stopped early.
     """
     config.validate()
+    requested = config  # what a resume must match; ``config`` below is it with every default decided
     torch_device = resolve_device(device)
-    ranges = ranges_for(spec, image_size=config.image_size, min_image_size=config.min_image_size,
-                        randaug=config.randaug, mixup=config.mixup, dropout=config.dropout)
-    schedule = progressive_schedule(config.stages if config.progressive else 1, config.epochs, ranges)
     eval_size = eval_size_for(spec, config)
     if eval_size < spec.total_stride:
         raise TrainError(f"eval image size {eval_size} px is below the network's total stride {spec.total_stride}")
     data = load_data(config.data, seed=config.seed, val_fraction=config.val_fraction)
+    config, scale = effective_recipe(config, len(data.train_y))
+    ranges = scaled_ranges(ranges_for(spec, image_size=config.image_size, min_image_size=config.min_image_size,
+                                      randaug=config.randaug, mixup=config.mixup, dropout=config.dropout),
+                           requested, scale)
+    schedule = progressive_schedule(config.stages if config.progressive else 1, config.epochs, ranges)
     # The spec saved with the weights says how they were trained: data's classes and channels, sizes, recipe.
     spec = spec.replace(num_classes=data.num_classes, image_channels=data.channels,
                         train_image_size=ranges.max_image_size, eval_image_size=eval_size,
+                        drop_path_rate=spec.drop_path_rate * scale,
                         progressive=ProgressiveRecipe(ranges.min_image_size, *ranges.randaug, *ranges.mixup,
                                                       *ranges.dropout))
     n_train = len(data.train_y)
@@ -202,7 +244,7 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
     first_epoch, global_step, history = 0, 0, []
     if resume:
         state = train_state.load_checkpoint(checkpoint, torch_device)
-        train_state.check_compatible(checkpoint, state, spec.to_dict(), config.to_dict())
+        train_state.check_compatible(checkpoint, state, spec.to_dict(), requested.to_dict())
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -247,19 +289,20 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
                             "val_acc": val_acc, "ema_val_acc": ema_val_acc, "seconds": seconds,
                             "cpu_seconds": cpu_seconds})
             train_state.save_checkpoint(checkpoint, {
-                "spec": spec.to_dict(), "config": config.to_dict(), "epoch": epoch + 1, "stage": stage.index,
+                "spec": spec.to_dict(), "config": requested.to_dict(), "epoch": epoch + 1, "stage": stage.index,
                 "step": global_step, "model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(), "rng": train_state.rng_state(), "history": history})
             train_state.write_metrics_csv(out / "metrics.csv", history)
-            train_state.write_plot(out / "training.html", history, f"nas train: {spec.name or 'model'} on {data.name}")
+            train_state.write_plot(out / "training.html", history, f"nas train: {spec.name or 'model'} on {data.name}",
+                                   _headline(config, history, model))
             log(f"epoch {epoch + 1}/{config.epochs}  stage {stage.index + 1}/{len(schedule)}  {stage.image_size}px  "
                 f"loss {train_loss:.3f}  train acc {train_acc:.3f}  val acc {val_acc:.3f} (EMA {ema_val_acc:.3f})  "
                 f"{seconds:.1f} s")
     if end_epoch < config.epochs:
         log(f"stopped after epoch {end_epoch}/{config.epochs}; continue with --resume")
         return {"stopped_after_epoch": end_epoch}
-    return _finish(out, spec, config, schedule, history, model, ema, val_x, val_y, eval_size, mean, std,
-                   getattr(step, "engine", None))
+    return _finish(out, spec, requested, config, scale, schedule, history, model, ema, val_x, val_y, eval_size,
+                   mean, std, getattr(step, "engine", None))
 
 
 def _start_stage(stage: Stage, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
@@ -300,21 +343,39 @@ def _train_epoch(step: Any, augment: TrainAugment, train_x: torch.Tensor, train_
     return loss_sum.item() / steps, global_step
 
 
-def _finish(out: Path, spec: ArchSpec, config: TrainConfig, schedule: list[Stage], history: list[dict[str, Any]],
-            model: torch.nn.Module, ema: train_state.EMA, val_x: torch.Tensor, val_y: torch.Tensor,
-            eval_size: int, mean: torch.Tensor, std: torch.Tensor, engine: str | None) -> dict[str, Any]:
+def _finish(out: Path, spec: ArchSpec, requested: TrainConfig, config: TrainConfig, scale: float,
+            schedule: list[Stage], history: list[dict[str, Any]], model: torch.nn.Module, ema: train_state.EMA,
+            val_x: torch.Tensor, val_y: torch.Tensor, eval_size: int, mean: torch.Tensor, std: torch.Tensor,
+            engine: str | None) -> dict[str, Any]:
     """Final evaluation of the EMA weights at the eval size; writes ``final.pt`` and ``metrics.json``."""
     val_loss, top1 = evaluate_images(ema.module, val_x, val_y, eval_size, mean, std, config.batch_size)
     _, top1_raw = evaluate_images(model, val_x, val_y, eval_size, mean, std, config.batch_size)
     train_state.save_checkpoint(out / "final.pt", {"spec": spec.to_dict(), "model": ema.state_dict(),
-                                                   "config": config.to_dict()})
+                                                   "config": requested.to_dict()})
     metrics = {
         "top1": top1, "top1_raw_weights": top1_raw, "val_loss": val_loss, "eval_image_size": eval_size,
         "epochs": config.epochs, "stages": len(schedule), "progressive": config.progressive,
         "train_seconds": sum(row["seconds"] for row in history),
         "train_cpu_seconds": sum(row["cpu_seconds"] for row in history),
         "params": sum(p.numel() for p in model.parameters()), "engine": engine,
-        "schedule": [stage.to_dict() for stage in schedule], "config": config.to_dict(), "spec": spec.to_dict(),
+        "schedule": [stage.to_dict() for stage in schedule], "config": requested.to_dict(),
+        "recipe": config.to_dict(), "regularization_scale": scale, "spec": spec.to_dict(),
     }
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    title = f"nas train: {spec.name or 'model'} on {config.data}"
+    train_state.write_plot(out / "training.html", history, title, _headline(config, history, model, top1, eval_size))
     return metrics
+
+
+def _headline(config: TrainConfig, history: list[dict[str, Any]], model: torch.nn.Module,
+              top1: float | None = None, eval_size: int | None = None) -> str:
+    """The numbers a reader of ``training.html`` wants first: result, size, time and recipe."""
+    last = history[-1]
+    result = (f"final top-1 {top1:.4f} (EMA weights, {eval_size} px)" if top1 is not None else
+              f"epoch {last['epoch']}/{config.epochs}: validation top-1 {last['val_acc']:.4f} "
+              f"(EMA {last['ema_val_acc']:.4f})")
+    params = sum(p.numel() for p in model.parameters())
+    seconds = sum(row["seconds"] for row in history)
+    return (f"{result} · {params:,} params · {seconds:.0f} s of training · {config.optimizer}, batch "
+            f"{config.batch_size}, peak lr {peak_lr(config):.3g}, {config.stages if config.progressive else 1} "
+            f"stage(s)")
