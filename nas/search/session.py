@@ -35,9 +35,8 @@ from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
 from effnas.nas.training.data import load_data
 from effnas.results import RUN_FILES, write_run_files
-from effnas.results.record import STUDY_NAME
-from effnas.results.reward import reward as compute_reward
-from effnas.results.storage import open_storage
+from effnas.results.record import REWARD_ATTR, STUDY_NAME, RecordError, Reference, TrialMetrics, best_trial
+from effnas.results.storage import open_storage, search_storage_url
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
 from effnas.nas.search.backends.local import LocalBackend, default_workers  # noqa: F401  (default_workers: benchmarks)
@@ -124,12 +123,6 @@ def build_space(path: str | None, image_size: int | None = None) -> SearchSpace:
     return SearchSpace.from_dict({**space.to_dict(), "image_size": image_size})
 
 
-def _storage_url(runtime: SearchRuntime) -> str:
-    if runtime.storage:
-        return runtime.storage
-    return f"sqlite:///{Path(runtime.out).resolve() / 'study.db'}"
-
-
 RESTARTED_RNG = ("random", "tpe", "nsga2")  # Optuna's own samplers: one running RNG, seeded per process
 
 
@@ -180,7 +173,7 @@ class Search:
         self.num_classes, self.image_channels = self._data_shape()
         ensure_writable_dir(self.run_dir, "run directory")  # read-only, full: one line, and nothing created
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.storage_url = _storage_url(runtime)
+        self.storage_url = search_storage_url(runtime.out, runtime.storage)
         self.storage = open_storage(self.storage_url)
         seed = _sampler_seed(config, _trials_so_far(self.storage))
         try:
@@ -309,8 +302,7 @@ class Search:
         metrics = measure_reference(spec)
         if isinstance(metrics, str):
             raise SearchError(f"the backbone itself failed to train, so there is no reference: {metrics}")
-        self.reference = {"step_time_ms": metrics["step_time_ms"], "params": metrics["params"],
-                          "accuracy": metrics["accuracy"], "macs": metrics.get("macs"), "spec": spec.to_dict()}
+        self.reference = Reference.from_metrics(TrialMetrics.from_dict(metrics), spec.to_dict()).to_dict()
         self.study.set_user_attr("reference", self.reference)
         return self.reference
 
@@ -342,17 +334,18 @@ class Search:
             trial.set_user_attr("fail_reason", error or "no metrics returned")
             self.study.tell(trial, state=TrialState.FAIL)
             return
+        try:
+            record = TrialMetrics.from_dict(metrics)
+        except RecordError as problem:  # a trial that returned something else than metrics: failed, say why
+            trial.set_user_attr("fail_reason", str(problem))
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
         recipe = self.config.recipe
-        value = compute_reward(metrics["accuracy"], metrics["step_time_ms"], metrics["params"],
-                               self.reference["step_time_ms"], self.reference["params"],
-                               w=recipe.reward_w, v=recipe.reward_v)
-        for key, item in metrics.items():
+        value = record.reward(Reference.from_dict(self.reference), recipe.reward_w, recipe.reward_v)
+        for key, item in record.to_dict().items():
             trial.set_user_attr(key, item)
-        trial.set_user_attr("reward", value)
-        if self.multi_objective:
-            self.study.tell(trial, [metrics["accuracy"], metrics["step_time_ms"], float(metrics["params"])])
-        else:
-            self.study.tell(trial, value)
+        trial.set_user_attr(REWARD_ATTR, value)
+        self.study.tell(trial, record.objectives() if self.multi_objective else value)
 
     def publish(self, numbers: list[int]) -> None:
         """After stored trials: rewrite the run files (so a killed search leaves files that match its study)
@@ -374,13 +367,11 @@ class Search:
                              self.best(), getattr(self, "reference", {}), stopped_early, seconds)
 
     def best(self) -> dict[str, Any] | None:
-        """The completed trial with the highest reward: its spec and metrics."""
-        completed = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                     if "reward" in t.user_attrs]
-        if not completed:
+        """The best completed trial (the rule ``best.json`` follows too): its spec, metrics and reward."""
+        top = best_trial(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if top is None:
             return None
-        top = max(completed, key=lambda t: (t.user_attrs["reward"], -t.number))
-        metrics = {k: v for k, v in top.user_attrs.items() if k not in ("spec", "worker")}
+        metrics = {**TrialMetrics.from_trial(top).to_dict(), REWARD_ATTR: top.user_attrs[REWARD_ATTR]}
         return {"trial": top.number, "spec": top.user_attrs["spec"], "metrics": metrics}
 
     def write_outputs(self) -> None:
