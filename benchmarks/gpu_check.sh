@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's GPU checks in one call: the GPU tests, then the benchmarks, most valuable first, each under its
+# The GPU checks in one call: the GPU tests, then the benchmarks, most valuable first, each under its
 # own time limit inside one overall budget, so a hang or a slow step costs only the steps after it.
 #
 #   bash benchmarks/gpu_check.sh                                # on the GPU machine (see benchmarks/GPU.md)
@@ -156,6 +156,6 @@ fi
     echo
     echo "== gpu_check: $((SECONDS - START)) s of ${BUDGET} s, logs in $OUT"
     printf '   %s\n' "${STATUS[@]}"
-    echo "== issue 8 targets"
+    echo "== GPU targets"
     python3 -m benchmarks.gpu_summary "$OUT" | sed 's/^/   /'
 } 2>&1 | tee "$OUT/summary.txt"

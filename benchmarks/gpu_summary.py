@@ -1,9 +1,9 @@
-"""Issue 8's GPU targets, read back from the logs ``benchmarks/gpu_check.sh`` writes: one line per target.
+"""The GPU targets (graph vs eager, step-time spread, ranking fidelity, overhead, search wall time), read back from the logs ``benchmarks/gpu_check.sh`` writes: one line per target.
 
     python -m benchmarks.gpu_summary LOG_DIR
 
-A GPU session has minutes, not hours: this turns the step logs into the few figures the issue asks for (and
-that README's Performance section quotes), each marked met / NOT met / missing, so the call's output tail
+A borrowed GPU often gives minutes, not hours: this turns the step logs into the few figures that matter (and
+that docs/performance.md quotes), each marked met / NOT met / missing, so the call's output tail
 answers the question even when a log is cut off. Tables are read by the column spans of their dashed rule
 line, as ``benchmarks.common.format_table`` writes them.
 """

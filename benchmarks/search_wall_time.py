@@ -14,7 +14,7 @@ time. The trials are then read back from the run's study. Columns:
   200 trials   projected wall time of ``--budget 200``: setup + 200 x s/trial (extrapolated when the budget
                is smaller; the last round of a small budget may leave workers idle, so it errs long)
   speed-up     trials/h over the 1-worker row on the same data
-Issue 8's GPU target: 50,000 images at 32 px, 5 epochs per trial, budget 200, within 15 minutes on one H100
+The GPU target: 50,000 images at 32 px, 5 epochs per trial, budget 200, within 15 minutes on one H100
 with --workers 4 (the CUDA defaults here). On CPU the defaults are 1 epoch per trial and a budget of 2, and
 the 200-trial column is an extrapolation; the synthetic rows still train 40,000 images per trial, so they take
 most of the time (--quick: 5,000 images). With --workers 1 a CPU search gives its one worker every core as torch

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 repeat_rows += repeatability(label, proxy, loaded, args, device)
     worst = max(repeat_rows, key=lambda row: row["CV %"])
     recorded = [row for row in repeat_rows if row["measurement"].startswith("run_trial")]
-    target = 2 if device.type == "cuda" else 5  # issue 8: CUDA-event timing of graph replays vs perf_counter on CPU
+    target = 2 if device.type == "cuda" else 5  # CUDA-event timing of graph replays vs perf_counter on CPU
     print_report(f"step-time repeatability: {proxy.backbone.name}, {proxy.backbone.train_image_size} px, "
                  f"batch {settings.batch_size}, {args.data}", device, repeat_rows, notes=[
                      threads_note,

@@ -129,14 +129,3 @@ def count_spec(spec: ArchSpec, image_size: int | None = None, num_classes: int |
                  "params": count_params(model.head) + count_params(model.classifier),
                  "macs": macs.get("head", 0) + macs.get("classifier", 0)},
     }
-
-
-def profile_spec(spec: ArchSpec, image_size: int | None = None, num_classes: int | None = None, *,
-                 time: bool = False) -> dict[str, Any]:
-    """:func:`count_spec` under its former name, for callers that ask for counts only (``time=False``).
-
-    Timing needs the training engine, a layer above this one: use :func:`effnas.nas.training.profile.profile_spec`.
-    """
-    if time:
-        raise ProfileError("profile_spec: step timing lives in effnas.nas.training.profile.profile_spec")
-    return count_spec(spec, image_size, num_classes)

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from effnas.errors import EffnasError
 from effnas.writes import sqlite_disk_problem
@@ -42,8 +46,6 @@ def search_storage_url(run_dir: str | Path, storage: str | None = None) -> str:
 def redact(url: str) -> str:
     """A storage URL fit for a message: its password replaced by ``***``."""
     try:
-        from sqlalchemy.engine import make_url
-
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - not an SQLAlchemy URL (journal:PATH, a path): nothing secret in it
         return url
@@ -54,8 +56,6 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; a URL that cannot connect is a one-line error, not a traceback."""
     try:
         if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend
-
             return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         return _rdb_storage(url, engine_kwargs)
@@ -68,8 +68,6 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
     """Processes started together on a new database race to create Optuna's tables: the losers retry."""
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
     for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
@@ -87,8 +85,6 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDB
 def _name_disk_errors(engine: Any) -> None:
     """A write the disk refuses mid-search (SQLite: "database or disk is full") is a one-line error naming the
     study's file, not a traceback; SQLite has rolled that transaction back, so the study keeps all before it."""
-    from sqlalchemy import event
-
     database = engine.url.database if engine.url.database not in (None, "", ":memory:") else None
 
     @event.listens_for(engine, "handle_error")
@@ -102,8 +98,6 @@ def _write_ahead_log(engine: Any) -> None:
     """Every Optuna call (each suggested parameter, each attribute) is its own SQLite commit. In WAL mode with
     ``synchronous=NORMAL`` a commit needs no fsync, which halves the storage's share of a trial; a kill -9
     still loses nothing committed and never corrupts the file (only a power cut may drop the last commits)."""
-    from sqlalchemy import event
-
     path = engine.url.database
     if not path or path == ":memory:" or not os.path.isfile(path):
         return
@@ -229,8 +223,6 @@ def storage_url(location: str | Path) -> str:
 
 def open_reader(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
     path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
     if path is not None and not _writable(path):  # read-only run directories, kill -9's log included

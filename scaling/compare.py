@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from effnas.models.profile import count_spec
 from effnas.scaling.rules import image_step, round_image_size, train_eval_ratio
 from effnas.search_space import ArchSpec
 
 
 def measure(spec: ArchSpec) -> dict[str, Any]:
     """Params and MACs (multiply-adds at the spec's eval size, the papers' "FLOPs") of a spec."""
-    from effnas.models.profile import profile_spec
-
-    result = profile_spec(spec, time=False)
+    result = count_spec(spec)
     return {"params": result["params"], "macs": result["macs"], "image_size": result["image_size"]}
 
 

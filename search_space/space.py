@@ -246,7 +246,7 @@ class SearchSpace:
         return getattr(self.stages[int(stage)], decision)
 
     def distributions(self) -> dict[str, "optuna.distributions.CategoricalDistribution"]:
-        from optuna.distributions import CategoricalDistribution
+        from optuna.distributions import CategoricalDistribution  # the spec layer needs optuna only here
 
         return {name: CategoricalDistribution(self.choices(name)) for name in self.param_names()}
 

@@ -1,5 +1,5 @@
 """Shared test set-up: GPU-marked tests skip without CUDA; torch stays on one thread for steady CI; the fault
-suite's total time is printed at the end (issue 10 wants it under 3 minutes in CI)."""
+suite's total time is printed at the end (it should stay a few minutes on CI's two cores)."""
 
 from pathlib import PurePath
 

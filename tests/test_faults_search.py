@@ -2,7 +2,7 @@
 
 One study is built by a chain of six killed runs (module fixture ``chain``), each resuming the one before, and
 then resumed to the end. Four kill points are chosen moments (the reference, the ask, mid-trial, the result
-write); two are random, drawn from ``random.Random(SEED)``: SEED is fresh every session and shows in the test
+write); two are random, drawn from ``random.Random(SEED)``: SEED is fresh every run and shows in the test
 ids and messages, and ``EFFNAS_FAULT_SEED=N`` replays it. After every kill the study and the run files are
 checked. Everything runs the real CLI (``python -m effnas.nas search``) in its own process group, killed with
 ``os.killpg(..., SIGKILL)`` so the worker processes die with it. (Refused commands, time limits and divergence

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from effnas.models import ProfileError, build_model, count_macs, count_macs_by_module, count_params, count_spec
-from effnas.models.profile import _count_for_real, profile_spec
+from effnas.models.profile import _count_for_real
 from effnas.search_space import SpecError, get_spec, spec_from_dict
 from effnas.search_space.space import SearchSpace
 from tests.test_search_space_spec import tiny_spec_dict
@@ -91,6 +91,3 @@ def test_count_spec_overrides_and_the_counting_only_old_name():
         count_spec(spec, image_size=4)
     with pytest.raises(SpecError, match="num_classes"):
         count_spec(spec, num_classes=1)
-    assert profile_spec(spec, time=False) == base  # scaling's comparison still calls it by this name
-    with pytest.raises(ProfileError, match="nas.training.profile"):
-        profile_spec(spec, time=True)

@@ -121,7 +121,7 @@ def _search(args: argparse.Namespace) -> int:
         backend = LocalBackend()
     search = Search(SearchConfig(recipe, runtime))
     if args.backend != "ray":
-        freeze_imports()  # this process's bookkeeping runs beside the workers: no 65 ms full collections
+        freeze_imports()  # this process's bookkeeping runs beside the workers: no full collections over torch's objects
     summary = search.run(backend)
     _print_summary(summary)
     return 130 if summary.stopped_early else 0

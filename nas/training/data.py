@@ -235,7 +235,7 @@ def _labels(y: np.ndarray, count: int, name: str) -> tuple[np.ndarray, int]:
 
 # ----------------------------------------------------------------------------- sources
 def _digits() -> tuple[np.ndarray, np.ndarray, int]:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn's import is slow; only this source needs it
 
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # [N, 1, 8, 8], 0..16 -> 0..255
@@ -342,7 +342,7 @@ def _cifar(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
 
 def _imagefolder(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, int]:
     """``DIR/<class>/<image>``: classes are the sorted sub-folder names; unreadable files are skipped."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # only this source decodes image files
 
     if not path.is_dir():
         raise DataError(f"data: imagefolder: {path}: not a directory")
