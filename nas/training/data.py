@@ -24,9 +24,6 @@ so the training loop only ever indexes device tensors.
 
 from __future__ import annotations
 
-import pickle
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,19 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from effnas.errors import EffnasError
-from effnas.nas.training.idx import IdxError, read_training_set
+from effnas.nas.training.sources import (DataError, cifar, digits, idx, imagefolder, npz, synthetic,
+                                         synthetic_shape)
 
 SOURCES = ("digits", "synthetic[:N[xS]]", "cifar:DIR[:N]", "imagefolder:DIR[:N]", "npz:FILE[:N]",
            "idx:DIR[:N]")
-SYNTHETIC_DEFAULT = (2000, 32)
-SYNTHETIC_CLASSES = 10
 SUBSET_SEED = 0  # a ':N' subset is part of the data set's identity, not of a run's seed
-MAX_CLASSES = 100_000
-
-
-class DataError(EffnasError):
-    """A data source that cannot be read or cannot be trained on."""
 
 
 @dataclass(frozen=True)
@@ -94,9 +84,9 @@ def load_data(source: str, seed: int = 0, val_fraction: float = 0.2, data_size: 
     kind, _, arg = source.strip().partition(":")
     kind = kind.lower()
     if kind == "digits" and not arg:
-        x, y, num_classes = _digits()
+        x, y, num_classes = digits()
     elif kind == "synthetic":
-        x, y, num_classes = _synthetic(*_synthetic_shape(arg))
+        x, y, num_classes = synthetic(*synthetic_shape(arg))
     elif kind in ("cifar", "imagefolder", "npz", "idx"):
         if not arg:
             raise DataError(f"data: {kind}: needs a path, e.g. '{kind}:{'FILE' if kind == 'npz' else 'DIR'}'")
@@ -104,7 +94,7 @@ def load_data(source: str, seed: int = 0, val_fraction: float = 0.2, data_size: 
         path = Path(arg).expanduser()
         if not path.exists() and not (kind == "idx" and path.parent.is_dir()):  # idx:DIR/PREFIX picks a set
             raise DataError(f"data: {kind}: {path}: no such file or directory")
-        reader = {"cifar": _cifar, "npz": _npz, "idx": _idx, "imagefolder": lambda p: _imagefolder(p, data_size)}
+        reader = {"cifar": cifar, "npz": npz, "idx": idx, "imagefolder": lambda p: imagefolder(p, data_size)}
         x, y, num_classes = reader[kind](path)
         if limit is not None:
             x, y = _subset(x, y, limit)
@@ -196,214 +186,3 @@ def _subset(x: np.ndarray, y: np.ndarray, limit: int) -> tuple[np.ndarray, np.nd
     index = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == label))[:count]
                                     for label, count in zip(classes, take)]))
     return x[index], y[index]
-
-
-def _to_uint8(x: np.ndarray, name: str) -> np.ndarray:
-    """Images as uint8 0..255: floats in [0, 1] are scaled, other numbers must already be in 0..255."""
-    if x.dtype == np.uint8:
-        return x
-    if x.dtype.kind not in "fiub":
-        raise DataError(f"data: {name}: images must be numbers, got dtype {x.dtype}")
-    values = x.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise DataError(f"data: {name}: images contain NaN or infinite values")
-    low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
-    if x.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
-        values = values * 255.0
-    elif low < 0.0 or high > 255.0:
-        raise DataError(f"data: {name}: pixel values must be in [0, 1] or [0, 255], got [{low:g}, {high:g}]")
-    return np.rint(values).astype(np.uint8)
-
-
-def _labels(y: np.ndarray, count: int, name: str) -> tuple[np.ndarray, int]:
-    """Validate integer class labels ``0..K-1``; returns them as int64 with ``K``."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise DataError(f"data: {name}: labels must be a 1-D array, got shape {tuple(y.shape)}")
-    if len(y) != count:
-        raise DataError(f"data: {name}: {count} images but {len(y)} labels")
-    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
-        y = y.astype(np.int64)
-    if y.dtype.kind not in "iu":
-        raise DataError(f"data: {name}: labels must be integers, got dtype {y.dtype}")
-    if len(y) == 0:
-        return y.astype(np.int64), 0
-    if y.min() < 0 or y.max() >= MAX_CLASSES:
-        raise DataError(f"data: {name}: labels must be in [0, {MAX_CLASSES}), got range [{y.min()}, {y.max()}]")
-    return y.astype(np.int64), int(y.max()) + 1
-
-
-# ----------------------------------------------------------------------------- sources
-def _digits() -> tuple[np.ndarray, np.ndarray, int]:
-    from sklearn.datasets import load_digits  # scikit-learn's import is slow; only this source needs it
-
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # [N, 1, 8, 8], 0..16 -> 0..255
-    return images, bunch.target.astype(np.int64), 10
-
-
-def _synthetic_shape(arg: str) -> tuple[int, int]:
-    if not arg:
-        return SYNTHETIC_DEFAULT
-    count, _, size = arg.lower().partition("x")
-    try:
-        n, s = int(count), int(size) if size else SYNTHETIC_DEFAULT[1]
-    except ValueError:
-        raise DataError(f"data: synthetic:{arg}: expected synthetic:N or synthetic:NxS (e.g. synthetic:50000x32)") \
-            from None
-    if n < 2 * SYNTHETIC_CLASSES or not 4 <= s <= 1024:
-        raise DataError(f"data: synthetic:{arg}: need N >= {2 * SYNTHETIC_CLASSES} images and 4 <= S <= 1024 px")
-    return n, s
-
-
-def _synthetic(count: int, size: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, int]:
-    """Oriented colour gratings: class c sets orientation, frequency and colour; each image draws its own
-    phase, contrast and pixel noise. Learnable, not trivial, and identical on every machine (fixed seed)."""
-    generator = torch.Generator().manual_seed(12345)
-    classes = torch.arange(SYNTHETIC_CLASSES, dtype=torch.float32)
-    angle = classes * (torch.pi / SYNTHETIC_CLASSES)
-    frequency = 1.5 + (classes % 3)
-    colour = torch.rand((SYNTHETIC_CLASSES, 3), generator=generator) * 0.8 + 0.2
-    y = torch.arange(count) % SYNTHETIC_CLASSES
-    y = y[torch.randperm(count, generator=generator)]
-    grid = torch.linspace(0.0, 1.0, size)
-    rows, cols = torch.meshgrid(grid, grid, indexing="ij")
-    images = torch.empty((count, 3, size, size), dtype=torch.uint8)
-    for start in range(0, count, chunk):
-        label = y[start:start + chunk]
-        n = len(label)
-        phase = torch.rand((n, 1, 1), generator=generator) * 2 * torch.pi
-        contrast = torch.rand((n, 1, 1, 1), generator=generator) * 0.5 + 0.5
-        direction = (cols * torch.cos(angle[label])[:, None, None] + rows * torch.sin(angle[label])[:, None, None])
-        wave = torch.sin(2 * torch.pi * frequency[label][:, None, None] * direction + phase)[:, None]
-        pixels = 0.5 + 0.35 * contrast * wave * colour[label][:, :, None, None]
-        pixels += 0.12 * torch.randn((n, 3, size, size), generator=generator)
-        images[start:start + n] = pixels.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-    return images.numpy(), y.numpy().astype(np.int64), SYNTHETIC_CLASSES
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Unpickle only what CIFAR's batches contain (dicts, lists, bytes and numpy arrays): a batch file is
-    the one pickle effnas ever reads, and a crafted one must not be able to run code."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
-
-    def find_class(self, module: str, name: str):  # type: ignore[override]
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _read_cifar_batch(path: Path) -> dict:
-    try:
-        with path.open("rb") as handle:
-            batch = _CifarUnpickler(handle, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as error:
-        raise DataError(f"data: cifar: {path}: not a CIFAR python batch ({error})") from None
-    if not isinstance(batch, dict) or b"data" not in batch:
-        raise DataError(f"data: cifar: {path}: not a CIFAR python batch (no 'data' entry)")
-    return batch
-
-
-def _cifar(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """CIFAR-10 (``data_batch_1..5``, 10 classes) or CIFAR-100 (``train``, 100 fine classes)."""
-    if path.is_dir() and not any((path / f).exists() for f in ("data_batch_1", "train")):
-        for child in ("cifar-10-batches-py", "cifar-100-python"):  # the folder the archive unpacks to
-            if (path / child).is_dir():
-                path = path / child
-                break
-    if not path.is_dir():
-        raise DataError(f"data: cifar: {path}: expected the directory holding the CIFAR python batches")
-    files = sorted(path.glob("data_batch_[0-9]*"))
-    if files:
-        label_key, num_classes = b"labels", 10
-    elif (path / "train").is_file():
-        files, label_key, num_classes = [path / "train"], b"fine_labels", 100
-    else:
-        raise DataError(f"data: cifar: {path}: no CIFAR-10 'data_batch_*' or CIFAR-100 'train' file found")
-    images, labels = [], []
-    for file in files:
-        batch = _read_cifar_batch(file)
-        data = np.asarray(batch[b"data"])
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise DataError(f"data: cifar: {file}: 'data' must be uint8 [N, 3072], got {data.dtype} "
-                            f"{list(data.shape)}")
-        if label_key not in batch:
-            raise DataError(f"data: cifar: {file}: no {label_key.decode()!r} entry")
-        images.append(data.reshape(-1, 3, 32, 32))
-        label, _ = _labels(np.asarray(batch[label_key]), len(data), f"cifar: {file}")
-        if len(label) and label.max() >= num_classes:
-            raise DataError(f"data: cifar: {file}: label {label.max()} out of range for {num_classes} classes")
-        labels.append(label)
-    return np.concatenate(images), np.concatenate(labels), num_classes
-
-
-def _imagefolder(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """``DIR/<class>/<image>``: classes are the sorted sub-folder names; unreadable files are skipped."""
-    from PIL import Image, UnidentifiedImageError  # only this source decodes image files
-
-    if not path.is_dir():
-        raise DataError(f"data: imagefolder: {path}: not a directory")
-    if int(size) < 1:
-        raise DataError(f"data: imagefolder: data_size must be >= 1, got {size}")
-    extensions = {ext.lower() for ext in Image.registered_extensions()}
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"data: imagefolder: {path}: no class sub-folders (expected DIR/<class>/<image>)")
-    images, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        files = sorted(f for f in class_dir.rglob("*") if f.is_file() and f.suffix.lower() in extensions)
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-                warnings.warn(f"imagefolder: skipping unreadable image {file} ({error})", stacklevel=2)
-                continue
-            images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
-            labels.append(label)
-    if not images:
-        raise DataError(f"data: imagefolder: {path}: no readable images in {len(class_dirs)} class folder(s)")
-    missing = sorted(set(range(len(class_dirs))) - set(labels))
-    if missing:
-        raise DataError(f"data: imagefolder: {class_dirs[missing[0]]}: class folder has no readable images")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), len(class_dirs)
-
-
-def _npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """``x``: [N,H,W] (grayscale), [N,H,W,C] or [N,C,H,W] with C in 1..4; ``y``: integer labels."""
-    name = f"npz: {path}"
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in ("x", "y") if key not in archive.files]
-            if missing:
-                raise DataError(f"data: {name}: missing array {missing[0]!r} (found: {', '.join(archive.files)})")
-            x, y = archive["x"], archive["y"]
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"data: {name}: not a readable .npz file ({error})") from None
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4:
-        if x.shape[3] <= 4:
-            x = x.transpose(0, 3, 1, 2)
-        elif x.shape[1] > 4:
-            raise DataError(f"data: {name}: cannot tell the channel axis of x with shape {list(x.shape)} "
-                            "(expected [N,H,W], [N,H,W,C] or [N,C,H,W] with C <= 4)")
-    else:
-        raise DataError(f"data: {name}: x must have 3 or 4 dimensions, got shape {list(x.shape)}")
-    labels, num_classes = _labels(y, len(x), name)
-    return np.ascontiguousarray(_to_uint8(x, name)), labels, num_classes
-
-
-def _idx(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """MNIST-family IDX training files (:mod:`.idx`): grayscale, so [N, 1, H, W]."""
-    try:
-        images, labels, labels_file = read_training_set(path)
-    except IdxError as error:
-        raise DataError(f"data: idx: {error}") from None
-    labels, num_classes = _labels(labels, len(images), f"idx: {labels_file}")
-    return np.ascontiguousarray(_to_uint8(images, f"idx: {path}")[:, None]), labels, num_classes
