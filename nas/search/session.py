@@ -163,6 +163,7 @@ class Search:
         recipe, runtime = config.recipe, config.runtime
         self.config = config
         self.on_trial = on_trial
+        self._asked: optuna.trial.Trial | None = None  # see propose
         self.space = build_space(recipe.space, recipe.image_size)
         self.multi_objective = is_multi_objective(recipe.controller)
         self.run_dir = Path(runtime.out)
@@ -252,11 +253,11 @@ class Search:
         return self.summary(time.perf_counter() - start, stopped_early)
 
     def _asked_but_not_submitted(self, running: dict[int, optuna.trial.Trial]) -> list[optuna.trial.Trial]:
-        """Trials this process asked for but the stop cut off before they reached the backend."""
-        me = worker_id()
-        return [optuna.trial.Trial(self.study, t._trial_id)
-                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.number not in running and t.user_attrs.get("worker") == me]
+        """The trial a stop cut off between asking the controller and handing it to the backend, if any."""
+        asked = self._asked
+        if asked is None or asked.number in running:
+            return []
+        return [asked] if self.storage.get_trial(asked._trial_id).state == TrialState.RUNNING else []
 
     def _feed(self, backend: Backend, running: dict[int, optuna.trial.Trial]) -> None:
         """Give the backend candidates while the budget allows, counting running and queued trials too so that
@@ -271,6 +272,7 @@ class Search:
             trial, spec = proposal
             backend.submit(trial.number, spec.to_dict(), self.trial_settings, self.config.runtime.seed)
             running[trial.number] = trial
+            self._asked = None
 
     def _measure(self, backend: Backend, spec: ArchSpec) -> dict[str, Any] | str:
         """Train the backbone on the backend, under the same conditions as every candidate."""
@@ -309,7 +311,7 @@ class Search:
     def propose(self) -> tuple[optuna.trial.Trial, ArchSpec] | None:
         """Ask the controller for the next candidate; None once the shared budget is taken."""
         trial = self.study.ask()
-        trial.set_user_attr("worker", worker_id())  # named at once: a stop or a kill from here on finds it
+        self._asked = trial  # until the loop hands it to the backend: a stop in between still finds it
         if budget_position(self.study, trial.number) > self.config.runtime.budget:  # other processes got there first
             trial.set_user_attr("interrupted", True)
             trial.set_user_attr("fail_reason", "surplus: the budget was reached by other workers")
@@ -317,6 +319,7 @@ class Search:
             return None
         spec = self.space.sample(trial, num_classes=self.num_classes).replace(image_channels=self.image_channels)
         trial.set_user_attr("spec", spec.to_dict())
+        trial.set_user_attr("worker", worker_id())
         return trial, spec
 
     def record(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
