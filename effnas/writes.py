@@ -5,6 +5,10 @@ Every file a command writes (run files, specs, reports, checkpoints, metrics) go
 file or the new one, never half of one; a failed write removes its temporary file. A failure that is
 the disk's (full, read-only, over quota, not permitted) becomes a :class:`WriteError`, which the CLI
 prints as ``nas CMD: error: cannot write PATH: no space left on device`` with exit code 2.
+
+An output path is written *through*, never replaced: a symlink's target is the file written (the link stays), and
+a path that is not a regular file (a directory, a FIFO, a device node, ``/``) is refused in one line, so no
+rename ever turns a device or a FIFO into a regular file, even as root (:func:`output_target`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -88,21 +93,62 @@ def remove_stale_temporaries(folder: str | Path, names: tuple[str, ...]) -> list
     return removed
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def output_target(path: str | Path, what: str = "") -> Path:
+    """The file a write to ``path`` really changes: ``path`` itself, or the end of its symlink chain. Refused in
+    one line (:class:`WriteError`) unless that is an existing regular file or a new name in an existing folder
+    we may write: replacing a directory, FIFO, socket or device node by rename would destroy it (as root
+    even ``/dev/null``). ``what`` names the option in the error (``--out``)."""
+    shown = f"{what} {path}" if what else str(path)
+    target = Path(os.path.realpath(Path(path).expanduser()))
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as error:  # a symlink loop, a path through a file, no permission to look
+        raise WriteError(f"cannot write {shown}: {error.strerror or error}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise WriteError(f"cannot write {shown}: {_kind(mode)}, not a regular file (give a file name)")
+    if not target.parent.is_dir():
+        raise WriteError(f"cannot write {shown}: directory {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise WriteError(f"cannot write {shown}: {disk_problem(target.parent) or DISK_ERRNOS[errno.EACCES]}")
+    return target
+
+
+def _write_new(tmp: Path, data: bytes) -> None:
+    """Create ``tmp`` afresh (a leftover of a dead process with our pid is removed first) without following a
+    symlink planted at its name, and write ``data``."""
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
 def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]) -> None:
     """Write ``content`` (text, bytes, or a function that writes the file it is given) to ``path`` through a
-    temporary file in the same folder; on failure the temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
+    temporary file in the same folder; on failure the temporary file is removed and ``path`` is untouched.
+    A symlink is written through; a path that is not a regular file is refused (see :func:`output_target`)."""
+    shown = Path(path)
+    path = output_target(path)
     tmp = _temporary(path, os.getpid())
     try:
         if isinstance(content, str):
-            tmp.write_text(content, encoding="utf-8")
+            _write_new(tmp, content.encode("utf-8"))
         elif isinstance(content, bytes):
-            tmp.write_bytes(content)
+            _write_new(tmp, content)
         else:
             content(tmp)
         os.replace(tmp, path)
     except Exception as error:
-        failure = write_failure(path, error)  # asked before the temporary file frees its space
+        failure = write_failure(shown, error)  # asked before the temporary file frees its space
         with contextlib.suppress(OSError):  # on a read-only disk even the clean-up fails; nothing was made
             tmp.unlink(missing_ok=True)
         if failure is None:

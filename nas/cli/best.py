@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def _positive(text: str) -> float:
@@ -42,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trial is not None and (args.max_params is not None or args.max_step_time is not None):
         raise ResultsError("--trial picks one trial; it cannot be combined with --max-params/--max-step-time")
+    if args.out:  # a directory, a device, a FIFO or an unwritable folder: refused before the study is read
+        from effnas.writes import output_target
+
+        output_target(args.out, "--out")
     frame = trials_frame(open_study(args.location))
     if args.trial is not None:
         row = trial_row(frame, args.trial)
@@ -49,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         row = best_under(frame, max_params=args.max_params, max_step_time_ms=args.max_step_time)
     spec, metrics = spec_of(row), metrics_of(row)
     if args.out:
-        if not Path(args.out).expanduser().parent.is_dir():
-            raise ResultsError(f"--out {args.out}: directory {Path(args.out).parent} does not exist")
         save_spec(spec, args.out, extra={"metrics": metrics})
         print(f"wrote {args.out}: trial {metrics['trial']}, accuracy {metrics.get('accuracy', float('nan')):.4f}, "
               f"{metrics.get('step_time_ms', float('nan')):.3f} ms/step, {metrics.get('params', 0) / 1e6:.3f} M params")

@@ -1,7 +1,8 @@
 """The ``nas`` command: one sub-command per job, each defined in its own ``nas/cmd_*.py`` module.
 
 Heavy imports (torch, optuna, ray) happen inside the commands so ``nas --help`` answers at once.
-Bad input of any kind (an :class:`EffnasError`) becomes one line on stderr and exit code 2, and so does a
+Bad input of any kind (an :class:`EffnasError`) becomes one line on stderr and exit code 2 (passwords in URLs
+redacted, control characters escaped, cut at :data:`effnas.errors.LINE_LIMIT`), and so does a
 write the disk refuses (full, read-only, over quota, not permitted) wherever it happens (see
 :func:`disk_error_message`); any other exception surfaces as the bug it is.
 """
@@ -12,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from effnas.errors import EffnasError
+from effnas.errors import EffnasError, one_line
 from effnas.writes import DISK_ERRNOS, sqlite_disk_problem
 
 # Sub-command name -> module that defines ``add_parser(subparsers)`` and ``run(args) -> int``.
@@ -42,7 +43,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is a single line (and still exit code 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, one_line(f"{self.prog}: error: {message} (see '{self.prog} --help')") + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except EffnasError as error:
-        print(f"nas {args.command}: error: {error}", file=sys.stderr)
+    except EffnasError as error:  # one_line: no password, no control character, no megabyte-long quote
+        print(one_line(f"nas {args.command}: error: {error}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nas {args.command}: interrupted", file=sys.stderr)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         message = disk_error_message(error)
         if message is None:
             raise
-        print(f"nas {args.command}: error: {message}", file=sys.stderr)
+        print(one_line(f"nas {args.command}: error: {message}"), file=sys.stderr)
         return 2
 
 

@@ -39,25 +39,30 @@ def default_html_path(location: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from effnas.results import ResultsError, open_study, study_info, trials_frame
+    from effnas.results.storage import redact
     from effnas.results.export import to_csv, to_json, to_markdown
 
     if args.out and args.format != "html":
         raise ResultsError(f"--out is for the HTML report; --format {args.format} prints to stdout")
+    if args.format == "html":  # a directory, a device, a FIFO or an unwritable folder: refused before any work
+        from effnas.writes import output_target
+
+        output_target(Path(args.out).expanduser() if args.out else default_html_path(args.location),
+                      "--out" if args.out else "")
     study = open_study(args.location)
     frame, info = trials_frame(study), study_info(study)
+    shown = redact(args.location)  # the report names its storage: never with the URL's password
     if args.format == "csv":
         sys.stdout.write(to_csv(frame))
     elif args.format == "json":
-        sys.stdout.write(to_json(frame, info, args.location) + "\n")
+        sys.stdout.write(to_json(frame, info, shown) + "\n")
     elif args.format == "markdown":
-        sys.stdout.write(to_markdown(frame, info, args.location))
+        sys.stdout.write(to_markdown(frame, info, shown))
     else:
         from effnas.results.html_report import render_html
         from effnas.writes import atomic_write
 
         out = Path(args.out).expanduser() if args.out else default_html_path(args.location)
-        if not out.parent.is_dir():
-            raise ResultsError(f"--out {out}: directory {out.parent} does not exist")
         compared = Path(args.location).expanduser() / "compare.json"  # nas compare's results, when it ran
         compare = None
         if compared.is_file():
@@ -65,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
                 compare = json.loads(compared.read_text())
             except (OSError, ValueError) as error:
                 print(f"nas report: warning: {compared} left out, unreadable ({error})", file=sys.stderr)
-        atomic_write(out, render_html(frame, info, args.location, compare))  # a full disk leaves no half report
+        atomic_write(out, render_html(frame, info, shown, compare))  # a full disk leaves no half report
         print(f"wrote {out} ({len(frame)} trials)")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from effnas.search_space import load_arch
 
 EPILOG = """\
@@ -51,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     target = args.target if args.target is not None or args.phi is not None else "m"
     if args.target is not None and args.phi is not None:
         raise ScaleError("give either --target or --phi, not both")
+    if args.out:  # a directory, a device, a FIFO or an unwritable folder: refused before any work
+        from effnas.writes import output_target
+
+        output_target(args.out, "--out")
     base = load_arch(args.base)
     scaled = scale_spec(base, target, phi=args.phi, rule=args.rule, max_image_size=args.max_image_size,
                         extra_stage=args.extra_stage)
