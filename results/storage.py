@@ -11,6 +11,7 @@ import functools
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 import time
 import weakref
@@ -52,8 +53,48 @@ def redact(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
+def _optuna_tables() -> set[str]:
+    from optuna.storages._rdb import models  # the schema Optuna creates, so a newer Optuna's tables count too
+
+    return set(models.BaseModel.metadata.tables) | {"alembic_version"}
+
+
+def refuse_foreign_sqlite(path: str | Path) -> None:
+    """Refuse, before Optuna adds its tables to it, a database file that is not ours to write: not a regular file
+    (a FIFO would hang SQLite, a device would be written to), not SQLite, or holding tables that are not Optuna's
+    (another program's database: a search must not mix its tables into it). A missing or empty file, or one
+    that another search process is creating Optuna's tables in right now, is fine."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StorageError(f"{path}: cannot open the study ({error.strerror or error})") from None
+    if not stat.S_ISREG(mode):
+        raise StorageError(f"{path}: not a regular file, so not a study database")
+    if path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.OperationalError as error:  # locked, unreadable: SQLite's own answer, for open_storage to give
+        if "not a database" not in str(error):
+            return
+        raise StorageError(f"{path}: not an SQLite database, refusing to write a study into it") from None
+    except sqlite3.DatabaseError:
+        raise StorageError(f"{path}: not an SQLite database, refusing to write a study into it") from None
+    foreign = sorted(name for name in tables - _optuna_tables() if not name.startswith("sqlite_"))
+    if foreign:
+        raise StorageError(f"{path}: another program's SQLite database (it has a table {foreign[0]!r} that Optuna "
+                           "does not make); refusing to add a study to it: give another --out or --storage")
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; a URL that cannot connect is a one-line error, not a traceback."""
+    """An Optuna storage for ``url``; a URL that cannot connect is a one-line error, not a traceback; an SQLite
+    file that is not an Optuna study (nor new) is refused before Optuna creates any table in it."""
+    if url.startswith("sqlite:///"):
+        refuse_foreign_sqlite(url.removeprefix("sqlite:///"))
     try:
         if url.startswith("journal:"):
             return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
