@@ -8,14 +8,88 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
-from effnas.errors import SpecError
+from effnas.errors import EffnasError, SpecError, shown
 from effnas.search_space.block_strings import decode_block_string
 from effnas.search_space.published import get_spec
 from effnas.search_space.spec import ArchSpec, ProgressiveRecipe, StageSpec, require_int
 from effnas.writes import atomic_write
+
+
+MAX_INPUT_BYTES = 1 << 20  # a spec or space file: the largest real one is a few KB
+MAX_JSON_DEPTH = 32  # nesting of a spec or space file: real ones nest 4 deep
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def read_input(path: str | Path, what: str = "file", error: type[EffnasError] = SpecError,
+               missing: str = "") -> str:
+    """The text of a spec or space file, read only when it is a regular file of at most :data:`MAX_INPUT_BYTES`:
+    a FIFO must not hang the command and ``/dev/zero`` must not fill its memory. Opened without blocking, and
+    checked again on the open file, so nothing swapped in between the look and the read gets through."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise error(f"{path}: {missing or 'no such ' + what}") from None
+    except OSError as problem:
+        raise error(f"{path}: cannot read the {what} ({problem.strerror or problem})") from None
+    info = os.fstat(fd)
+    problem_text = ("is a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+                    if not stat.S_ISREG(info.st_mode) else None)
+    if problem_text or info.st_size > MAX_INPUT_BYTES:
+        os.close(fd)
+        if problem_text:
+            raise error(f"{path}: {problem_text}, expected a {what}")
+        raise error(f"{path}: {info.st_size:,} bytes, more than a {what} may have ({MAX_INPUT_BYTES:,})")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_INPUT_BYTES + 1)
+        except OSError as problem:
+            raise error(f"{path}: cannot read the {what} ({problem.strerror or problem})") from None
+    if len(data) > MAX_INPUT_BYTES:  # grew after the look
+        raise error(f"{path}: more than {MAX_INPUT_BYTES:,} bytes, more than a {what} may have")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        raise error(f"{path}: not UTF-8 text ({problem.reason} at byte {problem.start})") from None
+
+
+def check_depth(data: Any, where: str, error: type[EffnasError] = SpecError, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse data nested deeper than ``limit`` (lists and objects), without recursion of our own."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if depth > limit:
+                raise error(f"{where}: nested more than {limit} levels deep")
+            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(text: str, where: str, error: type[EffnasError] = SpecError) -> Any:
+    """JSON with bounds: nesting checked before parsing (a million ``[`` would overflow the parser's recursion),
+    ``NaN``/``Infinity`` refused, and Python's cap on an integer's digits answered in one line."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_JSON_DEPTH:
+        raise error(f"{where}: nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as problem:
+        raise error(f"{where}: not valid JSON ({problem.msg} at line {problem.lineno})") from None
+    except (ValueError, RecursionError) as problem:  # NaN, a 5000-digit integer
+        raise error(f"{where}: not valid JSON ({str(problem).splitlines()[0][:120]})") from None
 
 
 _STAGE_FIELDS = {f.name for f in dataclasses.fields(StageSpec)}
@@ -29,7 +103,7 @@ def _check_keys(path: str, data: Any, allowed: set[str], required: set[str]) -> 
         raise SpecError(f"{path}: expected a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise SpecError(f"{path}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        raise SpecError(f"{path}: unknown field {shown(unknown[0])} (allowed: {', '.join(sorted(allowed))})")
     missing = sorted(required - set(data))
     if missing:
         raise SpecError(f"{path}: missing field {missing[0]!r}")
@@ -48,7 +122,7 @@ def _stage_from_data(path: str, data: Any) -> StageSpec:
             raise SpecError(f"{path}: {error}") from None
     _check_keys(path, data, _STAGE_FIELDS, _STAGE_REQUIRED)
     if not isinstance(data["op"], str):
-        raise SpecError(f"{path}.op: must be a string, got {data['op']!r}")
+        raise SpecError(f"{path}.op: must be a string, got {shown(data['op'])}")
     values = dict(data)
     for name in _STAGE_INT_FIELDS:
         values[name] = require_int(f"{path}.{name}", values[name])
@@ -78,18 +152,7 @@ def spec_from_dict(data: Any) -> ArchSpec:
 def load_spec(path: str | Path) -> ArchSpec:
     """Read a spec file; also accepts files that wrap the spec (``best.json``: ``{"spec": ...}``)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path}: is a directory, expected a spec JSON file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(f"{path}: cannot read ({error})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SpecError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    data = parse_json(read_input(path, "spec JSON file", missing="no such file"), str(path))
     if isinstance(data, dict) and "spec" in data and "stages" not in data:
         data = data["spec"]
     try:
@@ -110,11 +173,9 @@ def save_spec(spec: ArchSpec, path: str | Path, extra: dict[str, Any] | None = N
 
 def spec_from_json(text: str) -> ArchSpec:
     """A spec from JSON text (stages as objects or block strings)."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SpecError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
-    return spec_from_dict(data)
+    if len(text) > MAX_INPUT_BYTES:
+        raise SpecError(f"spec JSON: more than {MAX_INPUT_BYTES:,} characters")
+    return spec_from_dict(parse_json(text, "spec JSON"))
 
 
 def load_arch(reference: str | Path) -> ArchSpec:

@@ -22,18 +22,17 @@ A space file is JSON (or YAML, when PyYAML is installed); an empty file ``{}`` i
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from effnas.errors import EffnasError, SpecError
+from effnas.errors import EffnasError, SpecError, shown
 from effnas.search_space.block_strings import decode_block_string
 from effnas.search_space.compound import scale_uniform
-from effnas.search_space.loading import spec_from_dict
+from effnas.search_space.loading import check_depth, parse_json, read_input, spec_from_dict
 from effnas.search_space.published import get_spec
-from effnas.search_space.spec import OPS, ArchSpec, StageSpec
+from effnas.search_space.spec import MAX_IMAGE_SIZE, OPS, ArchSpec, StageSpec, check_name
 
 if TYPE_CHECKING:
     import optuna
@@ -82,7 +81,7 @@ class StageChoices:
 # ---------------------------------------------------------------------- parsing helpers
 def _number(path: str, value: Any, low: float, high: float, low_inclusive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpaceError(f"{path}: must be a number, got {value!r}")
+        raise SpaceError(f"{path}: must be a number, got {shown(value)}")
     if not (low <= value if low_inclusive else low < value) or value > high:
         raise SpaceError(f"{path}: must be in {'[' if low_inclusive else '('}{low}, {high}], got {value}")
     return float(value)
@@ -92,7 +91,7 @@ def _integer(path: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpaceError(f"{path}: must be an integer, got {value!r}")
+        raise SpaceError(f"{path}: must be an integer, got {shown(value)}")
     if not low <= value <= high:
         raise SpaceError(f"{path}: must be in [{low}, {high}], got {value}")
     return value
@@ -101,16 +100,16 @@ def _integer(path: str, value: Any, low: int, high: int) -> int:
 def _choice_list(path: str, values: Any, decision: str) -> tuple[Any, ...]:
     """Validate one list of allowed values (non-empty, no duplicates, each value legal)."""
     if not isinstance(values, (list, tuple)) or len(values) == 0:
-        raise SpaceError(f"{path}: must be a non-empty list, got {values!r}")
+        raise SpaceError(f"{path}: must be a non-empty list, got {shown(values)}")
     checked: list[Any] = []
     for index, value in enumerate(values):
         where = f"{path}[{index}]"
         if decision == "op":
             if value not in OPS:
-                raise SpaceError(f"{where}: unknown op {value!r} (expected one of {', '.join(OPS)})")
+                raise SpaceError(f"{where}: unknown op {shown(value)} (expected one of {', '.join(OPS)})")
         elif decision == "se":
             if not isinstance(value, bool):
-                raise SpaceError(f"{where}: must be true or false, got {value!r}")
+                raise SpaceError(f"{where}: must be true or false, got {shown(value)}")
         elif decision == "kernel":
             value = _integer(where, value, 1, 15)
             if value % 2 == 0:
@@ -122,7 +121,7 @@ def _choice_list(path: str, values: Any, decision: str) -> tuple[Any, ...]:
         else:  # layer_offsets
             value = _integer(where, value, -100, 100)
         if value in checked:
-            raise SpaceError(f"{where}: duplicate value {value!r}")
+            raise SpaceError(f"{where}: duplicate value {shown(value)}")
         checked.append(value)
     return tuple(checked)
 
@@ -132,7 +131,7 @@ def _check_keys(path: str, data: Any, allowed: tuple[str, ...]) -> None:
         raise SpaceError(f"{path}: expected an object, got {type(data).__name__}")
     for key in data:
         if key not in allowed:
-            raise SpaceError(f"{path}: unknown field {key!r} (allowed: {', '.join(allowed)})")
+            raise SpaceError(f"{path}: unknown field {shown(key)} (allowed: {', '.join(allowed)})")
 
 
 def _resolve_backbone(source: Any) -> ArchSpec:
@@ -147,7 +146,7 @@ def _resolve_backbone(source: Any) -> ArchSpec:
             return ArchSpec(stages=stages, stem_channels=stages[0].in_channels, name="custom")
     except SpecError as error:
         raise SpaceError(f"backbone: {error}") from None
-    raise SpaceError(f"backbone: expected a zoo name, a spec object or a list of block strings, got {source!r}")
+    raise SpaceError(f"backbone: expected a zoo name, a spec object or a list of block strings, got {shown(source)}")
 
 
 # ---------------------------------------------------------------------- the space
@@ -171,12 +170,13 @@ class SearchSpace:
         _check_keys("space", data, _TOP_FIELDS)
         config = {**DEFAULTS, **{k: v for k, v in data.items() if k not in ("choices", "stages")}}
         if not isinstance(config["name"], str) or not config["name"]:
-            raise SpaceError(f"name: must be a non-empty string, got {config['name']!r}")
+            raise SpaceError(f"name: must be a non-empty string, got {shown(config['name'])}")
+        check_name("name", config["name"], SpaceError)
         width = _number("width", config["width"], 0.0, 8.0)
         depth = _number("depth", config["depth"], 0.0, 8.0)
         se_ratio = _number("se_ratio", config["se_ratio"], 0.0, 1.0)
         base = _resolve_backbone(config["backbone"])
-        image_size = _integer("image_size", config["image_size"], base.total_stride, 4096)
+        image_size = _integer("image_size", config["image_size"], base.total_stride, MAX_IMAGE_SIZE)
 
         changes: dict[str, Any] = {"train_image_size": image_size, "eval_image_size": image_size,
                                    "progressive": None, "name": f"{base.name or 'backbone'}-proxy"}
@@ -265,7 +265,7 @@ class SearchSpace:
                 if name not in params:
                     raise SpaceError(f"{name}: missing parameter")
                 if params[name] not in getattr(allowed, decision):
-                    raise SpaceError(f"{name}: {params[name]!r} is not one of {list(getattr(allowed, decision))}")
+                    raise SpaceError(f"{name}: {shown(params[name])} is not one of {list(getattr(allowed, decision))}")
                 chosen[decision] = params[name]
             se = self.config["se_ratio"] if chosen["op"] == "mbconv" and chosen["se"] else 0.0
             stages.append(StageSpec(op=chosen["op"], kernel=chosen["kernel"], stride=stage.stride,
@@ -290,7 +290,7 @@ class SearchSpace:
                       "layers": stage.layers, "se": se}
             for decision, value in values.items():
                 if value not in getattr(allowed, decision):
-                    raise SpaceError(f"spec: stage {index} {decision}={value!r} is outside the space")
+                    raise SpaceError(f"spec: stage {index} {decision}={shown(value)} is outside the space")
                 params[param_name(index, decision)] = value
         if self.spec_from_params(params, num_classes=spec.num_classes).stages != spec.stages:
             raise SpaceError("spec: its channels, strides or SE ratio differ from the space's backbone")
@@ -331,29 +331,40 @@ def default_space() -> SearchSpace:
     return SearchSpace.from_dict({})
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read a space file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed."""
-    path = Path(path)
+def _yaml(path: Path, text: str) -> Any:
+    """YAML through the safe loader, once its events show no alias and no deep nesting."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpaceError(f"{path}: no such space file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpaceError(f"{path}: cannot read the space file ({error})") from None
+        import yaml
+    except ImportError:
+        raise SpaceError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write JSON") from None
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise SpaceError(f"{path}: YAML aliases (*name) are not allowed in a space file")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > 32:
+                    raise SpaceError(f"{path}: nested more than 32 levels deep")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path}: not valid YAML ({str(error).splitlines()[0][:120]})") from None
+    check_depth(data, str(path), SpaceError)
+    return data
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a space file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed. Either is at most
+    :data:`~effnas.search_space.loading.MAX_INPUT_BYTES` of a regular file, nested at most 32 deep; YAML's
+    aliases are refused (a "billion laughs" file expands a few lines into gigabytes)."""
+    path = Path(path)
+    text = read_input(path, "space file", SpaceError)
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise SpaceError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write JSON") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise SpaceError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        data = _yaml(path, text)
     else:
-        try:
-            data = json.loads(text) if text.strip() else {}
-        except json.JSONDecodeError as error:
-            raise SpaceError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+        data = parse_json(text, str(path), SpaceError) if text.strip() else {}
     try:
         return SearchSpace.from_dict(data)
     except SpaceError as error:

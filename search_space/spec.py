@@ -17,12 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from effnas.errors import SpecError
+from effnas.errors import EffnasError, SpecError, shown
 
 OPS = ("mbconv", "fused")
 # Nonlinearities a spec may name: EfficientNet's SiLU (the default), MnasNet's ReLU, MobileNetV2's ReLU6.
 ACTIVATIONS = ("silu", "relu", "relu6")
 DEFAULT_ACTIVATION = "silu"
+
+# Every number a spec holds has a bound, so a hostile file cannot ask for an absurd network (the estimate of a
+# network's memory, effnas.models.memory, then refuses what is within the bounds but beyond the device).
+MAX_KERNEL = 15  # the largest depthwise kernel any published EfficientNet / MnasNet uses is 7
+MAX_CHANNELS = 8192  # stem, stage and head channels
+MAX_LAYERS = 100  # per stage
+MAX_STAGES = 32  # EfficientNetV2-XL has 7
+MAX_CLASSES = 100_000
+MAX_IMAGE_CHANNELS = 4  # gray, RGB, RGBA
+MAX_IMAGE_SIZE = 4096
+MAX_NAME = 128  # characters of a spec's name; control characters are refused
 
 
 def require_int(path: str, value: Any, minimum: int | None = None) -> int:
@@ -30,15 +41,27 @@ def require_int(path: str, value: Any, minimum: int | None = None) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise SpecError(f"{path}: must be an integer, got {value!r}")
+            raise SpecError(f"{path}: must be an integer, got {shown(value)}")
     if minimum is not None and value < minimum:
         raise SpecError(f"{path}: must be >= {minimum}, got {value}")
     return value
 
 
+def check_name(path: str, name: Any, error: type[EffnasError] = SpecError) -> str:
+    """A name that is printed (tables, reports, progress): a string of at most :data:`MAX_NAME` characters without
+    control characters, which would otherwise reach the terminal raw (``\x1b[2J`` clears it)."""
+    if not isinstance(name, str):
+        raise error(f"{path}: must be a string, got {shown(name)}")
+    if len(name) > MAX_NAME:
+        raise error(f"{path}: at most {MAX_NAME} characters, got {len(name)}")
+    if not all(ch.isprintable() for ch in name):
+        raise error(f"{path}: control characters are not allowed in a name, got {shown(name)}")
+    return name
+
+
 def _require_float(path: str, value: Any, low: float, high: float, high_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError(f"{path}: must be a number, got {value!r}")
+        raise SpecError(f"{path}: must be a number, got {shown(value)}")
     if value < low or value > high or (high_open and value == high):
         bracket = ")" if high_open else "]"
         raise SpecError(f"{path}: must be in [{low}, {high}{bracket}, got {value}")
@@ -60,10 +83,12 @@ class StageSpec:
 
     def validate(self, path: str = "stage") -> None:
         if self.op not in OPS:
-            raise SpecError(f"{path}.op: unknown op {self.op!r} (expected one of {', '.join(OPS)})")
+            raise SpecError(f"{path}.op: unknown op {shown(self.op)} (expected one of {', '.join(OPS)})")
         kernel = require_int(f"{path}.kernel", self.kernel)
         if kernel < 1 or kernel % 2 == 0:
             raise SpecError(f"{path}.kernel: must be a positive odd integer, got {kernel}")
+        if kernel > MAX_KERNEL:
+            raise SpecError(f"{path}.kernel: must be <= {MAX_KERNEL}, got {kernel}")
         require_int(f"{path}.stride", self.stride, 1)
         if self.stride > 2:
             raise SpecError(f"{path}.stride: must be 1 or 2, got {self.stride}")
@@ -74,13 +99,13 @@ class StageSpec:
             value = require_int(f"{path}.{name}", getattr(self, name))
             if value <= 0:
                 raise SpecError(f"{path}.{name}: must be > 0, got {value}")
-            if value > 8192:
-                raise SpecError(f"{path}.{name}: must be <= 8192, got {value}")
+            if value > MAX_CHANNELS:
+                raise SpecError(f"{path}.{name}: must be <= {MAX_CHANNELS}, got {value}")
         layers = require_int(f"{path}.layers", self.layers)
         if layers < 1:
             raise SpecError(f"{path}.layers: a stage needs at least 1 layer, got {layers}")
-        if layers > 100:
-            raise SpecError(f"{path}.layers: must be <= 100, got {layers}")
+        if layers > MAX_LAYERS:
+            raise SpecError(f"{path}.layers: must be <= {MAX_LAYERS}, got {layers}")
         _require_float(f"{path}.se_ratio", self.se_ratio, 0.0, 1.0)
 
     @property
@@ -138,12 +163,13 @@ class ArchSpec:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        if not isinstance(self.name, str):
-            raise SpecError(f"name: must be a string, got {self.name!r}")
+        check_name("name", self.name)
         if len(self.stages) == 0:
             raise SpecError("stages: a spec needs at least one stage")
+        if len(self.stages) > MAX_STAGES:
+            raise SpecError(f"stages: a spec may have at most {MAX_STAGES} stages, got {len(self.stages)}")
         if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
-            raise SpecError(f"activation: unknown activation {self.activation!r} "
+            raise SpecError(f"activation: unknown activation {shown(self.activation)} "
                             f"(expected one of {', '.join(ACTIVATIONS)})")
         for index, stage in enumerate(self.stages):
             if not isinstance(stage, StageSpec):
@@ -152,6 +178,8 @@ class ArchSpec:
         stem = require_int("stem_channels", self.stem_channels)
         if stem <= 0:
             raise SpecError(f"stem_channels: must be > 0, got {stem}")
+        if stem > MAX_CHANNELS:
+            raise SpecError(f"stem_channels: must be <= {MAX_CHANNELS}, got {stem}")
         previous_out, previous_path = stem, "stem_channels"
         for index, stage in enumerate(self.stages):
             if stage.in_channels != previous_out:
@@ -162,14 +190,18 @@ class ArchSpec:
         head = require_int("head_channels", self.head_channels)
         if head <= 0:
             raise SpecError(f"head_channels: must be > 0, got {head}")
-        require_int("num_classes", self.num_classes, 2)
-        require_int("image_channels", self.image_channels, 1)
+        if head > MAX_CHANNELS:
+            raise SpecError(f"head_channels: must be <= {MAX_CHANNELS}, got {head}")
+        if require_int("num_classes", self.num_classes, 2) > MAX_CLASSES:
+            raise SpecError(f"num_classes: must be <= {MAX_CLASSES}, got {self.num_classes}")
+        if require_int("image_channels", self.image_channels, 1) > MAX_IMAGE_CHANNELS:
+            raise SpecError(f"image_channels: must be <= {MAX_IMAGE_CHANNELS}, got {self.image_channels}")
         _require_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
         _require_float("drop_path_rate", self.drop_path_rate, 0.0, 1.0, high_open=True)
         for name in ("train_image_size", "eval_image_size"):
             size = require_int(name, getattr(self, name), 1)
-            if size > 4096:
-                raise SpecError(f"{name}: must be <= 4096, got {size}")
+            if size > MAX_IMAGE_SIZE:
+                raise SpecError(f"{name}: must be <= {MAX_IMAGE_SIZE}, got {size}")
             if size < self.total_stride:
                 raise SpecError(
                     f"{name}: {size} px is reduced below 1 pixel by the network's total stride "
