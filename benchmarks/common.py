@@ -7,8 +7,10 @@ measured side by side in one run mean anything; absolute figures from two runs d
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import statistics
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -122,3 +124,55 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
         return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
     return float(spearmanr(a, b).statistic)
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_result(name: str, title: str, device: torch.device | str, rows: Sequence[dict[str, Any]],
+                 notes: Sequence[str] = (), columns: Sequence[str] | None = None) -> Path:
+    """Keep a benchmark's result where docs can quote it: ``benchmarks/results/NAME.md`` with the date, the
+    device, the versions and the exact command, so every figure traces back to the run that measured it."""
+    import platform
+    import sys
+    from importlib.metadata import version
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    lines = [f"# {title}", "",
+             f"- measured: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+             f"- device: {describe_device(device)}",
+             f"- versions: effnas {version('effnas')}, python {platform.python_version()}, "
+             f"torch {torch.__version__}, optuna {version('optuna')}, scikit-learn {version('scikit-learn')}",
+             f"- command: `{' '.join(['python -m benchmarks.' + _module(name), *sys.argv[1:]])}`", "",
+             "```", format_table(rows, columns), "```", ""]
+    lines += [f"{note}  " for note in notes]
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _module(name: str) -> str:
+    """The benchmark that runs, read from ``sys.argv[0]`` (``python -m benchmarks.X`` sets it to X's file), so a
+    result kept under another name (``X-cuda``, ``X-quick``) still records the command that made it."""
+    import sys
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.suffix == ".py" and script.resolve().parent == RESULTS.parent:
+        return script.stem
+    return name
+
+
+def keep_result(name: str, device: torch.device | str, quick: bool, title: str, rows: Sequence[dict[str, Any]],
+                notes: Sequence[str] = (), columns: Sequence[str] | None = None,
+                more: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[str]]] = ()) -> Path:
+    """``write_result`` under a name that says what ran: ``NAME-cuda`` on a GPU and ``-quick`` for ``--quick``, so
+    neither a GPU run nor a smoke-sized run replaces the CPU result that docs quote. ``more`` adds further
+    ``(title, rows, notes)`` tables of the same run to the same file."""
+    stem = name + ("-cuda" if torch.device(device).type == "cuda" else "") + ("-quick" if quick else "")
+    path = write_result(stem, title, device, rows, notes, columns)
+    for more_title, more_rows, more_notes in more:
+        text = [f"## {more_title}", "", "```", format_table(more_rows), "```", ""]
+        text += [f"{note}  " for note in more_notes]
+        path.write_text(path.read_text() + "\n" + "\n".join(text).rstrip() + "\n")
+    print(f"result kept in {path}")
+    return path

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import add_device_args, print_report, setup_device
+from benchmarks.common import add_device_args, keep_result, print_report, setup_device
 
 FUSED_UP_TO = (0, 3, 5, 7)  # paper stage numbers: fused stages 1..n
 
@@ -86,10 +86,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         row["vs no fused"] = row["train img/s"] / base_rate
         row["engine"] = steps[row["variant"]].engine
     fastest = max(variants, key=lambda r: r["train img/s"])
-    print_report(f"Fused-MBConv vs MBConv: {args.model}" + (f" x width {args.width:g}" if args.width != 1 else "")
-                 + f", {args.image_size} px, batch {args.batch_size}, median of {args.rounds} interleaved rounds of "
-                 f"{args.steps} steps", device, variants,
-                 notes=[f"fastest on this device: {fastest['variant']} ({fastest['vs no fused']:.2f}x no fused)"])
+    title = (f"Fused-MBConv vs MBConv: {args.model}" + (f" x width {args.width:g}" if args.width != 1 else "")
+             + f", {args.image_size} px, batch {args.batch_size}, median of {args.rounds} interleaved rounds of "
+             f"{args.steps} steps")
+    notes = [f"fastest on this device: {fastest['variant']} ({fastest['vs no fused']:.2f}x no fused)"]
+    print_report(title, device, variants, notes=notes)
+    keep_result("fused_vs_mbconv", device, args.quick, title, variants, notes)
     return variants
 
 

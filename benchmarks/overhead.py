@@ -46,7 +46,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from benchmarks.common import add_device_args, print_report, search_defaults, setup_device
+from benchmarks.common import add_device_args, keep_result, print_report, search_defaults, setup_device
 
 PHASES = ("build", "MACs", "step", "train", "eval", "other", "sample", "store", "files", "loop")
 ALONGSIDE = ("sample", "store", "files", "loop")  # the search process's part, done while the worker trains
@@ -203,9 +203,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                      f"{end_to_end['overhead %']:.1f} % of the worker's time between completions was outside "
                      f"training and evaluation (of which waiting for the next candidate: {end_to_end['gap %']:.1f} %)")
     history = f" after {args.history} completed" if args.history else ""
-    print_report(f"per-trial overhead: {args.trials} TPE trials{history} on SQLite, {args.data}, "
-                 f"{args.epochs} epoch(s), batch {args.batch_size}, {args.threads} torch thread(s) per trial", device,
-                 table, notes=notes)
+    title = (f"per-trial overhead: {args.trials} TPE trials{history} on SQLite, {args.data}, "
+             f"{args.epochs} epoch(s), batch {args.batch_size}, {args.threads} torch thread(s) per trial")
+    print_report(title, device, table, notes=notes)
+    # a study filled first is a different measurement: its own file, so it does not replace the new-study one
+    keep_result(f"overhead-history{args.history}" if args.history else "overhead", device, args.quick, title, table,
+                notes)
     return table
 
 

@@ -1,10 +1,13 @@
 """Progressive learning vs. fixed-size training: the EfficientNetV2 paper's Table 12 in miniature.
 
-The same small network, on the same data, for the same epochs and seed, is trained twice with ``nas train``'s
-trainer: once with progressive learning (image size and regularization grow over ``--stages`` stages) and
-once at the final size with the final regularization throughout (``--no-progressive``). Both are evaluated at
-the same eval size. Prints a table of training time (wall and process CPU seconds of the training steps,
-evaluation excluded) and final top-1 (EMA weights), with the device it ran on.
+The same small network, on the same data, for the same epochs and seed, is trained with ``nas train``'s trainer
+with progressive learning (image size and regularization grow over ``--stages`` stages) and at the final size
+with the final regularization throughout (``--no-progressive``); both are evaluated at the same eval size.
+
+The two arms run in ``--rounds`` interleaved rounds (progressive, fixed | fixed, progressive | ...: each round
+starts with the other arm), so a shared machine's changing load hits both alike. The headline is the ratio of
+median training WALL times, which is what a user waits for; CPU seconds of the training steps are shown beside
+it. Evaluation is outside both. The table is kept in ``benchmarks/results/progressive.md``.
 
     python -m benchmarks.progressive                       # digits, proxy backbone at half depth, 20 epochs
     python -m benchmarks.progressive --device cuda --data synthetic:20000x32 --epochs 20
@@ -13,10 +16,15 @@ evaluation excluded) and final top-1 (EMA weights), with the device it ran on.
 from __future__ import annotations
 
 import argparse
-import platform
+import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from benchmarks.common import add_device_args, keep_result, print_report, setup_device
+
+ARMS = (("progressive", True), ("fixed size", False))
 
 
 def default_model():
@@ -28,20 +36,14 @@ def default_model():
     return scale_uniform(backbone, 1.0, 0.5, name=f"{backbone.name}-d0.5")
 
 
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Train both arms in interleaved rounds, print and keep the table; 2 on a bad spec or data."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.progressive", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", help="spec JSON or zoo name (default: proxy backbone at half depth)")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--stages", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of each arm (default 2)")
     parser.add_argument("--image-size", type=int, default=80, help="final training size (default 80)")
     parser.add_argument("--min-image-size", type=int, default=32, help="first stage's size (default 32)")
     parser.add_argument("--eval-image-size", type=int, default=96,
@@ -53,55 +55,61 @@ def main(argv: list[str] | None = None) -> int:
                              "solarize among them, keep a short run on 8x8 digits near chance)")
     parser.add_argument("--mixup", type=float, nargs=2, default=(0.0, 0.2), metavar=("START", "END"))
     parser.add_argument("--dropout", type=float, nargs=2, default=(0.1, 0.3), metavar=("START", "END"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="keep both runs here (default: a temporary directory)")
+    parser.add_argument("--out", help="keep every run here (default: a temporary directory)")
+    add_device_args(parser)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.stages, args.image_size, args.min_image_size, args.eval_image_size = 2, 2, 48, 32, 48
 
-    import torch
-
-    from effnas.search_space import load_arch
-    from effnas.nas.training.engine import resolve_device
-    from effnas.nas.training.train import TrainConfig, train
     from effnas.errors import EffnasError
+    from effnas.nas.training.train import TrainConfig, train
+    from effnas.search_space import load_arch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = setup_device(args)
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in ARMS}
     try:
         spec = load_arch(args.arch) if args.arch else default_model()
-        device = str(resolve_device(args.device))
         base = dict(data=args.data, epochs=args.epochs, stages=args.stages, batch_size=args.batch_size,
                     optimizer=args.optimizer, image_size=args.image_size, min_image_size=args.min_image_size,
                     eval_image_size=args.eval_image_size, randaug=tuple(args.randaug), mixup=tuple(args.mixup),
                     dropout=tuple(args.dropout), flip=False, seed=args.seed)
         with tempfile.TemporaryDirectory() as scratch:
             root = Path(args.out or scratch)
-            results = {}
-            for label, progressive in (("progressive", True), ("fixed size", False)):
-                print(f"training {label} ...", file=sys.stderr, flush=True)
-                results[label] = train(spec, TrainConfig(**base, progressive=progressive),
-                                       root / label.replace(" ", "-"), device=device, progress=False,
-                                       log=lambda message: print("  " + message, file=sys.stderr, flush=True))
+            for round_ in range(args.rounds):
+                for label, progressive in ARMS[round_ % 2:] + ARMS[:round_ % 2]:
+                    print(f"round {round_ + 1}: training {label} ...", file=sys.stderr, flush=True)
+                    runs[label].append(train(
+                        spec, TrainConfig(**base, progressive=progressive),
+                        root / f"{label.replace(' ', '-')}-{round_ + 1}", device=str(device), progress=False,
+                        log=lambda message: print("  " + message, file=sys.stderr, flush=True)))
     except EffnasError as error:
         print(f"benchmarks.progressive: error: {error}", file=sys.stderr)
         return 2
 
-    fixed = results["fixed size"]
-    print(f"\n{spec.name or 'model'} ({fixed['params']:,} params) on {args.data}, {args.epochs} epochs, batch "
-          f"{args.batch_size}, {args.optimizer}, eval at {args.eval_image_size} px, seed {args.seed}; "
-          f"RandAugment {args.randaug[0]:g}→{args.randaug[1]:g}, mixup {args.mixup[0]:g}→{args.mixup[1]:g}, "
-          f"dropout {args.dropout[0]:g}→{args.dropout[1]:g} (fixed size: the end values throughout)")
-    print(f"device: {device_name(device)}\n")
-    print("| training | image sizes per stage | train wall s | train CPU s | top-1 (EMA) | top-1 (raw) |")
-    print("|---|---|---|---|---|---|")
-    for label, metrics in results.items():
-        sizes = " → ".join(str(stage["image_size"]) for stage in metrics["schedule"])
-        print(f"| {label} | {sizes} | {metrics['train_seconds']:.1f} | {metrics['train_cpu_seconds']:.1f} | "
-              f"{metrics['top1']:.4f} | {metrics['top1_raw_weights']:.4f} |")
-    speedup = fixed["train_seconds"] / results["progressive"]["train_seconds"]
-    print(f"\nprogressive learning: {speedup:.2f}x the training speed of fixed-size training "
-          f"({fixed['train_cpu_seconds'] / results['progressive']['train_cpu_seconds']:.2f}x in CPU time)")
+    def median(label: str, key: str) -> float:
+        return statistics.median(metrics[key] for metrics in runs[label])
+
+    rows = [{"training": label, "RandAugment": f"{args.randaug[0]:g}->{args.randaug[1]:g}" if progressive
+             else f"{args.randaug[1]:g}",
+             "sizes per stage": " -> ".join(str(stage["image_size"]) for stage in runs[label][0]["schedule"]),
+             "train wall s": median(label, "train_seconds"), "train CPU s": median(label, "train_cpu_seconds"),
+             "top-1 (EMA)": median(label, "top1"), "top-1 (raw)": median(label, "top1_raw_weights"),
+             "rounds": len(runs[label]),
+             "wall s each": " ".join(f"{metrics['train_seconds']:.1f}" for metrics in runs[label])}
+            for label, progressive in ARMS]
+    wall = median("fixed size", "train_seconds") / median("progressive", "train_seconds")
+    cpu = median("fixed size", "train_cpu_seconds") / median("progressive", "train_cpu_seconds")
+    params = runs["fixed size"][0]["params"]
+    title = (f"progressive vs fixed-size training: {spec.name or 'model'} ({params:,} params) on {args.data}, "
+             f"{args.epochs} epochs, batch {args.batch_size}, {args.optimizer}, eval at {args.eval_image_size} px, "
+             f"seed {args.seed}, median of {args.rounds} interleaved rounds")
+    notes = [f"progressive learning: {wall:.2f}x the training wall-time speed of fixed-size training "
+             f"({'faster' if wall > 1 else 'slower'}; {cpu:.2f}x in CPU time of the training steps)",
+             f"mixup {args.mixup[0]:g}->{args.mixup[1]:g}, dropout {args.dropout[0]:g}->{args.dropout[1]:g}; "
+             f"fixed size uses the end values throughout"]
+    print_report(title, device, rows, notes)
+    keep_result("progressive", device, args.quick, title, rows, notes)
     return 0
 
 

@@ -9,26 +9,22 @@ directory. Two rates per setup:
   trials      counted trials / the span from the first trial's start to the last trial's end.
 Every trial gets --threads torch threads (Ray: as many CPUs) however many run at once, so on a CPU
 N concurrent trials use N times the cores; on a GPU the rows show how well small candidates share it.
+Setups run one after another (a search is the unit here), so on a shared machine compare them within one run
+only. The table is kept in ``benchmarks/results/search_backends.md`` (``-cuda`` on a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from benchmarks.common import keep_result, print_report
 
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
-
-
-def _device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({os.cpu_count()} cores)"
 
 
 def _run(backend: str, workers: int, args: argparse.Namespace, root: Path) -> dict:
@@ -60,7 +56,8 @@ def _run(backend: str, workers: int, args: argparse.Namespace, root: Path) -> di
             "end_to_end_per_h": 3600 * summary.counted / wall, "trials_per_h": 3600 * len(counted) / span}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run every (backend, trials at once) setup, print and keep the table; return its rows."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="N for the N-concurrent-trials rows")
@@ -69,7 +66,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (Ray: CPUs) per trial")
     parser.add_argument("--backends", default="local,ray")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="budget 2, local backend only")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.budget, args.backends = 2, "local"
+
+    from effnas.nas.training.engine import resolve_device
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="effnas-bench-") as tmp:
@@ -77,15 +79,16 @@ def main() -> None:
             for workers in sorted({1, args.workers}):
                 rows.append(_run(backend, workers, args, Path(tmp)))
                 print(f"  done: {backend} x{workers}", flush=True)
-    base = rows[0]["trials_per_h"]
-    print(f"\nsearch backends on {_device_name(args.device)}: budget {args.budget}, {args.data}, "
-          f"{args.epochs} epoch(s), {SPACE['image_size']} px, width {SPACE['width']}, "
-          f"{args.threads} thread(s) per trial")
-    print(f"{'backend':<8} {'concurrent':>10} {'trials':>6} {'wall s':>8} {'end-to-end/h':>13} "
-          f"{'trials/h':>9} {'vs first':>9}")
     for row in rows:
-        print(f"{row['backend']:<8} {row['workers']:>10} {row['trials']:>6} {row['wall_s']:>8.1f} "
-              f"{row['end_to_end_per_h']:>13.0f} {row['trials_per_h']:>9.0f} {row['trials_per_h'] / base:>8.2f}x")
+        row["vs first"] = row["trials_per_h"] / rows[0]["trials_per_h"]
+    device = resolve_device(args.device)
+    title = (f"search backends: budget {args.budget}, {args.data}, {args.epochs} epoch(s), {SPACE['image_size']} px, "
+             f"width {SPACE['width']}, {args.threads} thread(s) per trial")
+    notes = ["end_to_end_per_h: counted trials / the whole run; trials_per_h: counted trials / first start to last "
+             "end; vs first: trials_per_h over the first row's"]
+    print_report(title, device, rows, notes)
+    keep_result("search_backends", device, args.quick, title, rows, notes)
+    return rows
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import add_device_args, print_report, search_defaults
+from benchmarks.common import add_device_args, keep_result, print_report, search_defaults
 
 GPU_TARGET_MINUTES = 15
 
@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     else:
         notes.append(f"the GPU target ({GPU_TARGET_MINUTES} min for 200 trials of 5 epochs on synthetic:50000x32, "
                      f"--workers 4) is checked with --device cuda at the defaults")
-    print_report("search wall time: `nas search` end to end, one fresh run per row", device, rows, notes=notes)
+    title = "search wall time: `nas search` end to end, one fresh run per row"
+    print_report(title, device, rows, notes=notes)
+    keep_result("search_wall_time", device, args.quick, title, rows, notes)
     return rows
 
 

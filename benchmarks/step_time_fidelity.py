@@ -29,7 +29,8 @@ from typing import Any, Iterator
 
 import torch
 
-from benchmarks.common import add_device_args, cv, print_report, search_defaults, setup_device, spearman
+from benchmarks.common import (add_device_args, cv, keep_result, print_report, search_defaults, setup_device,
+                               spearman)
 
 # (name, changes): each change sets decisions on some stages (all by default); layers "fewer"/"more" pick the
 # stage's smallest/largest layer count in the space, so the same variant exists at proxy and at full depth.
@@ -205,13 +206,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     worst = max(repeat_rows, key=lambda row: row["CV %"])
     recorded = [row for row in repeat_rows if row["measurement"].startswith("run_trial")]
     target = 2 if device.type == "cuda" else 5  # CUDA-event timing of graph replays vs perf_counter on CPU
-    print_report(f"step-time repeatability: {proxy.backbone.name}, {proxy.backbone.train_image_size} px, "
-                 f"batch {settings.batch_size}, {args.data}", device, repeat_rows, notes=[
-                     threads_note,
-                     f"target on this device: CV < {target} %. " + "; ".join(
-                         f"run_trial ({row['machine']}): {row['CV %']:.1f} % "
-                         f"({'within' if row['CV %'] < target else 'ABOVE'} the target)" for row in recorded),
-                     f"largest CV: {worst['CV %']:.1f} % ({worst['measurement'].split(' (')[0]}, {worst['machine']})"])
+    repeat_title = (f"step-time repeatability: {proxy.backbone.name}, {proxy.backbone.train_image_size} px, "
+                    f"batch {settings.batch_size}, {args.data}")
+    repeat_notes = [threads_note,
+                    f"target on this device: CV < {target} %. " + "; ".join(
+                        f"run_trial ({row['machine']}): {row['CV %']:.1f} % "
+                        f"({'within' if row['CV %'] < target else 'ABOVE'} the target)" for row in recorded),
+                    f"largest CV: {worst['CV %']:.1f} % ({worst['measurement'].split(' (')[0]}, {worst['machine']})"]
+    print_report(repeat_title, device, repeat_rows, notes=repeat_notes)
 
     # 2. proxy vs full ranking
     rows = []
@@ -222,12 +224,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "proxy spread %": 100 * metrics["step_time_spread"], "full ms": full_step_ms(big, args, device)})
         print(f"  measured: {name}", flush=True)
     rho = spearman([r["proxy ms"] for r in rows], [r["full ms"] for r in rows])
-    print_report(
+    ranking_title = (
         f"proxy vs full step time: proxy = default space (width {proxy.config['width']:g}, {proxy.backbone.train_image_size} px, "
         f"batch {settings.batch_size}, run_trial); full = width {args.full_width:g}, depth {args.full_depth:g}, "
-        f"{args.full_size} px, batch {args.full_batch}, 1000 classes (time_steps, {args.full_steps} steps)",
-        device, rows, notes=[f"Spearman rank correlation, proxy vs full step time: {rho:.2f} over {len(rows)} "
-                             f"architectures (engine {repeat_rows[0]['engine']})"])
+        f"{args.full_size} px, batch {args.full_batch}, 1000 classes (time_steps, {args.full_steps} steps)")
+    ranking_notes = [f"Spearman rank correlation, proxy vs full step time: {rho:.2f} over {len(rows)} "
+                     f"architectures (engine {repeat_rows[0]['engine']})"]
+    print_report(ranking_title, device, rows, notes=ranking_notes)
+    keep_result("step_time_fidelity", device, args.quick, repeat_title, repeat_rows, repeat_notes,
+                more=[(ranking_title, rows, ranking_notes)])
     return {"repeatability": repeat_rows, "ranking": rows, "spearman": rho}
 
 
