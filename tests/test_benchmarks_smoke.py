@@ -1,32 +1,74 @@
-"""Each benchmark's main runs end to end in a tiny configuration and reports the rows it promises.
+"""Each benchmark's main runs end to end in a tiny configuration, reports the rows it promises and keeps them
+in its results file.
 
-No timing assertions (CI machines are shared): only that every row is there and every figure is positive.
+No timing assertions (CI machines are shared): every row is there, every figure is positive, and each ratio is
+its own row's measurement over the reference row's (a separate measurement, not the reference divided by itself).
 """
 
+from __future__ import annotations
+
+import json
 import math
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 TINY = ["--device", "cpu", "--threads", "1", "--width", "0.125"]
 
 
-def _positive(value) -> bool:
+def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def test_trial_throughput_rows(capsys):
+@pytest.fixture(autouse=True)
+def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Results go to a temporary folder: a smoke run must never replace a measured result in the repository."""
+    import benchmarks.common
+
+    folder = tmp_path / "results"
+    monkeypatch.setattr(benchmarks.common, "RESULTS", folder)
+    return folder
+
+
+def _kept(results: Path, name: str) -> str:
+    """The results file ``name`` wrote, checked for the lines that make a figure traceable."""
+    text = (results / f"{name}.md").read_text()
+    assert re.search(r"^- measured: \d{4}-\d\d-\d\d \d\d:\d\d$", text, re.M), text
+    assert re.search(r"^- device: CPU \(\d+ cores", text, re.M), text
+    assert re.search(r"^- versions: effnas \S+, python \S+, torch \S+, optuna \S+", text, re.M), text
+    assert "- command: `python -m benchmarks." in text
+    return text
+
+
+def _ratios_are_measured(rows: list[dict[str, Any]], value: str, ratio: str, reference: dict[str, Any]) -> None:
+    """Every other row's ``ratio`` is its own ``value`` over the reference row's, from a distinct measurement."""
+    others = [row for row in rows if row is not reference]
+    assert others
+    for row in others:
+        assert _positive(row[value]) and row[value] != reference[value], (row, reference)
+        assert row[ratio] == pytest.approx(row[value] / reference[value])
+
+
+def test_trial_throughput_rows(capsys, results):
     from benchmarks.trial_throughput import main
 
     rows = main(TINY + ["--images", "160", "--batch-size", "16", "--epochs", "1", "--rounds", "1"])
     assert [r["loop"] for r in rows] == ["effnas trainer", "plain DataLoader loop", "hand-tuned minimal loop"]
-    assert all(_positive(r["img/s"]) and _positive(r["vs hand-tuned"]) for r in rows)
-    assert rows[-1]["vs hand-tuned"] == pytest.approx(1.0)
+    assert all(r["rounds"] == 1 for r in rows)
+    for row in rows:  # the per-trial rate counts capture and warm-up too, so it is never above the steps-only one
+        assert _positive(row["trial img/s"]) and row["trial img/s"] <= row["steps img/s"] * (1 + 1e-9)
+    _ratios_are_measured(rows, "trial img/s", "vs hand-tuned", rows[-1])
+    _ratios_are_measured(rows, "trial img/s", "vs plain", rows[1])
+    _ratios_are_measured(rows, "steps img/s", "steps vs hand-tuned", rows[-1])
     out = capsys.readouterr().out
-    assert "device: CPU" in out and "effnas trainer =" in out
+    assert "device: CPU" in out and "per trial (capture and warm-up included)" in out
+    text = _kept(results, "trial_throughput")
+    assert "effnas trainer" in text and "capture and warm-up included" in text
 
 
-def test_overhead_rows(capsys):
+def test_overhead_rows(capsys, results):
     from benchmarks.overhead import PHASES, main
 
     rows = main(TINY + ["--trials", "2", "--epochs", "1", "--data", "synthetic:160x32", "--batch-size", "32",
@@ -40,9 +82,10 @@ def test_overhead_rows(capsys):
     out = capsys.readouterr().out
     assert "overhead (the worker's time outside training" in out
     assert re.search(r"end to end through Search.run \(1 trials, 1 worker process\): \d+\.\d %", out)
+    assert "end to end through Search.run" in _kept(results, "overhead")
 
 
-def test_step_time_fidelity_rows(capsys):
+def test_step_time_fidelity_rows(capsys, results):
     from benchmarks.step_time_fidelity import VARIANTS, main, variant_params
     from effnas.search_space.space import default_space
 
@@ -63,6 +106,8 @@ def test_step_time_fidelity_rows(capsys):
     assert all(stage.op == "fused" for stage in fused.stages)
     out = capsys.readouterr().out
     assert "Spearman" in out and "target on this device: CV < 5 %" in out
+    text = _kept(results, "step_time_fidelity")  # both tables of the run in one file
+    assert "1 other worker training" in text and "## proxy vs full step time" in text and "Spearman" in text
 
 
 def test_step_time_fidelity_threads_default_to_a_search_workers(capsys):
@@ -80,7 +125,7 @@ def test_step_time_fidelity_threads_default_to_a_search_workers(capsys):
     assert f"{threads} torch threads" in out
 
 
-def test_search_wall_time_rows(capsys):
+def test_search_wall_time_rows(capsys, results):
     from benchmarks.search_wall_time import main
 
     # --threads 1: a 1-worker search would otherwise take every core, and crawl on a busy CI machine
@@ -93,8 +138,10 @@ def test_search_wall_time_rows(capsys):
         assert 0 < row["setup s"] < row["wall s"]
         assert _positive(row["s/trial"]) and _positive(row["trials/h"]) and _positive(row["speed-up"])
         assert row["200 trials min"] * 60 > 200 * row["s/trial"]
-    assert rows[0]["speed-up"] == pytest.approx(1.0)
+    _ratios_are_measured(rows, "trials/h", "speed-up", rows[0])
+    assert rows[0]["wall s"] != rows[1]["wall s"]  # two searches, each run and timed
     assert "extrapolated (from 2 trials)" in capsys.readouterr().out
+    assert "synthetic:200x32" in _kept(results, "search_wall_time")
 
 
 def test_search_wall_time_reports_a_failing_search():
@@ -104,7 +151,7 @@ def test_search_wall_time_reports_a_failing_search():
         main(["--device", "cpu", "--data", "synthetic:nonsense", "--workers", "1", "--budget", "1"])
 
 
-def test_fused_vs_mbconv_rows(capsys):
+def test_fused_vs_mbconv_rows(capsys, results):
     from benchmarks.fused_vs_mbconv import main
 
     rows = main(["--device", "cpu", "--threads", "1", "--width", "0.25", "--image-size", "32", "--batch-size", "2",
@@ -112,7 +159,39 @@ def test_fused_vs_mbconv_rows(capsys):
     assert [r["variant"] for r in rows] == ["no fused", "fused stages 1-3", "fused stages 1-5", "fused stages 1-7"]
     assert all(_positive(r["params"]) and _positive(r["MMACs"]) and _positive(r["train img/s"]) for r in rows)
     assert rows[0]["params"] < rows[-1]["params"]  # fused convolutions are bigger than depthwise ones
+    _ratios_are_measured(rows, "train img/s", "vs no fused", rows[0])
     assert "fastest on this device" in capsys.readouterr().out
+    assert "fused stages 1-7" in _kept(results, "fused_vs_mbconv")
+
+
+def test_controllers_synthetic_table(results):
+    """The synthetic-objective table: one row per controller, rewards in [0, 1], learning controllers ahead."""
+    from benchmarks.controllers import main
+
+    rows = main(["--device", "cpu", "--budget", "50", "--seeds", "0", "1", "--controllers", "random", "evolution"])
+    assert [(r["controller"], r["trials"], r["seeds"]) for r in rows] == [("random", 50, 2), ("evolution", 50, 2)]
+    for row in rows:
+        assert 0 < row["mean of last 40"] <= row["best"] <= 1 and row["best min"] <= row["best"] <= row["best max"]
+    assert rows[1]["mean of last 40"] > rows[0]["mean of last 40"]  # evolution has moved towards the target
+    assert "hidden architecture" in _kept(results, "controllers")
+
+
+def test_progressive_interleaves_the_arms_and_headlines_wall_time(tmp_path, capsys, results):
+    from benchmarks.progressive import main
+
+    arch = tmp_path / "tiny.json"
+    arch.write_text(json.dumps({"stem_channels": 8, "head_channels": 32, "train_image_size": 16,
+                                "eval_image_size": 16, "name": "tiny",
+                                "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]}))
+    assert main(["--arch", str(arch), "--data", "synthetic:200x8", "--epochs", "2", "--stages", "2", "--rounds", "2",
+                 "--image-size", "16", "--min-image-size", "8", "--eval-image-size", "16", "--batch-size", "32",
+                 "--device", "cpu", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    order = re.findall(r"round (\d): training (progressive|fixed size)", captured.err)
+    assert order == [("1", "progressive"), ("1", "fixed size"), ("2", "fixed size"), ("2", "progressive")]
+    assert re.search(r"progressive learning: \d+\.\d\dx the training wall-time speed", captured.out)
+    text = _kept(results, "progressive")
+    assert "8 -> 16" in text and "wall s each" in text
 
 
 @pytest.mark.gpu
@@ -123,4 +202,8 @@ def test_trial_throughput_on_cuda_includes_the_graph_loop(capsys):
                  "--rounds", "1"])
     assert [r["loop"] for r in rows] == ["effnas trainer", "effnas eager", "plain DataLoader loop",
                                          "hand-tuned CUDA graph"]
-    assert all(_positive(r["img/s"]) for r in rows)
+    assert all(_positive(r["trial img/s"]) and _positive(r["steps img/s"]) for r in rows)
+    for graphed in (rows[0], rows[-1]):  # capture and warm-up take time, and the per-trial rate counts it
+        assert graphed["trial img/s"] < graphed["steps img/s"]
+    out = capsys.readouterr().out
+    assert "graph vs eager per trial" in out and "steps only" in out

@@ -118,8 +118,28 @@ def test_macs_counted_on_a_meta_copy_in_the_background_match():
     assert _macs_in_background(spec, 16).result() == count_macs(build_model(spec), 16, 1)
 
 
-def test_regularisation_overrides_reach_the_model():
-    settings = TrialSettings(dropout=0.0, drop_path_rate=0.1)
-    assert settings.to_dict()["dropout"] == 0.0
+def test_regularisation_overrides_reach_the_model(monkeypatch):
+    """The trial's dropout and drop-path settings are the rates of the model it trains; None keeps the spec's."""
+    import effnas.nas.search.trial as trial_module
+    from effnas.models.blocks import StochasticDepth
+
+    built = []
+    real_build = trial_module.build_model
+    monkeypatch.setattr(trial_module, "build_model", lambda spec: built.append(real_build(spec)) or built[-1])
+    # 4 blocks, 3 with a residual (drop path = rate x block index / 4): indices 0, 1 and 3
+    spec = spec_from_dict({"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16,
+                           "dropout": 0.5, "drop_path_rate": 0.0,
+                           "stages": ["r2_k3_s1_e1_i8_o8_c1", "r2_k3_s2_e2_i8_o16_se0.25"]})
+
+    def trained_rates(**overrides) -> tuple[float, list[float]]:
+        built.clear()
+        run_trial(spec, dict(FAST, epochs=1, timing_steps=2, **overrides), seed=0)
+        model = built[0]
+        return model.dropout.p, [m.p for m in model.modules() if isinstance(m, StochasticDepth)]
+
+    dropout, drop_path = trained_rates(dropout=0.3, drop_path_rate=0.2)
+    assert dropout == 0.3 and drop_path == pytest.approx([0.0, 0.05, 0.15])
+    dropout, drop_path = trained_rates(dropout=None, drop_path_rate=None)  # the spec's own
+    assert dropout == 0.5 and drop_path == [0.0, 0.0, 0.0]
     with pytest.raises(TrialSettingsError, match="dropout"):
         TrialSettings(dropout=1.5)
