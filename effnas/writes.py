@@ -120,6 +120,14 @@ def output_target(path: str | Path, what: str = "") -> Path:
         raise WriteError(f"cannot write {shown}: directory {target.parent} does not exist")
     if not os.access(target.parent, os.W_OK):
         raise WriteError(f"cannot write {shown}: {disk_problem(target.parent) or DISK_ERRNOS[errno.EACCES]}")
+    probe = _temporary(target, os.getpid())  # the name atomic_write will use: can it be made there (root in /proc)?
+    try:
+        probe.unlink(missing_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
+        probe.unlink()
+    except OSError as error:
+        reason = DISK_ERRNOS.get(error.errno or -1) or disk_problem(target.parent) or error.strerror or str(error)
+        raise WriteError(f"cannot write {shown}: {reason}") from None
     return target
 
 
