@@ -52,9 +52,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnas.nas.training.profile import profile_spec  # here, not at the top: torch costs every `nas` call
+    spec = load_arch(args.target)  # a bad spec is refused before torch is imported
+    if args.time:  # refused before anything is built when the timed step cannot fit (models/memory.py)
+        from effnas.models.memory import check_fits
 
-    spec = load_arch(args.target)
+        cuda = args.device.startswith("cuda") or (args.device == "auto" and _cuda())
+        batch = args.batch_size if isinstance(args.batch_size, int) and args.batch_size > 0 else (32 if cuda else 8)
+        check_fits(spec.replace(num_classes=args.num_classes) if args.num_classes and args.num_classes >= 2 else spec,
+                   batch, args.device, image_size=args.image_size if args.image_size and args.image_size > 0 else None)
+
+    from effnas.nas.training.profile import profile_spec  # here, not at the top: torch costs every `nas` call
 
     def announce(note: str) -> None:
         if not args.json:
@@ -68,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_profile(result))
     return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _si(number: float) -> str:

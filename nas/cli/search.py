@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import re
 import signal
 from typing import Any
+
+MAX_WORKERS_PER_CORE = 4  # --workers on the local backend: at most 4 trials per CPU core of this machine
+
+
+def _finite(text: str) -> float:
+    """A finite number: ``nan`` would make every reward NaN (the budget spent on failed trials), ``inf`` a limit
+    that never applies."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 EPILOG = """\
 examples:
@@ -46,19 +62,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engine", default="auto",
                         help="auto | eager | graph | compile: how a training step runs (auto: graph on CUDA)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="trials run at once on this machine (default: one per CPU core on CPU, 1 on a GPU)")
+                        help="trials run at once on this machine (default: one per CPU core on CPU, 1 on a GPU; "
+                             f"at most {MAX_WORKERS_PER_CORE} per CPU core)")
     parser.add_argument("--data-size", type=int, default=None,
                         help="imagefolder images are read at this size before resizing on the device (default 64)")
-    parser.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--trial-timeout", type=_finite, default=None, metavar="SECONDS",
                         help="fail a candidate that trains longer than this")
-    parser.add_argument("--trial-memory", type=float, default=None, metavar="GIB",
+    parser.add_argument("--trial-memory", type=_finite, default=None, metavar="GIB",
                         help="fail a candidate that needs more memory than this, in GiB: on CPU the heap a trial "
                              "may grow beyond its worker's start-up size (about 0.2 GiB), on a GPU the device "
                              "memory a worker may hold; recorded as 'out of memory' and the search goes on "
                              "(default: no limit)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the controller, data split and training")
-    parser.add_argument("--reward-w", type=float, default=-0.07, help="step-time exponent w (default -0.07)")
-    parser.add_argument("--reward-v", type=float, default=-0.05, help="params exponent v (default -0.05)")
+    parser.add_argument("--reward-w", type=_finite, default=-0.07, help="step-time exponent w (default -0.07)")
+    parser.add_argument("--reward-v", type=_finite, default=-0.05, help="params exponent v (default -0.05)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # --- scaling out on Ray (nas/search/backends/ray.py) ---
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -67,10 +84,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--address", default=None,
                         help="with --backend ray: the Ray cluster to join (auto | HOST:PORT); "
                              "default: start Ray on this machine")
-    parser.add_argument("--gpus-per-trial", type=float, default=None,
+    parser.add_argument("--gpus-per-trial", type=_finite, default=None,
                         help="with --backend ray: GPU share per trial, e.g. 0.25 puts 4 trials on a GPU "
                              "(default: the GPUs spread over --workers, at most 1 each)")
-    parser.add_argument("--cpus-per-trial", type=float, default=None,
+    parser.add_argument("--cpus-per-trial", type=_finite, default=None,
                         help="with --backend ray: CPU cores per trial (default 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads per trial (default: this machine's cores over --workers; "
@@ -119,12 +136,38 @@ def _search(args: argparse.Namespace) -> int:
         from effnas.nas.search.backends.local import LocalBackend, freeze_imports
 
         backend = LocalBackend()
+        cores = os.cpu_count() or 1
+        if args.workers is not None and args.workers > MAX_WORKERS_PER_CORE * cores:
+            raise SearchError(f"--workers {args.workers}: at most {MAX_WORKERS_PER_CORE} trials per CPU core run on "
+                              f"this machine ({MAX_WORKERS_PER_CORE * cores} on its {cores} cores)")
+    _refuse_networks_too_big(recipe, runtime)
     search = Search(SearchConfig(recipe, runtime))
     if args.backend != "ray":
         freeze_imports()  # this process's bookkeeping runs beside the workers: no full collections over torch's objects
     summary = search.run(backend)
     _print_summary(summary)
     return 130 if summary.stopped_early else 0
+
+
+def _refuse_networks_too_big(recipe: Any, runtime: Any) -> None:
+    """Before the data is read or the study written: the backbone (the reference, trained first) and the space's
+    largest candidates must fit the device, or ``--trial-memory``, by the estimate of effnas.models.memory."""
+    from effnas.models.memory import check_fits
+    from effnas.nas.search.session import build_space
+
+    space = build_space(recipe.space, recipe.image_size)
+    batch = int(recipe.trial.get("batch_size", 64))
+    check_fits(space.backbone, batch, runtime.device, limit_gib=runtime.trial_memory, what="the backbone")
+    for prefer in ("mbconv", "fused"):
+        params: dict[str, Any] = {}
+        for index, allowed in enumerate(space.stages):
+            params.update({f"s{index}_op": prefer if prefer in allowed.op else allowed.op[0],
+                           f"s{index}_kernel": max(allowed.kernel), f"s{index}_expand": max(allowed.expand),
+                           f"s{index}_layers": max(allowed.layers), f"s{index}_se": True in allowed.se})
+            if params[f"s{index}_se"] not in allowed.se:
+                params[f"s{index}_se"] = allowed.se[0]
+        check_fits(space.spec_from_params(params, num_classes=2), batch, runtime.device,
+                   what="the space's largest candidate")
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from effnas.nas.training.choices import ENGINES, OPTIMIZERS
@@ -35,10 +36,14 @@ def _positive_int(text: str) -> int:
 
 
 def _number(text: str) -> float:
+    """A finite number: NaN or infinity as a learning rate or a ratio would only fail later, mid-training."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -95,9 +100,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnas.models.memory import check_fits
+
+    spec = load_arch(args.arch)  # a bad spec, and one too big for the device, are refused before torch is imported
+    check_fits(spec, args.batch_size or 16, args.device, image_size=args.image_size)
     from effnas.nas.training.train import TrainConfig, train  # here, not at the top: torch costs every `nas` call
 
-    spec = load_arch(args.arch)
     config = TrainConfig(
         data=args.data, epochs=args.epochs, stages=args.stages, progressive=not args.no_progressive,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,

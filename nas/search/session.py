@@ -18,6 +18,7 @@ process itself died is marked ``interrupted`` on resume and its architecture is 
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from effnas.errors import EffnasError
+from effnas.errors import EffnasError, shown
 from effnas.search_space import ArchSpec
 from effnas.search_space.space import SearchSpace, default_space, load_space
 from effnas.writes import ensure_writable_dir, remove_stale_temporaries
@@ -49,6 +50,11 @@ class SearchError(EffnasError):
     """A search that cannot start as asked (bad settings, unusable storage or run directory)."""
 
 
+MAX_BUDGET = 1_000_000  # trials in one study
+MAX_WORKERS = 4096  # trials at once, any backend (the local one: at most 4 per core, nas/cli/search.py)
+MAX_REWARD_EXPONENT = 10.0  # |w|, |v|: the paper's are -0.07 and -0.05
+
+
 @dataclass(frozen=True)
 class SearchRecipe:
     """What is searched and how candidates are trained and scored: stored in the study, and a resume must
@@ -63,7 +69,13 @@ class SearchRecipe:
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
-            raise SearchError(f"unknown controller {self.controller!r} (choose from {', '.join(CONTROLLERS)})")
+            raise SearchError(f"unknown controller {shown(self.controller)} (choose from {', '.join(CONTROLLERS)})")
+        for name in ("reward_w", "reward_v"):  # NaN would make every reward NaN: the budget spent on failed trials
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or abs(value) > MAX_REWARD_EXPONENT:
+                raise SearchError(f"--{name.replace('_', '-')} must be a finite number in "
+                                  f"[-{MAX_REWARD_EXPONENT}, {MAX_REWARD_EXPONENT}], got {shown(value)}")
         settings = TrialSettings.from_dict(self.trial)  # bad values: one-line TrialSettingsError
         runtime = sorted(set(self.trial) - set(settings.recipe()))
         if runtime:
@@ -95,11 +107,17 @@ class SearchRuntime:
     def __post_init__(self) -> None:
         if self.budget <= 0:
             raise SearchError(f"--budget must be a positive number of trials, got {self.budget}")
-        if self.workers is not None and self.workers < 1:
-            raise SearchError(f"--workers must be at least 1, got {self.workers}")
-        if self.trial_timeout is not None and self.trial_timeout <= 0:
-            raise SearchError(f"--trial-timeout must be positive, got {self.trial_timeout}")
-        if self.trial_memory is not None and not 0 < self.trial_memory < 2**20:
+        if self.budget > MAX_BUDGET:
+            raise SearchError(f"--budget must be at most {MAX_BUDGET:,} trials, got {self.budget}")
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise SearchError(f"--workers must be in [1, {MAX_WORKERS}], got {self.workers}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_WORKERS:
+            raise SearchError(f"--threads must be in [1, {MAX_WORKERS}], got {self.threads}")
+        if not 0 <= self.seed < 2**31:
+            raise SearchError(f"--seed must be in [0, 2^31), got {self.seed}")
+        if self.trial_timeout is not None and not (math.isfinite(self.trial_timeout) and self.trial_timeout > 0):
+            raise SearchError(f"--trial-timeout must be a positive finite number of seconds, got {self.trial_timeout}")
+        if self.trial_memory is not None and not 0 < self.trial_memory < 2**20:  # NaN fails this too
             raise SearchError(f"--trial-memory must be a positive number of GiB, got {self.trial_memory:g}")
 
 
