@@ -4,6 +4,8 @@ validated so a bad file is a one-line :class:`DataError`. :mod:`effnas.nas.train
 
 from __future__ import annotations
 
+import math
+import os
 import pickle
 import warnings
 import zipfile
@@ -12,12 +14,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from effnas.errors import EffnasError
+from effnas.errors import EffnasError, escape_controls
+from effnas.nas.training.idx import MAX_BYTES as IDX_MAX_BYTES
 from effnas.nas.training.idx import IdxError, read_training_set
 
 SYNTHETIC_DEFAULT = (2000, 32)
 SYNTHETIC_CLASSES = 10
 MAX_CLASSES = 100_000
+MAX_IMAGE_PIXELS = 50_000_000  # one image file's width x height: a header may claim 20,000 x 20,000
+MAX_DATA_SIZE = 1024  # imagefolder's --data-size, as synthetic's S
+DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one compressed byte into more than this
+
+
+def data_limit() -> int:
+    """Bytes a data set may take in memory, checked before it is read: it is held whole (and copied once to the
+    device), so at most half this machine's memory and never more than the largest IDX set allowed (8 GiB)."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        physical = 2 * IDX_MAX_BYTES
+    return min(IDX_MAX_BYTES, physical // 2)
+
+
+def check_data_bytes(nbytes: int, name: str) -> None:
+    """Refuse a data set whose size, known from a header or a request before anything is allocated, exceeds
+    :func:`data_limit`."""
+    limit = data_limit()
+    if nbytes > limit:
+        raise DataError(f"data: {name}: would take {nbytes / 2**30:,.2f} GiB in memory, more than the "
+                        f"{limit / 2**30:.2f} GiB a data set may take here (half this machine's memory, at most 8 GiB)")
 
 
 class DataError(EffnasError):
@@ -78,7 +103,8 @@ def synthetic_shape(arg: str) -> tuple[int, int]:
         raise DataError(f"data: synthetic:{arg}: expected synthetic:N or synthetic:NxS (e.g. synthetic:50000x32)") \
             from None
     if n < 2 * SYNTHETIC_CLASSES or not 4 <= s <= 1024:
-        raise DataError(f"data: synthetic:{arg}: need N >= {2 * SYNTHETIC_CLASSES} images and 4 <= S <= 1024 px")
+        raise DataError(f"data: synthetic:{arg[:40]}: need N >= {2 * SYNTHETIC_CLASSES} images and 4 <= S <= 1024 px")
+    check_data_bytes(n * s * s * 3, f"synthetic:{arg[:40]}")  # N x S x S x 3 bytes, refused before generating
     return n, s
 
 
@@ -116,18 +142,39 @@ class _CifarUnpickler(pickle.Unpickler):
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
 
+    def __init__(self, handle, limit: int, **kwargs) -> None:
+        super().__init__(handle, **kwargs)
+        self.limit = limit  # bytes one array may claim: the file holds its data, so at most the file's size
+
     def find_class(self, module: str, name: str):  # type: ignore[override]
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        if name == "_reconstruct":  # allocates the shape it is asked for: check the claim first
+            return self._bounded(found)
+        return found
+
+    def _bounded(self, reconstruct):
+        def bounded(subtype, shape, dtype):
+            dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+            if not all(isinstance(d, int) and 0 <= d for d in dims):
+                raise pickle.UnpicklingError("an array with an invalid shape")
+            itemsize = np.dtype(dtype).itemsize if isinstance(dtype, (str, bytes, np.dtype)) else 1
+            if math.prod(dims) * max(1, itemsize) > self.limit:
+                raise pickle.UnpicklingError(f"an array of {math.prod(dims):,} elements, more than the file holds")
+            return reconstruct(subtype, shape, dtype)
+        return bounded
 
 
 def _read_cifar_batch(path: Path) -> dict:
     try:
+        size = path.stat().st_size
+        check_data_bytes(size, f"cifar: {path}")
         with path.open("rb") as handle:
-            batch = _CifarUnpickler(handle, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as error:
-        raise DataError(f"data: cifar: {path}: not a CIFAR python batch ({error})") from None
+            batch = _CifarUnpickler(handle, limit=size + 4096, encoding="bytes").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, MemoryError,
+            IndexError, KeyError, RecursionError) as error:
+        raise DataError(f"data: cifar: {path}: not a CIFAR python batch ({str(error)[:200]})") from None
     if not isinstance(batch, dict) or b"data" not in batch:
         raise DataError(f"data: cifar: {path}: not a CIFAR python batch (no 'data' entry)")
     return batch
@@ -172,21 +219,29 @@ def imagefolder(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, int]:
 
     if not path.is_dir():
         raise DataError(f"data: imagefolder: {path}: not a directory")
-    if int(size) < 1:
-        raise DataError(f"data: imagefolder: data_size must be >= 1, got {size}")
+    if not 1 <= int(size) <= MAX_DATA_SIZE:
+        raise DataError(f"data: imagefolder: data_size must be in [1, {MAX_DATA_SIZE}], got {size}")
     extensions = {ext.lower() for ext in Image.registered_extensions()}
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"data: imagefolder: {path}: no class sub-folders (expected DIR/<class>/<image>)")
+    listing = [(label, sorted(f for f in class_dir.rglob("*") if f.is_file() and f.suffix.lower() in extensions))
+               for label, class_dir in enumerate(class_dirs)]
+    check_data_bytes(sum(len(files) for _, files in listing) * size * size * 3, f"imagefolder: {path}")
     images, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        files = sorted(f for f in class_dir.rglob("*") if f.is_file() and f.suffix.lower() in extensions)
+    for label, files in listing:
         for file in files:
             try:
                 with Image.open(file) as image:
+                    width, height = image.size  # the header's claim: checked before a pixel is decoded
+                    if width * height > MAX_IMAGE_PIXELS:
+                        raise ValueError(f"its header claims {width} x {height} pixels, more than "
+                                         f"{MAX_IMAGE_PIXELS:,}")
                     rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-                warnings.warn(f"imagefolder: skipping unreadable image {file} ({error})", stacklevel=2)
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, MemoryError,
+                    Image.DecompressionBombError, EOFError, IndexError, TypeError) as error:
+                warnings.warn(escape_controls(f"imagefolder: skipping unreadable image {file} ({str(error)[:200]})"),
+                              stacklevel=2)
                 continue
             images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
             labels.append(label)
@@ -201,6 +256,7 @@ def imagefolder(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, int]:
 def npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """``x``: [N,H,W] (grayscale), [N,H,W,C] or [N,C,H,W] with C in 1..4; ``y``: integer labels."""
     name = f"npz: {path}"
+    _check_npz_sizes(path, name)
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in ("x", "y") if key not in archive.files]
@@ -209,8 +265,8 @@ def npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
             x, y = archive["x"], archive["y"]
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"data: {name}: not a readable .npz file ({error})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as error:
+        raise DataError(f"data: {name}: not a readable .npz file ({str(error)[:200]})") from None
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4:
@@ -223,6 +279,40 @@ def npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise DataError(f"data: {name}: x must have 3 or 4 dimensions, got shape {list(x.shape)}")
     labels, num_classes = check_labels(y, len(x), name)
     return np.ascontiguousarray(to_uint8(x, name)), labels, num_classes
+
+
+def _check_npz_sizes(path: Path, name: str) -> None:
+    """Before numpy allocates anything: each ``x``/``y`` member's ``.npy`` header, its shape and dtype, must fit
+    in the bytes the zip says the member holds, those must be within deflate's reach of its compressed bytes (a
+    member claiming gigabytes from a few kilobytes is a bomb or a lie), and the two arrays within
+    :func:`data_limit`. Anything else (not a zip, no header) is left for np.load to refuse in its own words."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = 0
+            for info in archive.infolist():
+                if info.filename not in ("x.npy", "y.npy"):
+                    continue
+                if info.file_size > max(info.compress_size, 1) * DEFLATE_MAX_RATIO + 1024:
+                    raise DataError(f"data: {name}: {info.filename} claims {info.file_size:,} bytes from "
+                                    f"{info.compress_size:,} compressed, more than deflate can hold")
+                check_data_bytes(info.file_size, name)
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise DataError(f"data: {name}: {info.filename}'s header claims {math.prod(shape):,} elements "
+                                    f"({nbytes:,} bytes), more than the file's {info.file_size:,} bytes hold")
+                total += nbytes
+            check_data_bytes(total, name)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError):
+        return  # np.load gives its own one-line answer
 
 
 def idx(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
