@@ -228,12 +228,16 @@ def test_unreadable_images_are_skipped_with_a_warning_naming_each(tmp_path):
     (folder / "cat" / "truncated.png").write_bytes(good[: len(good) // 3])
     (folder / "dog" / "notes.jpg").write_text("this is text, not a JPEG")
     (folder / "dog" / "README.txt").write_text("not an image extension: ignored silently")
+    from tests.test_faults_hostile import png_header
+
+    (folder / "dog" / "bomb.png").write_bytes(png_header(20_000, 20_000))  # a header claiming 400 M pixels
     arch = tmp_path / "tiny.json"
     arch.write_text(json.dumps(TINY))
     result = nas("train", "--arch", str(arch), "--data", f"imagefolder:{folder}", "--epochs", "1", "--stages", "1",
                  "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "run"), "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "truncated.png" in result.stderr and "notes.jpg" in result.stderr and "README" not in result.stderr
+    assert "bomb.png" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "run" / "final.pt").is_file()
 
 
@@ -247,7 +251,8 @@ def test_bad_arch_for_train_is_one_line_error(tmp_path):
 NOTHING_WRITTEN = "exit 2, one-line error, nothing written"
 FAULTS = ([(c[0], c[3], NOTHING_WRITTEN) for c in SPEC_CASES + CLI_CASES + SPACE_CASES]
           + [(c[0], c[3], "exit 2, one-line error, run directory not created") for c in DATA_CASES]
-          + [("imagefolder-unreadable-files", "truncated PNG and a text file named .jpg in an ImageFolder",
+          + [("imagefolder-unreadable-files", "truncated PNG, a text file named .jpg and a PNG whose header claims 20,000 x 20,000 pixels in an "
+              "ImageFolder",
               "skipped with a warning naming each file; training runs"),
              ("train-bad-arch", "nas train --arch with stem_channels 0", "exit 2, one-line error, nothing written")])
 
