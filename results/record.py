@@ -37,6 +37,9 @@ class TrialMetrics:
     engine: str | None = None  # eager, graph or compile: how the steps ran
     fallback_reason: str | None = None  # why a requested engine fell back to eager
     device: str | None = None
+    timing: str | None = None  # what the timed steps ran under: "exclusive" (alone) or "unlocked", pinned cores
+    threads: int | None = None  # torch CPU threads the trial trained with
+    workers: int | None = None  # trials the search ran at once
     image_size: int | None = None
     batch_size: int | None = None
     train_steps: int | None = None
@@ -74,9 +77,29 @@ class TrialMetrics:
         return reward(self.accuracy, self.step_time_ms, self.params, reference.step_time_ms, reference.params,
                       w=w, v=v)
 
+    @property
+    def unsteady(self) -> bool:
+        """Whether the step time is too unsteady to rank (see :data:`UNSTEADY_SPREAD`)."""
+        return unsteady(self.step_time_spread)
+
     def objectives(self) -> list[float]:
         """The multi-objective controllers' values, in ``OBJECTIVES`` order."""
         return [float(self.accuracy), float(self.step_time_ms), float(self.params)]
+
+
+# A step time whose (p90 - p10) / median exceeds this is flagged: the timed steps disagree by more than the
+# differences between candidates the reward's step-time factor weighs, so its rank is noise.
+UNSTEADY_SPREAD = 0.5
+
+
+def unsteady(spread: float | None) -> bool:
+    """True for a measured spread above :data:`UNSTEADY_SPREAD` (an unknown one is not flagged)."""
+    return spread is not None and isinstance(spread, (int, float)) and not math.isnan(spread) \
+        and spread > UNSTEADY_SPREAD
+
+
+# Conditions a step time was measured under; a resumed search must match the stored reference's.
+CONDITIONS = ("device", "engine", "threads", "workers", "timing")
 
 
 # The raw objectives of multi-objective studies and their directions, in the order the study stores them.
@@ -97,10 +120,15 @@ class Reference:
     accuracy: float
     macs: int | None = None
     spec: dict[str, Any] | None = None
+    step_time_spread: float | None = None
+    # where and how it was timed (device, engine, threads, workers, timing: see CONDITIONS)
+    conditions: dict[str, Any] | None = None
 
     @classmethod
-    def from_metrics(cls, metrics: TrialMetrics, spec: dict[str, Any]) -> "Reference":
-        return cls(metrics.step_time_ms, metrics.params, metrics.accuracy, metrics.macs, spec)
+    def from_metrics(cls, metrics: TrialMetrics, spec: dict[str, Any],
+                     conditions: dict[str, Any] | None = None) -> "Reference":
+        return cls(metrics.step_time_ms, metrics.params, metrics.accuracy, metrics.macs, spec,
+                   metrics.step_time_spread, conditions)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Reference":

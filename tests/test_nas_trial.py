@@ -14,17 +14,18 @@ from effnas.errors import EffnasError
 TINY = ArchSpec(stages=(StageSpec("fused", 3, 1, 1, 8, 8, 1), StageSpec("mbconv", 3, 2, 2, 8, 16, 1, se_ratio=0.25)),
                 stem_channels=8, head_channels=32, num_classes=10, dropout=0.0, drop_path_rate=0.0,
                 train_image_size=16, eval_image_size=16, name="tiny").to_dict()
-FAST = dict(data="digits", image_size=16, epochs=3, batch_size=32, threads=1, timing_steps=10, device="cpu")
+FAST = dict(data="digits", epochs=3, batch_size=32, threads=1, timing_steps=10, device="cpu")
 
 
 def test_digits_trial_returns_sane_metrics():
-    trial_data(TrialSettings(**FAST), 0, "cpu")  # loading digits is the worker's one-off cost, not the trial's
+    trial_data(TrialSettings(**FAST), 0, "cpu", 16)  # loading digits is the worker's one-off cost, not the trial's
     start = time.process_time()  # CPU time: wall time on a shared CI machine says little
     metrics = run_trial(TINY, TrialSettings(**FAST).to_dict(), seed=0)
     assert time.process_time() - start < 15
     assert metrics["accuracy"] > 0.5  # chance is 0.1
     assert metrics["step_time_ms"] > 0 and metrics["step_time_spread"] >= 0
     assert metrics["timed_steps"] == metrics["train_steps"] - 2  # on CPU: every step after two warm-up steps
+    assert metrics["timing"].startswith("unlocked") and metrics["threads"] == 1  # no lock: one worker, alone
     assert metrics["engine"] == "eager" and metrics["fallback_reason"] is None
     assert metrics["params"] > 1000 and metrics["flops"] == 2 * metrics["macs"] > 0
     assert metrics["train_steps"] == 3 * (1438 // 32)
@@ -72,8 +73,8 @@ def test_bad_data_is_a_user_error_not_a_trial_failure(tmp_path):
 
 def test_device_data_is_cached_per_process():
     settings = TrialSettings(**FAST)
-    assert trial_data(settings, 0, "cpu") is trial_data(settings, 0, "cpu")
-    assert trial_data(settings, 1, "cpu") is not trial_data(settings, 0, "cpu")
+    assert trial_data(settings, 0, "cpu", 16) is trial_data(settings, 0, "cpu", 16)
+    assert trial_data(settings, 1, "cpu", 16) is not trial_data(settings, 0, "cpu", 16)
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():

@@ -5,12 +5,14 @@ A long-lived worker keeps the loaded, resized, device-resident data between tria
 convolution shapes it has already seen cost nothing again.
 
 The step time is the median of real training steps, each timed on its own, so measuring costs no extra steps.
-On a GPU, the run's *last* ``timing_steps`` steps (CUDA events around graph replays). On CPU, every step after
-the first two (``perf_counter`` costs nothing there): spread over the whole run, a moment of interference from
-the rest of the machine moves the median less than if it fell on a short tail. With ``timing_lock`` (a file
-path shared by concurrent workers) the GPU's timed steps run while this trial has the device to itself: other
-trials finish their current epoch and wait, so concurrency does not distort the ranking (see
-:class:`DeviceLock`). CPU workers own disjoint cores and need no turns.
+With ``timing_lock`` (a file path shared by a search's concurrent workers) the run's *last* ``timing_steps``
+steps are timed while this trial has the device to itself, on a GPU as on CPU: other trials finish their
+current epoch and wait (see :class:`DeviceLock`). The reference is measured alone, so every candidate must be
+too: timed beside a busy worker, a CPU step is far slower than alone, and the reward would mostly rank which
+trial happened to be measured alone (docs/performance.md, "Step-time fidelity"). Without a lock (one worker)
+a CPU trial times every step after the first two: spread over the run, a moment of interference from the rest
+of the machine moves the median little.
+Each trial records what it was timed under (``timing``, ``threads``, ``workers``, ``device``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import fcntl
 import functools
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -75,6 +78,8 @@ class TrialSettings:
     threads: int | None = dataclasses.field(default=None, metadata=RUNTIME)
     # file path shared by concurrent workers; see DeviceLock
     timing_lock: str | None = dataclasses.field(default=None, metadata=RUNTIME)
+    # trials the search runs at once (recorded with the step time: what it was measured beside)
+    workers: int | None = dataclasses.field(default=None, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,8 +107,10 @@ class TrialSettings:
                 raise TrialSettingsError(f"trial settings: {name} must be in [0, 1) or null, got {value!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise TrialSettingsError(f"trial settings: val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise TrialSettingsError(f"trial settings: threads must be a positive integer, got {self.threads!r}")
+        for name in ("threads", "workers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise TrialSettingsError(f"trial settings: {name} must be a positive integer, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,6 +137,8 @@ class DeviceLock:
 
     Training epochs hold it shared; the timed steps hold it exclusively. A timer first takes the ``.gate``
     file, so no new epoch starts, then waits for running epochs to finish. Without a path it does nothing.
+    ``before_release`` runs while the lock is still held: on a GPU it synchronises the device, since the host
+    runs ahead of the work it queued, and that work must not spill into another trial's timing window.
     """
 
     def __init__(self, path: str | None) -> None:
@@ -145,7 +154,7 @@ class DeviceLock:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
+    def shared(self, before_release: Callable[[], None] | None = None) -> Iterator[None]:
         if self.path is None:
             yield
             return
@@ -153,14 +162,34 @@ class DeviceLock:
             with self._flock(self.path + ".gate", fcntl.LOCK_EX):
                 stack.enter_context(self._flock(self.path, fcntl.LOCK_SH))
             yield
+            if before_release is not None:
+                before_release()
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self, before_release: Callable[[], None] | None = None) -> Iterator[None]:
         if self.path is None:
             yield
             return
         with self._flock(self.path + ".gate", fcntl.LOCK_EX), self._flock(self.path, fcntl.LOCK_EX):
             yield
+            if before_release is not None:
+                before_release()
+
+
+def device_sync(device: torch.device) -> Callable[[], None] | None:
+    """What a lock runs before it is released: wait for the GPU's queued work (CPU steps are synchronous)."""
+    return functools.partial(torch.cuda.synchronize, device) if device.type == "cuda" else None
+
+
+def timing_conditions(locked: bool) -> str:
+    """How the timed steps ran, for the record: alone (``exclusive``) or beside the other workers, and on which
+    cores when the process is pinned to some."""
+    words = "exclusive" if locked else "unlocked"
+    if hasattr(os, "sched_getaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < (os.cpu_count() or len(cores)):
+            words += f", pinned cores {','.join(map(str, cores))}"
+    return words
 
 
 # ----------------------------------------------------------------------------- data cache
@@ -238,10 +267,20 @@ def run_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed
     return metrics
 
 
-def _segments(first_step: int, steps_per_epoch: int, tail_start: int) -> list[tuple[bool, range]]:
-    """Split one epoch's batch indices into (untimed, timed) runs; timed steps are those >= ``tail_start``."""
-    cut = min(steps_per_epoch, max(0, tail_start - first_step))
+def _segments(cut: int, steps_per_epoch: int) -> list[tuple[bool, range]]:
+    """Split one epoch's batch indices into (untimed, timed) runs at ``cut``."""
     return [(timed, r) for timed, r in ((False, range(0, cut)), (True, range(cut, steps_per_epoch))) if len(r)]
+
+
+def timing_cuts(epochs: int, steps_per_epoch: int, timed: int, spread: bool) -> list[int]:
+    """Per epoch, the batch index where its timed steps begin. A tail: the run's last ``timed`` steps (a GPU,
+    after graph warm-up). ``spread``: the last ``timed / epochs`` steps of each epoch, so on a shared CPU one
+    burst of outside work falls on one short exclusive window of several, not on all the timed steps."""
+    total = epochs * steps_per_epoch
+    if not spread:
+        return [min(steps_per_epoch, max(0, total - timed - e * steps_per_epoch)) for e in range(epochs)]
+    per_epoch = -(-timed // epochs)
+    return [max(steps_per_epoch - per_epoch, min(2, steps_per_epoch - 1) if e == 0 else 0) for e in range(epochs)]
 
 
 _MACS_THREAD: ThreadPoolExecutor | None = None
@@ -279,30 +318,29 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     total = settings.epochs * steps_per_epoch
     rates = lr_schedule(settings.lr, total, settings.warmup_fraction)
     timed = min(settings.timing_steps, max(1, total - 2))  # at least two untimed steps first when possible
-    if device.type == "cpu":
+    if device.type == "cpu" and settings.timing_lock is None:
         timed = max(timed, total - 2)  # every step after two warm-up steps (see the module docs)
-    tail_start = total - timed
+    cuts = timing_cuts(settings.epochs, steps_per_epoch, timed,
+                       spread=device.type == "cpu" and settings.timing_lock is not None)
 
     build_start = time.perf_counter()
     step = make_train_step(model, optimizer, classification_loss(settings.label_smoothing),
                            data.train_x[:batch], data.train_y[:batch], engine=settings.engine)
     build_seconds = time.perf_counter() - build_start
 
-    # CPU workers get disjoint cores (threads = cores / workers), so only a shared GPU needs turns; on CPU the
-    # lock would idle a core through every other worker's timing pass.
-    lock = DeviceLock(settings.timing_lock if device.type == "cuda" else None)
+    lock, sync = DeviceLock(settings.timing_lock), device_sync(device)  # the same discipline on CPU and GPU
     timer = StepTimer(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     train_start = time.perf_counter()
     k, epoch_loss = 0, math.nan
-    with contextlib.ExitStack() as tail:
-        for epoch in range(settings.epochs):
-            order = torch.randperm(count, device=device, generator=generator)
-            running = torch.zeros((), device=device)
-            for is_timed, indices in _segments(k, steps_per_epoch, tail_start):
-                if is_timed and k == tail_start:
-                    tail.enter_context(lock.exclusive())  # held until training ends
-                with contextlib.nullcontext() if is_timed else lock.shared():
+    for epoch in range(settings.epochs):
+        order = torch.randperm(count, device=device, generator=generator)
+        running = torch.zeros((), device=device)
+        with contextlib.ExitStack() as window:
+            for is_timed, indices in _segments(cuts[epoch], steps_per_epoch):
+                if is_timed:
+                    window.enter_context(lock.exclusive(sync))  # held until this epoch's loss is read
+                with contextlib.nullcontext() if is_timed else lock.shared(sync):
                     for i in indices:
                         step.set_lr(rates[k])
                         index = order[i * batch:(i + 1) * batch]
@@ -312,9 +350,9 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
                         running += loss
                         k += 1
             epoch_loss = running.item() / steps_per_epoch  # the one host sync per epoch
-            if not math.isfinite(epoch_loss):
-                raise TrialError(f"diverged: training loss is {'NaN' if math.isnan(epoch_loss) else 'inf'} "
-                                 f"in epoch {epoch + 1} (NaN/inf loss)")
+        if not math.isfinite(epoch_loss):
+            raise TrialError(f"diverged: training loss is {'NaN' if math.isnan(epoch_loss) else 'inf'} "
+                             f"in epoch {epoch + 1} (NaN/inf loss)")
     timing = timer.result()
     train_seconds = time.perf_counter() - train_start
     eval_start = time.perf_counter()
@@ -328,4 +366,6 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
         "engine": step.engine, "fallback_reason": step.fallback_reason, "train_seconds": train_seconds,
         "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": total,
         "batch_size": batch, "image_size": spec.train_image_size, "device": str(device),
+        "timing": timing_conditions(lock.path is not None), "threads": torch.get_num_threads(),
+        "workers": settings.workers,
     }

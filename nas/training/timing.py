@@ -1,8 +1,9 @@
 """Step times that mean the hardware's cost: individual training steps timed without a host sync between them.
 
 CUDA: an event pair around each step (graph replays included), read after one synchronisation at the end;
-CPU: ``perf_counter`` around each (synchronous) step. The median and the inter-quartile spread are kept, so a
-trial stores how steady its measurement was.
+CPU: ``perf_counter`` around each (synchronous) step. The median and the spread (p90 - p10) / median are kept,
+so a trial stores how steady its measurement was: the tails, not the quartiles, show a window that other work
+cut into.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 @dataclass(frozen=True)
 class StepTiming:
-    """Median step time, its spread (inter-quartile range / median) and how many steps were timed."""
+    """Median step time, its spread ((p90 - p10) / median) and how many steps were timed."""
 
     median_ms: float
     spread: float
@@ -63,8 +64,8 @@ class StepTimer:
         median = statistics.median(self._times)
         spread = 0.0
         if len(self._times) >= 2 and median > 0:
-            q1, _, q3 = statistics.quantiles(self._times, n=4, method="inclusive")
-            spread = (q3 - q1) / median
+            deciles = statistics.quantiles(self._times, n=10, method="inclusive")
+            spread = (deciles[-1] - deciles[0]) / median
         return StepTiming(median_ms=median, spread=spread, steps=len(self._times))
 
 
