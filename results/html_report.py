@@ -136,7 +136,11 @@ def _front_table(front: pd.DataFrame) -> str:
             "<th>reward</th><th>architecture (block strings)</th></tr>")
     rows = []
     for row in front.itertuples():
-        rows.append("<tr>" + _cell(int(row.number)) + _cell(row.accuracy, ".4f") + _cell(row.step_time_ms, ".3f")
+        step = _cell(row.step_time_ms, ".3f")
+        if getattr(row, "unsteady", False) == True:  # noqa: E712 - numpy bool, or NaN in a foreign table
+            step = step.replace("</td>", ' <span class="unsteady" title="step time too unsteady to rank: spread '
+                                f'{row.step_time_spread:.2f} (p90 - p10 over the median)">&#9888; unsteady</span></td>')
+        rows.append("<tr>" + _cell(int(row.number)) + _cell(row.accuracy, ".4f") + step
                     + _cell(row.params / 1e6, ".3f") + _cell(row.macs / 1e6, ".2f") + _cell(row.reward, ".4f")
                     + f'<td class="arch" data-sort="{html.escape(row.blocks)}">{html.escape(row.blocks)}</td></tr>')
     return f'<table class="sortable" id="front-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'

@@ -18,12 +18,14 @@ import optuna
 import pandas as pd
 
 from effnas.errors import SpecError
-from effnas.results.record import REWARD_ATTR, STUDY_NAME, TABLE_METRICS
+from effnas.results.record import REWARD_ATTR, STUDY_NAME, TABLE_METRICS, unsteady
 from effnas.results.storage import ResultsError, open_reader, storage_url
 from effnas.search_space import ArchSpec, encode_block_string, spec_from_dict
 
-# Metrics the trial engine stores as user attributes, in the order the table shows them.
-METRIC_COLUMNS = (*TABLE_METRICS, REWARD_ATTR, "engine", "duration_s")
+# Metrics the trial engine stores as user attributes, in the order the table shows them; then where each trial
+# ran and what its step time was timed under, so a table says which step times compare.
+METRIC_COLUMNS = (*TABLE_METRICS, REWARD_ATTR, "engine", "duration_s", "device", "threads", "workers", "timing")
+TEXT_COLUMNS = ("engine", "device", "timing")
 CHOICE_PATTERN = re.compile(r"^s(\d+)_([a-z]+)$")
 CHOICE_KINDS = ("op", "kernel", "expand", "layers", "se")  # the search space's order within a stage
 
@@ -94,7 +96,8 @@ def _row(trial: optuna.trial.FrozenTrial, single_objective: bool) -> dict[str, A
     row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
     row.update(trial.params)
     for name in METRIC_COLUMNS:
-        row[name] = attrs.get(name) if name == "engine" else _number(attrs.get(name))
+        row[name] = attrs.get(name) if name in TEXT_COLUMNS else _number(attrs.get(name))
+    row["unsteady"] = unsteady(attrs.get("step_time_spread"))  # too unsteady to rank (see record.UNSTEADY_SPREAD)
     if math.isnan(row["reward"]) and single_objective and trial.value is not None:
         row["reward"] = float(trial.value)  # any single-objective study: its value is what it maximised
     if math.isnan(row["duration_s"]) and trial.duration is not None:
@@ -116,8 +119,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = [_row(trial, single) for trial in study.get_trials(deepcopy=False)]
     frame = pd.DataFrame(rows)
     if frame.empty:
-        frame = pd.DataFrame(columns=["number", "state", *METRIC_COLUMNS, "fail_reason", "interrupted", "spec",
-                                      "blocks"])
+        frame = pd.DataFrame(columns=["number", "state", *METRIC_COLUMNS, "unsteady", "fail_reason", "interrupted",
+                                      "spec", "blocks"])
     leading = ["number", "state", *choice_columns(frame)]
     rest = [c for c in frame.columns if c not in leading]
     return frame[leading + rest].sort_values("number", ignore_index=True)

@@ -1,0 +1,145 @@
+"""Step times measured alike: the timing discipline each trial records, unsteady trials flagged, the GPU lock
+draining queued work, and a resume under other timing conditions refused with the study left untouched."""
+
+import fcntl
+import json
+import subprocess
+import sys
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from effnas.nas.search.session import Search, SearchConfig, SearchError, SearchRecipe, SearchRuntime
+from effnas.nas.search.trial import DeviceLock, run_trial, timing_cuts
+from effnas.results.html_report import _front_table
+from effnas.results.record import UNSTEADY_SPREAD, TrialMetrics
+from effnas.results.study import trials_frame
+
+TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
+SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
+
+
+def config(tmp_path, budget=2, **runtime):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    runtime = {"device": "cpu", "threads": 1, "workers": 2, **runtime}
+    return SearchConfig(SearchRecipe(controller="random", space=str(space), trial=TINY),
+                        SearchRuntime(out=str(tmp_path / "run"), budget=budget, progress=False, **runtime))
+
+
+def load(tmp_path):
+    return optuna.load_study(study_name="effnas", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+
+
+def snapshot(tmp_path):
+    study = load(tmp_path)
+    trials = [(t.number, t.state.name, t.user_attrs, t.params) for t in study.get_trials(deepcopy=False)]
+    files = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.suffix in (".csv", ".json")}
+    return study.user_attrs, trials, files
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("timing")
+    Search(config(tmp_path, budget=2)).run()
+    return tmp_path
+
+
+def test_reference_and_candidates_are_timed_alike_and_say_how(two_worker_run):
+    study = load(two_worker_run)
+    reference = study.user_attrs["reference"]
+    assert reference["conditions"] == {"device": "cpu", "engine": "auto", "threads": 1, "workers": 2,
+                                       "timing": "exclusive"}
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2
+    for trial in done:
+        attrs = trial.user_attrs
+        assert (attrs["timing"], attrs["threads"], attrs["workers"], attrs["device"]) == ("exclusive", 1, 2, "cpu")
+        assert attrs["timed_steps"] == min(20, attrs["train_steps"] - 2)  # the locked tail, as on a GPU
+    frame = pd.read_csv(two_worker_run / "run" / "trials.csv")
+    assert {"device", "engine", "threads", "workers", "timing", "unsteady"} <= set(frame.columns)
+    assert set(frame["timing"]) == {"exclusive"} and set(frame["device"]) == {"cpu"}
+
+
+@pytest.mark.parametrize("change", [{"engine": "eager"}, {"threads": 2}, {"workers": 1}],
+                         ids=["engine", "threads", "workers"])
+def test_a_resume_under_other_timing_conditions_is_refused_untouched(two_worker_run, change):
+    before = snapshot(two_worker_run)
+    name, value = next(iter(change.items()))
+    with pytest.raises(SearchError, match=f"{name} .* -> {value}"):
+        Search(config(two_worker_run, budget=4, **change)).run()
+    assert snapshot(two_worker_run) == before
+
+
+def test_the_cli_refuses_in_one_line_with_exit_2(two_worker_run):
+    before = snapshot(two_worker_run)
+    result = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--out", str(two_worker_run / "run"),
+                             "--quiet", "--budget", "4", "--controller", "random", "--space",
+                             str(two_worker_run / "space.json"), "--data", TINY["data"], "--epochs", "1",
+                             "--batch-size", "32", "--workers", "2", "--threads", "1", "--device", "cpu",
+                             "--engine", "eager"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and "engine auto -> eager" in result.stderr
+    assert snapshot(two_worker_run) == before
+
+
+def test_an_unsteady_trial_is_flagged_in_the_table_the_report_and_one_warning(tmp_path, capsys):
+    search = Search(config(tmp_path, budget=3))
+    search.prepare(lambda spec: {"step_time_ms": 10.0, "params": 1000, "accuracy": 0.5, "step_time_spread": 0.1})
+    metrics = {"step_time_ms": 10.0, "params": 1000, "accuracy": 0.5}
+    for spread in (0.1, UNSTEADY_SPREAD + 0.3):
+        trial, _ = search.propose()
+        search.store(trial, {**metrics, "step_time_spread": spread}, None, 1.0)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "trial 1's step time is too unsteady to rank" in err
+    frame = trials_frame(search.study)
+    assert frame["unsteady"].tolist() == [False, True]
+    assert TrialMetrics(**metrics, step_time_spread=0.8).unsteady and not TrialMetrics(**metrics).unsteady
+    frame = frame.assign(reward=0.5, macs=1.0, blocks="")
+    table = _front_table(frame)
+    assert table.count("unsteady</span>") == 1
+
+
+def test_cpu_timing_windows_are_spread_over_the_epochs():
+    """Locked CPU trials time a short window at the end of every epoch (one outside burst spoils one of them);
+    a GPU times the run's tail."""
+    assert timing_cuts(3, 22, 20, spread=True) == [15, 15, 15]
+    assert timing_cuts(1, 6, 4, spread=True) == [2]  # two untimed warm-up steps first
+    assert timing_cuts(3, 22, 20, spread=False) == [22, 22, 2]
+
+
+def _try_exclusive(path):
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def test_a_lock_runs_its_drain_before_it_is_released(tmp_path):
+    """The GPU drains its queued steps while the lock is still held (on CPU: the same hook, observed)."""
+    path = str(tmp_path / "device.lock")
+    seen = []
+    with DeviceLock(path).shared(lambda: seen.append(_try_exclusive(path))):
+        pass
+    with DeviceLock(path).exclusive(lambda: seen.append(_try_exclusive(path))):
+        pass
+    assert seen == [False, False] and _try_exclusive(path)
+
+
+@pytest.mark.gpu
+def test_gpu_shared_sections_synchronise_before_releasing(tmp_path, monkeypatch):
+    """With a timing lock, every shared epoch and the timed tail end with a device sync inside the lock."""
+    path = str(tmp_path / "device.lock")
+    held = []
+    real = torch.cuda.synchronize
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: (held.append(not _try_exclusive(path)), real(*a)))
+    spec = Search(config(tmp_path)).space.backbone.to_dict()
+    metrics = run_trial(spec, dict(TINY, epochs=2, device="cuda", timing_lock=path, timing_steps=2), seed=0)
+    assert metrics["timing"] == "exclusive"
+    assert held.count(True) >= 3  # epoch 1 shared; epoch 2 shared, then its timed tail exclusive
