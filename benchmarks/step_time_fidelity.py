@@ -1,8 +1,13 @@
 """Step-time fidelity: is the step time a search records repeatable, and does it rank architectures as
 training them at full size does?
 
-    python -m benchmarks.step_time_fidelity [--quick] [--device cuda]
+    python -m benchmarks.step_time_fidelity [--quick] [--device cuda] [--timings exclusive,pinned,unlocked]
 
+0. In a real search: ``nas search``'s own loop (``Search.run`` on the ``LocalBackend``, the default workers)
+   on a study whose queue alternates the backbone with random candidates (``study.enqueue_trial``), so the
+   backbone is measured ``--repeats`` times as a candidate while the other worker trains something else.
+   Per timing discipline of the backend (``--timings``): the ratio of the backbone's recorded step time to the
+   stored reference (target 1.00 +- 0.05) and its CV across the repeats (target < 5 %).
 1. Repeatability: one architecture (the default space's backbone), measured ``--repeats`` times by
    ``run_trial`` (the step time a search records) and by ``time_steps`` on one built step; CV across repeats.
    First on an otherwise idle machine, then the way a search runs: while ``--others`` worker processes (the
@@ -139,7 +144,7 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
     x, y = data.train_x[:settings.batch_size], data.train_y[:settings.batch_size]
     step = make_train_step(model, make_optimizer(settings.optimizer, model.parameters(), settings.lr, device),
                            classification_loss(), x, y)
-    lock = DeviceLock(settings.timing_lock if device.type == "cuda" else None)  # as run_trial times its steps
+    lock = DeviceLock(settings.timing_lock)  # as run_trial times its steps
     pass_ms = []
     for _ in range(args.repeats):
         with lock.exclusive():
@@ -152,6 +157,44 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
                                         (f"time_steps on one built step ({args.timing_steps} steps)", pass_ms))]
 
 
+def search_fidelity(timing: str, args: argparse.Namespace, device: torch.device, workers: int) -> dict[str, Any]:
+    """One real search (see the module docs, 0.) under the backend's ``timing``: the backbone's recorded step
+    times against the stored reference."""
+    import json
+    import random
+
+    from optuna.trial import TrialState
+
+    from effnas.nas.search.backends.local import LocalBackend
+    from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
+    from effnas.results.record import unsteady
+
+    with tempfile.TemporaryDirectory(prefix="effnas-fidelity-") as tmp:
+        space_file = Path(tmp) / "space.json"
+        space_file.write_text(json.dumps({} if args.width is None else {"width": args.width}))
+        trial = {"data": args.data, "timing_steps": args.timing_steps, **({"epochs": args.epochs} if args.epochs else {})}
+        runtime = SearchRuntime(out=str(Path(tmp) / "run"), budget=2 * args.repeats, workers=workers,
+                                device=str(device), threads=args.threads, progress=False)
+        search = Search(SearchConfig(SearchRecipe(controller="random", space=str(space_file), trial=trial), runtime))
+        backbone = search.space.params_from_spec(search.space.backbone)
+        rng = random.Random(0)
+        for _ in range(args.repeats):  # the backbone, then another candidate for the other worker, in turn
+            search.study.enqueue_trial(backbone)
+            search.study.enqueue_trial({name: rng.choice(d.choices) for name, d in search.space.distributions().items()})
+        search.run(LocalBackend(timing=timing))
+        reference = search.study.user_attrs["reference"]
+        done = search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ours = [t.user_attrs for t in done if t.params == backbone]
+        others = [t.user_attrs for t in done if t.params != backbone]
+    ms = [attrs["step_time_ms"] for attrs in ours]
+    ratios = [value / reference["step_time_ms"] for value in ms]
+    return {"timing": timing, "workers": workers, "threads": ours[0]["threads"], "reference ms": reference["step_time_ms"],
+            "backbone ms": statistics.median(ms), "ratio": statistics.median(ratios), "min ratio": min(ratios),
+            "max ratio": max(ratios), "CV %": 100 * cv(ms), "max spread": max(a["step_time_spread"] for a in ours),
+            "others flagged": sum(unsteady(a["step_time_spread"]) for a in others), "repeats": len(ms),
+            "recorded as": ours[0]["timing"]}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device_args(parser)
@@ -162,6 +205,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--others", type=int, default=None,
                         help="other workers training during the loaded rows (default: the search's default "
                              "workers on this device minus one; 3 on CUDA, as with --workers 4); 0 skips them")
+    parser.add_argument("--timings", default="exclusive",
+                        help="comma-separated timing disciplines of the search's backend for 0. (exclusive, the "
+                             "search's default; pinned; unlocked, the search before it timed candidates alone)")
     parser.add_argument("--variants", type=int, default=len(VARIANTS))
     parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
     parser.add_argument("--full-width", type=float, default=1.0)
@@ -193,10 +239,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = TrialSettings(data=args.data, epochs=args.epochs or TrialSettings().epochs, device=str(device),
                              threads=args.threads, timing_steps=args.timing_steps)
 
+    # 0. in a real search: the backbone as a candidate, against the stored reference
+    search_rows = [search_fidelity(timing, args, device, args.others + 1) for timing in args.timings.split(",")]
+    search_title = (f"the backbone as a candidate in a real search ({args.repeats} times, alternating with random "
+                    f"candidates), {args.others + 1} workers, {args.data}")
+    search_notes = [f"targets: ratio to the stored reference 1.00 +- 0.05, CV < 5 %. " + "; ".join(
+        f"{row['timing']}: ratio {row['ratio']:.3f} ({'within' if abs(row['ratio'] - 1) <= 0.05 else 'OUTSIDE'}), "
+        f"CV {row['CV %']:.1f} % ({'within' if row['CV %'] < 5 else 'ABOVE'})" for row in search_rows)]
+    print_report(search_title, device, search_rows, notes=search_notes)
+
     # 1. repeatability of one architecture: idle, then beside other workers training other candidates
     repeat_rows = repeatability("idle", proxy, settings, args, device)
     if args.others:
-        # the search's timing lock too, as it sets one for any --workers > 1 (run_trial uses it on CUDA only)
+        # the search's timing lock too, as it sets one for any --workers > 1
         with tempfile.TemporaryDirectory(prefix="effnas-fidelity-") as tmp:
             loaded = TrialSettings.from_dict({**settings.to_dict(), "timing_lock": str(Path(tmp) / "timing.lock")})
             others = [proxy.spec_from_params(variant_params(proxy, changes)).to_dict() for _, changes in VARIANTS[1:]]
@@ -232,8 +287,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      f"architectures (engine {repeat_rows[0]['engine']})"]
     print_report(ranking_title, device, rows, notes=ranking_notes)
     keep_result("step_time_fidelity", device, args.quick, repeat_title, repeat_rows, repeat_notes,
-                more=[(ranking_title, rows, ranking_notes)])
-    return {"repeatability": repeat_rows, "ranking": rows, "spearman": rho}
+                more=[(search_title, search_rows, search_notes), (ranking_title, rows, ranking_notes)])
+    return {"search": search_rows, "repeatability": repeat_rows, "ranking": rows, "spearman": rho}
 
 
 if __name__ == "__main__":
