@@ -28,10 +28,12 @@ def test_a_small_net_reaches_90_percent_on_digits_within_8_epochs_with_the_defau
 
 def test_the_defaults_adapt_to_the_data_size_and_the_run_length():
     small, small_scale = effective_recipe(TrainConfig(epochs=8), train_images=1_149)
+    tiny, _ = effective_recipe(TrainConfig(epochs=8), train_images=300)
     large, large_scale = effective_recipe(TrainConfig(epochs=100), train_images=60_000)
-    assert small.batch_size == 32 and small.stages == 4 and small_scale < 0.05
+    assert small.batch_size == 64 and small.stages == 4 and small_scale < 0.05
+    assert tiny.batch_size == 16  # halved until an epoch has enough steps
     assert small.label_smoothing < 0.01 and small.crop_min_area > 0.95
-    assert large.batch_size == 128 and large_scale == 1.0
+    assert large.batch_size == 64 and large_scale == 1.0
     assert large.label_smoothing == 0.1 and large.crop_min_area == 0.5
     chosen, _ = effective_recipe(TrainConfig(epochs=2, batch_size=64, label_smoothing=0.2), train_images=1_149)
     assert chosen.batch_size == 64 and chosen.label_smoothing == 0.2 and chosen.stages == 2  # the user's choices stay

@@ -69,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engine", default="auto", choices=ENGINES,
                         help="training step engine (default auto: CUDA graph on GPU, eager on CPU)")
     parser.add_argument("--batch-size", type=_positive_int, default=None,
-                        help="default 128, halved (down to 16) until an epoch has at least 32 steps")
+                        help="default 64 (the proxy trials'), halved (down to 16) until an epoch has at least 16 steps")
     parser.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
     parser.add_argument("--lr", type=_number, help="peak learning rate (default: 0.016 / 0.1 / 0.002 "
                         "x batch/256 for rmsprop / sgd / adamw)")
