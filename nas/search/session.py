@@ -12,12 +12,17 @@ Settings come in two parts: the :class:`SearchRecipe` (what is searched and how 
 a resume must match it) and the :class:`SearchRuntime` (where and how this run executes it; free to change
 between a search and its resume). Neither changes after it is built.
 
+Step times are only comparable when measured alike, so the reference records where and how it was timed
+(device, engine, threads, workers, timing discipline) and a resume under other conditions is refused; a trial
+whose timed steps disagree too much to rank is flagged, with one warning line.
+
 Budget rule: trials that completed or failed on their own count; a trial cut off because the search
 process itself died is marked ``interrupted`` on resume and its architecture is evaluated again.
 """
 
 from __future__ import annotations
 
+import sys
 import math
 import time
 import zlib
@@ -35,12 +40,14 @@ from effnas.search_space.space import SearchSpace, default_space, load_space
 from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
 from effnas.nas.training.data import load_data
+from effnas.nas.training.engine import resolve_device
 from effnas.results import RUN_FILES, write_run_files
-from effnas.results.record import REWARD_ATTR, STUDY_NAME, RecordError, Reference, TrialMetrics, best_trial
+from effnas.results.record import (REWARD_ATTR, STUDY_NAME, UNSTEADY_SPREAD, RecordError, Reference, TrialMetrics,
+                                   best_trial)
 from effnas.results.storage import open_storage, search_storage_url
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
-from effnas.nas.search.backends.local import LocalBackend, default_workers  # noqa: F401  (default_workers: benchmarks)
+from effnas.nas.search.backends.local import LocalBackend, default_threads, default_workers
 from effnas.nas.search.budget import budget_position, counted_trials, recover_interrupted, worker_id
 from effnas.nas.search.controllers import CONTROLLERS, is_multi_objective, make_sampler, study_directions
 from effnas.nas.search.trial import TrialSettings
@@ -221,8 +228,32 @@ class Search:
             raise SearchError(
                 f"{self.storage_url} already holds a search with different settings ({detail}); "
                 f"re-run with the same settings to resume, or use another --out")
-        self.study.set_user_attr("settings", asdict(self.config))
-        self.study.set_user_attr("space", self.space.to_dict())
+
+    def conditions(self, backend: Backend | None = None) -> dict[str, Any]:
+        """Where and how this run times steps, as a resume compares them with the stored reference's: the device
+        (resolved), the engine asked for, and the backend's workers and threads (a local run's defaults without
+        one)."""
+        runtime = self.config.runtime
+        workers = getattr(backend, "workers", None) or runtime.workers or default_workers(runtime.device)
+        threads = getattr(backend, "threads", None) or runtime.threads
+        if backend is None or isinstance(backend, LocalBackend):
+            threads = threads or default_threads(workers)
+        return {"device": str(resolve_device(runtime.device)), "engine": runtime.engine, "threads": threads,
+                "workers": workers}
+
+    def _check_conditions(self, conditions: dict[str, Any]) -> None:
+        """Refuse, before anything is written, a resume whose step times would not compare with the reference."""
+        stored = (self.study.user_attrs.get("reference") or {}).get("conditions")
+        if not stored:
+            return
+        changed = [f"{name} {stored.get(name)} -> {value}" for name, value in conditions.items()
+                   if stored.get(name) != value]
+        if changed:
+            self._refused = True
+            raise SearchError(
+                f"{self.storage_url} holds a search whose reference was timed under other conditions "
+                f"({'; '.join(changed)}); resume with the same --device, --engine, --threads and --workers, "
+                f"or use another --out")
 
     def _data_shape(self) -> tuple[int, int]:
         """The data set's number of classes and image channels (loading it also validates it)."""
@@ -237,6 +268,7 @@ class Search:
         Ctrl-C (``nas search`` turns SIGTERM into one): trials cut off are recorded interrupted, not counted."""
         backend = backend if backend is not None else LocalBackend()
         runtime = self.config.runtime
+        self._refused = False
         start = time.perf_counter()
         running: dict[int, optuna.trial.Trial] = {}
         stopped_early = False
@@ -244,7 +276,7 @@ class Search:
         try:
             backend.start(BackendSetup(runtime.workers, runtime.threads, runtime.trial_timeout, runtime.trial_memory,
                                        runtime.device, self.run_dir, self.storage_url))
-            self.prepare(lambda spec: self._measure(backend, spec))
+            self.prepare(lambda spec: self._measure(backend, spec), self.conditions(backend))
             bar = tqdm(total=runtime.budget, initial=min(counted_trials(self.study), runtime.budget), desc="trials",
                        unit="trial", disable=not runtime.progress, dynamic_ncols=True)
             self._postfix(bar)
@@ -269,7 +301,8 @@ class Search:
             backend.close(kill=bool(running) or stopped_early)
             if bar is not None:
                 bar.close()
-            self.write_outputs()
+            if not self._refused:  # a refused resume leaves the run as it found it
+                self.write_outputs()
         return self.summary(time.perf_counter() - start, stopped_early)
 
     def _asked_but_not_submitted(self, running: dict[int, optuna.trial.Trial]) -> list[optuna.trial.Trial]:
@@ -308,12 +341,18 @@ class Search:
             bar.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
 
     # ------------------------------------------------------------------ steps of the loop
-    def prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str]) -> dict[str, Any]:
-        """Recover trials a dead process left running, check the data, and get the reference.
+    def prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str],
+                conditions: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Check this run's timing ``conditions`` against the stored reference's (default: :meth:`conditions`),
+        recover trials a dead process left running, and get the reference.
 
         ``measure_reference(spec)`` runs the backbone on the backend (metrics, or a failure reason);
         it is only called the first time, later runs reuse the stored reference.
         """
+        conditions = conditions if conditions is not None else self.conditions()
+        self._check_conditions(conditions)
+        self.study.set_user_attr("settings", asdict(self.config))
+        self.study.set_user_attr("space", self.space.to_dict())
         recover_interrupted(self.study, self.storage)
         remove_stale_temporaries(self.run_dir, RUN_FILES)  # copies a write killed mid-way left
         stored = self.study.user_attrs.get("reference")
@@ -324,8 +363,12 @@ class Search:
         metrics = measure_reference(spec)
         if isinstance(metrics, str):
             raise SearchError(f"the backbone itself failed to train, so there is no reference: {metrics}")
-        self.reference = Reference.from_metrics(TrialMetrics.from_dict(metrics), spec.to_dict()).to_dict()
+        record = TrialMetrics.from_dict(metrics)
+        conditions = {**conditions, "timing": record.timing}  # stored, not compared: it may name pinned cores
+        self.reference = Reference.from_metrics(record, spec.to_dict(), conditions).to_dict()
         self.study.set_user_attr("reference", self.reference)
+        if record.unsteady:
+            self._warn_unsteady("the reference", record)
         return self.reference
 
     def propose(self) -> tuple[optuna.trial.Trial, ArchSpec] | None:
@@ -369,6 +412,14 @@ class Search:
             trial.set_user_attr(key, item)
         trial.set_user_attr(REWARD_ATTR, value)
         self.study.tell(trial, record.objectives() if self.multi_objective else value)
+        if record.unsteady:
+            self._warn_unsteady(f"trial {trial.number}", record)
+
+    def _warn_unsteady(self, what: str, record: TrialMetrics) -> None:
+        """One line on stderr (above the progress bar) for a step time too unsteady to rank."""
+        tqdm.write(f"warning: {what}'s step time is too unsteady to rank: spread {record.step_time_spread:.2f} "
+                   f"> {UNSTEADY_SPREAD} (p90 - p10 over the median of its timed steps; was the machine busy?); "
+                   f"flagged in trials.csv", file=sys.stderr)
 
     def publish(self, numbers: list[int]) -> None:
         """After stored trials: rewrite the run files (so a killed search leaves files that match its study)
