@@ -44,6 +44,7 @@ MIN_STEPS_PER_EPOCH = 16  # fewer and a short run ends before warm-up and decay 
 DEFAULT_STAGES = 4
 LABEL_SMOOTHING = 0.1
 FULL_REGULARIZATION_STEPS = 10_000  # runs this long or longer get the paper's full regularization
+MIN_RANDAUG_MAGNITUDE = 5.0  # the paper's smallest; RandAugment's magnitude-free ops make it all or nothing
 # Learning rate per 256 images of batch, and weight decay, per optimizer. RMSProp's is half the official 0.016:
 # PyTorch adds its epsilon outside the square root (TensorFlow inside), so the same rate takes larger steps; at
 # the official rate small-batch runs oscillate, at this one (the proxy trials' 0.002 at batch 64) they converge.
@@ -142,6 +143,8 @@ def scaled_ranges(ranges: Ranges, config: TrainConfig, scale: float) -> Ranges:
     """Regularization ranges the user did not give, scaled by the run's length (see :func:`effective_recipe`)."""
     changes = {name: tuple(value * scale for value in getattr(ranges, name))
                for name in ("randaug", "mixup", "dropout") if getattr(config, name) is None}
+    if "randaug" in changes:  # equalize, auto-contrast and invert ignore the magnitude: below it, no RandAugment
+        changes["randaug"] = tuple(value if value >= MIN_RANDAUG_MAGNITUDE else 0.0 for value in changes["randaug"])
     return dataclasses.replace(ranges, **changes)
 
 
