@@ -1,0 +1,141 @@
+"""Every controller on a published tabular NAS benchmark, through the very samplers ``nas search`` uses.
+
+NAS-Bench-Macro (Su et al., CVPR 2021) holds the CIFAR-10 accuracy, params and FLOPs of all 6,561
+architectures of a MobileNetV2-block space: 8 layers, each identity, MBConv e3 k3 or MBConv e6 k5. Nobody here
+tuned anything on it, so it is a fair check of the controllers: each one runs many seeded searches on an
+in-memory Optuna study whose objective reads the table, and the best architecture found after 50, 100 and 200
+evaluations is averaged over the seeds (mean ± standard error) against random search and the table's optimum.
+
+Two objectives: ``accuracy`` (the table's mean test accuracy) and ``reward`` (the search's soft-constraint form
+with FLOPs standing in for step time: ``acc × (flops/ref)^-0.07 × (params/ref)^-0.05``, references the
+median architecture's). ``nsga2`` searches [accuracy up, FLOPs down, params down] as it does in a real search,
+and is scored by the same reward of the trials it chose.
+
+    python -m benchmarks.controllers_tabular                    # 10 seeds, budgets 50/100/200
+    python -m benchmarks.controllers_tabular --seeds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+
+from benchmarks.common import print_report, write_result
+from effnas.nas.search.controllers import make_sampler, study_directions
+
+TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nas-bench-macro-cifar10.json"
+LAYERS, CHOICES = 8, (0, 1, 2)  # identity, MBConv e3 k3, MBConv e6 k5
+CONTROLLERS = ("random", "tpe", "nsga2", "rl", "evolution")
+BUDGETS = (50, 100, 200)
+W, V = -0.07, -0.05
+
+
+class TabularSpace:
+    """The benchmark's space in the shape the controllers read a :class:`SearchSpace`: one categorical
+    decision per layer, all of them always active."""
+
+    def __init__(self) -> None:
+        self.names = [f"layer{i}" for i in range(LAYERS)]
+
+    def distributions(self) -> dict[str, CategoricalDistribution]:
+        return {name: CategoricalDistribution(CHOICES) for name in self.names}
+
+    def active_params(self, params: dict[str, Any]) -> list[str]:
+        return list(self.names)
+
+    def param_names(self) -> list[str]:
+        return list(self.names)
+
+
+def load_table(path: Path) -> dict[str, dict[str, float]]:
+    return json.loads(path.read_text())
+
+
+def scorer(table: dict[str, dict[str, float]], objective: str):
+    """arch key -> the score a controller maximises (accuracy in [0, 1], or the reward)."""
+    flops = statistics.median(row["flops"] for row in table.values())
+    params = statistics.median(row["params"] for row in table.values())
+
+    def score(key: str) -> float:
+        row = table[key]
+        accuracy = row["mean_acc"] / 100
+        if objective == "accuracy":
+            return accuracy
+        return accuracy * (row["flops"] / flops) ** W * (row["params"] / params) ** V
+
+    return score
+
+
+def best_so_far(controller: str, seed: int, table: dict[str, dict[str, float]], objective: str,
+                budget: int) -> list[float]:
+    """One seeded search of ``budget`` evaluations; the best score after each."""
+    space = TabularSpace()
+    score = scorer(table, objective)
+    multi = len(study_directions(controller)) > 1
+    study = optuna.create_study(directions=study_directions(controller),
+                                sampler=make_sampler(controller, space, seed))  # type: ignore[arg-type]
+    best, history = -math.inf, []
+    for _ in range(budget):
+        trial = study.ask()
+        key = "".join(str(trial.suggest_categorical(name, CHOICES)) for name in space.names)
+        value = score(key)
+        trial.set_user_attr("reward", value)  # what rl and evolution learn from, as in a real search
+        row = table[key]
+        study.tell(trial, [row["mean_acc"] / 100, row["flops"], row["params"]] if multi else value)
+        best = max(best, value)
+        history.append(best)
+    return history
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", default=str(TABLE))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--controllers", default=",".join(CONTROLLERS))
+    parser.add_argument("--objectives", default="accuracy,reward")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    table = load_table(Path(args.table))
+    rows, notes = [], []
+    controllers = args.controllers.split(",")
+    if controllers[0] != "random":
+        raise SystemExit("--controllers must start with random: every other row is compared with it")
+    for objective in args.objectives.split(","):
+        score = scorer(table, objective)
+        optimum = max(score(key) for key in table)
+        random_at: dict[int, float] = {}
+        for controller in controllers:
+            runs = [best_so_far(controller, seed, table, objective, max(BUDGETS)) for seed in range(args.seeds)]
+            row: dict[str, Any] = {"objective": objective, "controller": controller}
+            for budget in BUDGETS:
+                found = [run[budget - 1] for run in runs]
+                mean = statistics.fmean(found)
+                error = statistics.stdev(found) / math.sqrt(len(found)) if len(found) > 1 else 0.0
+                scale = 100 if objective == "accuracy" else 1
+                row[f"best@{budget}"] = f"{mean * scale:.3f} ± {error * scale:.3f}"
+                row[f"gap@{budget}"] = (optimum - mean) * scale
+                if controller == "random":
+                    random_at[budget] = mean
+                if budget == 100:  # how many of its own standard errors the controller is ahead of random
+                    ahead = (mean - random_at[100]) / error if controller != "random" and error else None
+                    row["vs random@100 (SE)"] = "-" if ahead is None else f"{ahead:+.1f}"
+            rows.append(row)
+        notes.append(f"{objective}: the table's optimum is {optimum * (100 if objective == 'accuracy' else 1):.3f}"
+                     + (" % (22212220, 22212202)" if objective == "accuracy" else ""))
+    notes.append(f"mean ± standard error over {args.seeds} seeds of the best architecture found; gap = optimum - "
+                 "mean; 'vs random@100' = (mean - random's mean) / the controller's standard error")
+    print_report("Controllers on NAS-Bench-Macro (CIFAR-10, 6,561 architectures)", "cpu", rows, notes)
+    path = write_result("controllers_tabular", "Controllers on NAS-Bench-Macro (CIFAR-10, 6,561 architectures)",
+                        "cpu", rows, notes)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
