@@ -62,7 +62,8 @@ def synthetic_rewards(controller: str, seed: int, budget: int) -> list[float]:
 
 def run_search(controller: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, float]:
     """One complete ``nas search``; its best reward and wall time."""
-    from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
+    from effnas.nas.search.session import Search
+    from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
 
     recipe = SearchRecipe(controller=controller, trial={"data": args.data, "epochs": args.epochs})
     runtime = SearchRuntime(out=str(root / f"{controller}-{seed}"), budget=args.budget, seed=seed,

@@ -97,7 +97,8 @@ def measure_end_to_end(config: Any, trials: int) -> dict[str, Any]:
 
     from optuna.trial import TrialState
 
-    from effnas.nas.search.session import Search, SearchConfig
+    from effnas.nas.search.session import Search
+    from effnas.nas.search.settings import SearchConfig
 
     runtime = dataclasses.replace(config.runtime, budget=config.runtime.budget + trials)
     search = Search(SearchConfig(config.recipe, runtime))
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     import effnas.nas.search.trial
     from effnas.nas.search.budget import counted_trials
-    from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
+    from effnas.nas.search.session import Search
+    from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
     from effnas.nas.search.trial import run_trial
     from effnas.nas.search.backends.local import freeze_imports
 

@@ -30,7 +30,8 @@ SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 def _run(backend: str, workers: int, args: argparse.Namespace, root: Path) -> dict:
     from optuna.trial import TrialState
 
-    from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
+    from effnas.nas.search.session import Search
+    from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
 
     out = root / f"{backend}-{workers}"
     space = root / "space.json"

@@ -166,7 +166,8 @@ def search_fidelity(timing: str, args: argparse.Namespace, device: torch.device,
     from optuna.trial import TrialState
 
     from effnas.nas.search.backends.local import LocalBackend
-    from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
+    from effnas.nas.search.session import Search
+    from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
     from effnas.results.record import unsteady
 
     with tempfile.TemporaryDirectory(prefix="effnas-fidelity-") as tmp:

@@ -143,7 +143,8 @@ def test_diverging_candidates_are_recorded_failed_and_the_search_finishes(finish
     run = out.parent / "diverge" / "run"
     script = f"""
 import optuna, sys
-from effnas.nas.search.session import Search, SearchConfig, SearchRecipe, SearchRuntime
+from effnas.nas.search.session import Search
+from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
 reference = optuna.load_study(study_name="effnas", storage="sqlite:///{out / 'study.db'}").user_attrs["reference"]
 recipe = SearchRecipe(controller="random", space="{out.parent / 'space.json'}",
                       trial={{"data": "synthetic:200x16", "epochs": 1, "batch_size": 32, "lr": 1e12}})

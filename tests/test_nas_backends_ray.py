@@ -14,7 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from effnas.nas.search.budget import counted_trials
-from effnas.nas.search.session import Search, SearchConfig, SearchError, SearchRecipe, SearchRuntime
+from effnas.nas.search.session import Search
+from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
 from effnas.search_space import load_spec
 
 ray = pytest.importorskip("ray")

@@ -12,7 +12,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from effnas.nas.search.session import Search, SearchConfig, SearchError, SearchRecipe, SearchRuntime
+from effnas.nas.search.session import Search
+from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
 from effnas.nas.search.trial import DeviceLock, run_trial, timing_cuts
 from effnas.results.html_report import _front_table
 from effnas.results.record import UNSTEADY_SPREAD, TrialMetrics

@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     # Imported here, not at the top: every `nas` command builds this parser, and the search pulls in torch,
     # Optuna (and, with --backend ray, Ray), which only `nas search` itself needs.
-    from effnas.nas.search.session import Search, SearchConfig, SearchError, SearchRecipe, SearchRuntime
+    from effnas.nas.search.session import Search
+    from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
 
     trial = {"data": args.data, **{name: getattr(args, name) for name in ("epochs", "batch_size", "data_size")
                                    if getattr(args, name) is not None}}
@@ -153,7 +154,7 @@ def _refuse_networks_too_big(recipe: Any, runtime: Any) -> None:
     """Before the data is read or the study written: the backbone (the reference, trained first) and the space's
     largest candidates must fit the device, or ``--trial-memory``, by the estimate of effnas.models.memory."""
     from effnas.models.memory import check_fits
-    from effnas.nas.search.session import build_space
+    from effnas.nas.search.settings import build_space
 
     space = build_space(recipe.space, recipe.image_size)
     batch = int(recipe.trial.get("batch_size", 64))

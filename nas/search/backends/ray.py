@@ -42,7 +42,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_reason  # noqa: E402
-from effnas.nas.search.session import SearchError  # noqa: E402
+from effnas.nas.search.settings import SearchError  # noqa: E402
 from effnas.nas.search.trial import run_trial  # noqa: E402
 
 
