@@ -109,8 +109,9 @@ def test_ray_search_survives_a_killed_worker_and_matches_the_local_backend(tmp_p
     assert load_spec(tmp_path / "run" / "best.json").num_classes == 10
     ray_form = form(tmp_path / "run", study)
 
-    # The local backend continues the same study (one more trial) and leaves outputs of the same form.
-    Search(config(tmp_path, budget=4, workers=1)).run()
+    # The local backend continues the same study (one more trial, timed as Ray timed: 2 workers of 1 thread) and
+    # leaves outputs of the same form.
+    Search(config(tmp_path, budget=4, workers=2)).run()
     study = load(tmp_path)
     assert counted_trials(study) == 4 and form(tmp_path / "run", study) == ray_form
     by_local = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number >= 3]

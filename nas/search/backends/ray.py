@@ -168,6 +168,7 @@ class RayBackend:
         self._task: Any = None
         self._pending: dict[Any, tuple[Any, float]] = {}  # Ray object ref -> (key, submitted at)
         self.workers = 0
+        self.threads: int | None = None  # torch threads per trial, known once started
 
     @staticmethod
     def refuse_unsupported(trial_memory: float | None) -> None:
@@ -183,7 +184,7 @@ class RayBackend:
         self._started_ray = start_ray(self.options)
         resources = _resolve_resources(self.options, setup.device, setup.workers)
         self.workers = resources.workers
-        self._threads = setup.threads or max(1, int(resources.cpus_per_trial))
+        self.threads = setup.threads or max(1, int(resources.cpus_per_trial))
         self._timeout = setup.trial_timeout
         self._timing_lock = node_timing_lock(setup.storage_url) if resources.workers > 1 else None
         self._task = ray.remote(train_candidate).options(
@@ -194,8 +195,8 @@ class RayBackend:
         return max(0, self.workers - len(self._pending)) if self._task is not None else 0
 
     def submit(self, key: Any, spec: dict[str, Any], settings: dict[str, Any], seed: int) -> None:
-        settings = {**settings, "timing_lock": self._timing_lock}
-        ref = self._task.remote(spec, settings, seed, self._threads, self._timeout)
+        settings = {**settings, "timing_lock": self._timing_lock, "workers": self.workers}
+        ref = self._task.remote(spec, settings, seed, self.threads, self._timeout)
         self._pending[ref] = (key, time.perf_counter())
 
     def collect(self, poll_seconds: float) -> list[TrialResult]:
