@@ -10,15 +10,7 @@ import argparse
 import json
 import sys
 
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+from effnas.nas.cli.arguments import positive_number
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Export one trial of a search as a spec file for nas scale / nas train / nas profile. "
                     "Without options: the best reward. RUN is a run directory, study .db file or storage URL.")
     parser.add_argument("location", metavar="RUN", help="run directory, study .db file or storage URL")
-    parser.add_argument("--max-params", type=_positive, metavar="N", help="best reward with at most N parameters (5e6)")
-    parser.add_argument("--max-step-time", type=_positive, metavar="MS",
+    parser.add_argument("--max-params", type=positive_number, metavar="N", help="best reward with at most N parameters (5e6)")
+    parser.add_argument("--max-step-time", type=positive_number, metavar="MS",
                         help="best reward with a training step of at most MS milliseconds")
     parser.add_argument("--trial", type=int, metavar="N", help="export trial number N instead")
     parser.add_argument("--out", metavar="FILE", help="write the JSON here (default: print it)")

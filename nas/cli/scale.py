@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from effnas.search_space import load_arch
+from effnas.nas.cli.arguments import finite_number
 
-
-def _finite(text: str) -> float:
-    """A finite number: ``--phi nan`` or ``inf`` would scale to no network at all."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
 
 EPILOG = """\
 examples:
@@ -45,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--base", required=True, metavar="FILE_OR_ZOO_NAME",
                         help="spec JSON file (or best.json) or zoo model name")
     parser.add_argument("--target", default=None, metavar="NAME", help="s | m | l | xl (default m unless --phi)")
-    parser.add_argument("--phi", type=_finite, default=None, metavar="X",
+    parser.add_argument("--phi", type=finite_number, default=None, metavar="X",
                         help="custom compound coefficient instead of --target (m = 1, l = 2, xl = 3)")
     parser.add_argument("--rule", default="v2", metavar="RULE", help="v2 (default) | compound")
     parser.add_argument("--max-image-size", type=int, default=480, metavar="PX",

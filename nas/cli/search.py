@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import signal
 from typing import Any
 
+from effnas.nas.cli.arguments import finite_number
+
 MAX_WORKERS_PER_CORE = 4  # --workers on the local backend: at most 4 trials per CPU core of this machine
 
-
-def _finite(text: str) -> float:
-    """A finite number: ``nan`` would make every reward NaN (the budget spent on failed trials), ``inf`` a limit
-    that never applies."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
 
 EPILOG = """\
 examples:
@@ -66,16 +56,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              f"at most {MAX_WORKERS_PER_CORE} per CPU core)")
     parser.add_argument("--data-size", type=int, default=None,
                         help="imagefolder images are read at this size before resizing on the device (default 64)")
-    parser.add_argument("--trial-timeout", type=_finite, default=None, metavar="SECONDS",
+    parser.add_argument("--trial-timeout", type=finite_number, default=None, metavar="SECONDS",
                         help="fail a candidate that trains longer than this")
-    parser.add_argument("--trial-memory", type=_finite, default=None, metavar="GIB",
+    parser.add_argument("--trial-memory", type=finite_number, default=None, metavar="GIB",
                         help="fail a candidate that needs more memory than this, in GiB: on CPU the heap a trial "
                              "may grow beyond its worker's start-up size (about 0.2 GiB), on a GPU the device "
                              "memory a worker may hold; recorded as 'out of memory' and the search goes on "
                              "(default: no limit)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the controller, data split and training")
-    parser.add_argument("--reward-w", type=_finite, default=-0.07, help="step-time exponent w (default -0.07)")
-    parser.add_argument("--reward-v", type=_finite, default=-0.05, help="params exponent v (default -0.05)")
+    parser.add_argument("--reward-w", type=finite_number, default=-0.07, help="step-time exponent w (default -0.07)")
+    parser.add_argument("--reward-v", type=finite_number, default=-0.05, help="params exponent v (default -0.05)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # --- scaling out on Ray (nas/search/backends/ray.py) ---
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -84,10 +74,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--address", default=None,
                         help="with --backend ray: the Ray cluster to join (auto | HOST:PORT); "
                              "default: start Ray on this machine")
-    parser.add_argument("--gpus-per-trial", type=_finite, default=None,
+    parser.add_argument("--gpus-per-trial", type=finite_number, default=None,
                         help="with --backend ray: GPU share per trial, e.g. 0.25 puts 4 trials on a GPU "
                              "(default: the GPUs spread over --workers, at most 1 each)")
-    parser.add_argument("--cpus-per-trial", type=_finite, default=None,
+    parser.add_argument("--cpus-per-trial", type=finite_number, default=None,
                         help="with --backend ray: CPU cores per trial (default 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads per trial (default: this machine's cores over --workers; "

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from effnas.nas.training.choices import ENGINES, OPTIMIZERS
 from effnas.search_space import load_arch
+from effnas.nas.cli.arguments import finite_number, positive_int
 
 EXAMPLES = """\
 examples:
@@ -25,27 +25,6 @@ data set still learns; metrics.json records the recipe used ("recipe", "regulari
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _number(text: str) -> float:
-    """A finite number: NaN or infinity as a learning rate or a ratio would only fail later, mid-training."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train an architecture with progressive learning (Algorithm 1 of EfficientNetV2)",
@@ -56,44 +35,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch", required=True, help="spec JSON (best.json, nas scale output) or a zoo name")
     parser.add_argument("--data", default="digits", help="digits | synthetic[:N[xS]] | cifar:DIR | "
                         "imagefolder:DIR | npz:FILE (default digits)")
-    parser.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
-    parser.add_argument("--stages", type=_positive_int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--stages", type=positive_int, default=None,
                         help="progressive stages M (default 4, at most one per epoch)")
     parser.add_argument("--no-progressive", action="store_true",
                         help="train at the final size and regularization throughout")
     parser.add_argument("--out", default="runs/train", help="output directory (default runs/train)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument("--stop-after", type=_positive_int, metavar="N",
+    parser.add_argument("--stop-after", type=positive_int, metavar="N",
                         help="stop after N epochs of this invocation (continue later with --resume)")
     parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     parser.add_argument("--engine", default="auto", choices=ENGINES,
                         help="training step engine (default auto: CUDA graph on GPU, eager on CPU)")
-    parser.add_argument("--batch-size", type=_positive_int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="default 64 (the proxy trials'), halved (down to 16) until an epoch has at least 16 steps")
     parser.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
-    parser.add_argument("--lr", type=_number, help="peak learning rate (default: 0.016 / 0.1 / 0.002 "
+    parser.add_argument("--lr", type=finite_number, help="peak learning rate (default: 0.008 / 0.1 / 0.002 "
                         "x batch/256 for rmsprop / sgd / adamw)")
-    parser.add_argument("--weight-decay", type=_number, help="default 1e-5 / 5e-5 / 0.05 per optimizer")
+    parser.add_argument("--weight-decay", type=finite_number, help="default 1e-5 / 5e-5 / 0.05 per optimizer")
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "exponential"),
                         help="decay after warm-up: cosine to 0, or x0.97 every 2.4 epochs (official)")
-    parser.add_argument("--warmup-epochs", type=_number, help="linear warm-up (default 5, at most 10%% of epochs)")
-    parser.add_argument("--label-smoothing", type=_number, default=None,
+    parser.add_argument("--warmup-epochs", type=finite_number, help="linear warm-up (default 5, at most 10%% of epochs)")
+    parser.add_argument("--label-smoothing", type=finite_number, default=None,
                         help="default 0.1 on runs of 10,000 steps or more, proportionally less on shorter ones")
-    parser.add_argument("--ema-decay", type=_number, default=0.9999)
-    parser.add_argument("--image-size", type=_positive_int,
+    parser.add_argument("--ema-decay", type=finite_number, default=0.9999)
+    parser.add_argument("--image-size", type=positive_int,
                         help="final training size S_e (default: the spec's train_image_size)")
-    parser.add_argument("--eval-image-size", type=_positive_int,
+    parser.add_argument("--eval-image-size", type=positive_int,
                         help="evaluation size (default: the spec's, scaled with --image-size)")
-    parser.add_argument("--min-image-size", type=_positive_int, help="first stage's size S_0")
+    parser.add_argument("--min-image-size", type=positive_int, help="first stage's size S_0")
     for name, what in (("randaug", "RandAugment magnitude (0-30)"), ("mixup", "mixup alpha"),
                        ("dropout", "dropout rate")):
-        parser.add_argument(f"--{name}", type=_number, nargs=2, metavar=("START", "END"),
+        parser.add_argument(f"--{name}", type=finite_number, nargs=2, metavar=("START", "END"),
                             help=f"{what} at the first and last stage")
     parser.add_argument("--no-flip", action="store_true", help="no horizontal flips (for digits, text, ...)")
-    parser.add_argument("--crop-min-area", type=_number, default=None,
+    parser.add_argument("--crop-min-area", type=finite_number, default=None,
                         help="smallest random-resized-crop area, fraction of the image (default 0.5 on runs of "
                              "10,000 steps or more, closer to 1 on shorter ones)")
-    parser.add_argument("--val-fraction", type=_number, default=0.2)
+    parser.add_argument("--val-fraction", type=finite_number, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     parser.set_defaults(run=run)
