@@ -80,7 +80,7 @@ def test_count_spec_counts_at_eval_size_with_a_breakdown():
     assert sum(part["macs"] for part in parts) == result["macs"]
 
 
-def test_count_spec_overrides_and_the_counting_only_old_name():
+def test_count_spec_overrides():
     spec = spec_from_dict(tiny_spec_dict())
     base = count_spec(spec)
     more = count_spec(spec, image_size=64, num_classes=100)
