@@ -62,11 +62,12 @@ def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *
     if len(set(map(folder_name, names))) != len(names):
         raise CompareError(f"two models share a name: {', '.join(names)}")
     out = Path(out)
+    bar = tqdm(total=len(contenders) + (len(CLASSICAL) if classical else 0), desc="models", unit="model",
+               disable=None if progress else True)
+    bar.set_postfix_str("reading the data")
     data = load_data(config.data, seed=config.seed, val_fraction=config.val_fraction)  # also checks it early
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[dict[str, Any]]] = {}
-    bar = tqdm(total=len(contenders) + (len(CLASSICAL) if classical else 0), desc="models", unit="model",
-               disable=None if progress else True)
     for contender in contenders:
         bar.set_postfix_str(contender.name)
         row, history = _train_one(contender, config, out / "compare" / folder_name(contender.name),

@@ -21,7 +21,7 @@ from effnas.nas.training.idx import IdxError, read_training_set
 SYNTHETIC_DEFAULT = (2000, 32)
 SYNTHETIC_CLASSES = 10
 MAX_CLASSES = 100_000
-MAX_IMAGE_PIXELS = 50_000_000  # one image file's width x height: a header may claim 20,000 x 20,000
+MAX_IMAGE_PIXELS = 50_000_000  # one image file's width x height: a header may claim far more than it holds
 MAX_DATA_SIZE = 1024  # imagefolder's --data-size, as synthetic's S
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one compressed byte into more than this
 
