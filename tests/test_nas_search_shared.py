@@ -96,7 +96,7 @@ def _postgres_bin() -> Path | None:
 @pytest.fixture(scope="module")
 def postgres_url():
     """A throw-away PostgreSQL server (Debian's package) on a free localhost port; skipped if unavailable."""
-    pytest.importorskip("psycopg2", reason="PostgreSQL test needs psycopg2 (pip install psycopg2-binary)")
+    pytest.importorskip("psycopg", reason="PostgreSQL test needs psycopg 3 (pip install 'psycopg[binary]')")
     bin_dir = _postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
@@ -125,13 +125,12 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"PostgreSQL did not start: {(start.stderr or start.stdout).strip()[-300:]}")
     try:
-        import psycopg2
+        import psycopg
 
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user="effnas", dbname="postgres")
-        connection.autocommit = True
-        connection.cursor().execute("CREATE DATABASE effnas")
-        connection.close()
-        yield f"postgresql+psycopg2://effnas@127.0.0.1:{port}/effnas"
+        with psycopg.connect(host="127.0.0.1", port=port, user="effnas", dbname="postgres",
+                             autocommit=True) as connection:
+            connection.execute("CREATE DATABASE effnas")
+        yield f"postgresql://effnas@127.0.0.1:{port}/effnas"  # the documented form: psycopg 3, the extra's driver
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
