@@ -83,7 +83,7 @@ def fill_history(search: Any, count: int, reference: dict[str, Any]) -> None:
     """``count`` completed trials as the search would record them, with metrics drawn around the reference's."""
     rng = random.Random(0)
     for _ in range(count):
-        candidate, _spec = search.propose()
+        candidate, _spec, _ = search.propose()
         metrics = {**reference, "accuracy": rng.uniform(0.3, 1.0),
                    "step_time_ms": reference["step_time_ms"] * rng.uniform(0.5, 2.0),
                    "params": int(reference["params"] * rng.uniform(0.2, 4.0))}
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             start = time.perf_counter()
             proposed = search.propose()
             assert proposed is not None
-            candidate, spec = proposed
+            candidate, spec, _ = proposed
             spent["sample"] = time.perf_counter() - start
             wrapped = {"build_model": "build", "count_macs": "MACs", "evaluate": "eval"}
             with timed_phases(effnas.nas.search.trial, wrapped, spent):

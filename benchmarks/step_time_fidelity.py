@@ -176,7 +176,11 @@ def search_fidelity(timing: str, args: argparse.Namespace, device: torch.device,
         trial = {"data": args.data, "timing_steps": args.timing_steps, **({"epochs": args.epochs} if args.epochs else {})}
         runtime = SearchRuntime(out=str(Path(tmp) / "run"), budget=2 * args.repeats, workers=workers,
                                 device=str(device), threads=args.threads, progress=False)
-        search = Search(SearchConfig(SearchRecipe(controller="random", space=str(space_file), trial=trial), runtime))
+        # Every candidate trains to the end, and the backbone is trained again each time it is queued: here the
+        # repeats are the point (a search records a repeated architecture once, see nas.search.repeats).
+        search = Search(SearchConfig(SearchRecipe(controller="random", space=str(space_file), trial=trial,
+                                                  early_stopping=False), runtime))
+        search.repeats.trained_before = lambda number, spec: None
         backbone = search.space.params_from_spec(search.space.backbone)
         rng = random.Random(0)
         for _ in range(args.repeats):  # the backbone, then another candidate for the other worker, in turn

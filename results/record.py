@@ -7,6 +7,7 @@ Every reader and writer of trial metrics goes through :class:`TrialMetrics`: the
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -43,6 +44,7 @@ class TrialMetrics:
     image_size: int | None = None
     batch_size: int | None = None
     train_steps: int | None = None
+    epochs: int | None = None  # epochs trained: fewer than the recipe's when early stopping stopped the trial
     train_loss: float | None = None
     train_seconds: float | None = None
     eval_seconds: float | None = None
@@ -147,13 +149,23 @@ def rank_key(reward_value: float, accuracy: float, number: int) -> tuple[float, 
 
 
 REWARD_ATTR = "reward"  # the user attribute that holds a completed trial's reward
+# A trial whose architecture the study had already trained holds that trial's number here and a copy of its
+# record: it cost no training, does not count against the budget, and is never "best" or on a front itself.
+REUSE_ATTR = "reuse_of"
+
+
+def architecture_key(spec: Mapping[str, Any]) -> str:
+    """Two trials with the same key train the same network (a study's trial settings are all alike)."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
-    """The best completed trial with a reward (see :func:`rank_key`), or None before the first one."""
+    """The best completed trial with a reward (see :func:`rank_key`), or None before the first one; a stopped or
+    reused trial never is."""
     scored = []
     for trial in trials:
-        metrics = TrialMetrics.from_trial(trial) if trial.state == optuna.trial.TrialState.COMPLETE else None
+        own = trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs.get(REUSE_ATTR) is None
+        metrics = TrialMetrics.from_trial(trial) if own else None
         value = trial.user_attrs.get(REWARD_ATTR)
         if metrics is not None and isinstance(value, (int, float)):
             scored.append((rank_key(float(value), float(metrics.accuracy), trial.number), trial))

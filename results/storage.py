@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import functools
 import os
 import shutil
@@ -16,12 +17,13 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.storages.journal import JournalFileBackend
-from sqlalchemy import event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from effnas.errors import EffnasError
@@ -241,6 +243,65 @@ def _read_only_reader(path: Path, uri: str) -> Callable[[], sqlite3.Connection]:
                            f"study.db-shm is missing), and copying it to {folder} failed ({error.strerror}); "
                            "copy the run directory somewhere writable and read it there") from None
     return functools.partial(sqlite3.connect, folder / STUDY_FILE, check_same_thread=False)
+
+
+STUDY_LOCK_KEY = 0x45464E41  # PostgreSQL advisory-lock key of an effnas study (any constant works; one per URL)
+
+
+@contextlib.contextmanager
+def study_lock(url: str) -> Iterator[None]:
+    """Held by one process of a shared study at a time, on every host that shares it: what is decided from
+    the study and then written to it (the reference, the next trial and whether the budget allows it, whether
+    its architecture was already trained) must not be decided twice at once.
+
+    SQLite and journal files: ``flock`` on a hidden file beside them (one host, or a file system with working
+    locks). PostgreSQL: a session advisory lock; MySQL: ``GET_LOCK``. Another database: no lock, and processes
+    that share a study may then, rarely, train one architecture twice.
+    """
+    if url.startswith(("sqlite:///", "journal:")):
+        path = Path(url.removeprefix("sqlite:///").removeprefix("journal:"))
+        try:
+            handle = open(path.with_name(f".{path.name}.lock"), "a+")
+        except OSError:  # a read-only directory: nobody else can write this study either
+            yield
+            return
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    backend = make_url(url).get_backend_name()
+    if backend not in ("postgresql", "mysql"):
+        yield
+        return
+    take, release = (("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)") if backend == "postgresql"
+                     else ("SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)"))
+    key = STUDY_LOCK_KEY if backend == "postgresql" else f"effnas-{STUDY_LOCK_KEY}"
+    try:
+        connection = _lock_engine(url).connect()
+    except Exception as error:  # noqa: BLE001 - server gone: the user's to fix, without the password
+        raise StorageError(f"cannot lock the study in {redact(url)}: "
+                           f"{_first_line(error).replace(url, redact(url))}") from None
+    with connection:
+        connection.execute(text(take), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(text(release), {"key": key})
+            connection.commit()
+
+
+@functools.lru_cache(maxsize=4)
+def _lock_engine(url: str) -> Any:
+    """One connection pool per process for :func:`study_lock` (a lock lives in its database session)."""
+    return create_engine(url, poolclass=NullPool)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def storage_url(location: str | Path) -> str:

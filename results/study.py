@@ -18,13 +18,14 @@ import optuna
 import pandas as pd
 
 from effnas.errors import SpecError
-from effnas.results.record import REWARD_ATTR, STUDY_NAME, TABLE_METRICS, unsteady
+from effnas.results.record import REUSE_ATTR, REWARD_ATTR, STUDY_NAME, TABLE_METRICS, unsteady
 from effnas.results.storage import ResultsError, open_reader, storage_url
 from effnas.search_space import ArchSpec, encode_block_string, spec_from_dict
 
 # Metrics the trial engine stores as user attributes, in the order the table shows them; then where each trial
 # ran and what its step time was timed under, so a table says which step times compare.
-METRIC_COLUMNS = (*TABLE_METRICS, REWARD_ATTR, "engine", "duration_s", "device", "threads", "workers", "timing")
+METRIC_COLUMNS = (*TABLE_METRICS, REWARD_ATTR, "epochs", REUSE_ATTR, "engine", "duration_s", "device", "threads",
+                  "workers", "timing")
 TEXT_COLUMNS = ("engine", "device", "timing")
 CHOICE_PATTERN = re.compile(r"^s(\d+)_([a-z]+)$")
 CHOICE_KINDS = ("op", "kernel", "expand", "layers", "se")  # the search space's order within a stage
@@ -127,8 +128,11 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def completed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Trials that finished and measured all three objectives."""
+    """Trials that trained to the end and measured all three objectives (not early-stopped ones, and not the
+    copies a repeated architecture got: the trial it repeats stands for it)."""
     done = frame["state"].eq("COMPLETE")
+    if REUSE_ATTR in frame:  # tables of older studies have no such column
+        done &= frame[REUSE_ATTR].isna()
     measured = frame[["accuracy", "step_time_ms", "params"]].notna().all(axis=1)
     return frame[done & measured]
 

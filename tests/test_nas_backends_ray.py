@@ -163,3 +163,19 @@ def test_resources_default_to_what_the_cluster_fits_and_impossible_requests_are_
 def test_a_trial_over_the_time_limit_is_ended_by_its_watchdog_and_named(tmp_path):
     with pytest.raises(SearchError, match="backbone itself failed .*time limit of 0.05 s"):
         run_ray(Search(config(tmp_path, budget=1, workers=1, trial_timeout=0.05)), ONE_CPU)
+
+
+def test_ray_trials_stop_early_by_the_same_rule_as_local_ones(tmp_path):
+    """Each Ray task reports its reward after epoch 1 to the study and stops when behind: recorded as the local
+    backend records it (PRUNED, the epochs it trained, its report at the rung)."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    recipe = SearchRecipe(controller="random", space=str(space), trial={**TINY, "epochs": 2})
+    summary = run_ray(Search(SearchConfig(recipe, SearchRuntime(out=str(tmp_path / "run"), budget=4, workers=2,
+                                                                 progress=False))), ONE_CPU)
+    study = load(tmp_path)
+    assert summary.counted == counted_trials(study) == 4 and summary.stopped == len(
+        study.get_trials(states=(TrialState.PRUNED,))) > 0
+    for trial in study.trials:
+        assert list(trial.intermediate_values) == [1]  # every trial reported at the rung
+        assert trial.user_attrs["epochs"] == (1 if trial.state == TrialState.PRUNED else 2)

@@ -23,10 +23,10 @@ TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 
 
-def config(tmp_path, budget=3, controller="random", **runtime):
+def config(tmp_path, budget=3, controller="random", trial=TINY, **runtime):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
-    return SearchConfig(SearchRecipe(controller=controller, space=str(space), trial=TINY),
+    return SearchConfig(SearchRecipe(controller=controller, space=str(space), trial=trial),
                         SearchRuntime(out=str(tmp_path / "run"), budget=budget, progress=False, **runtime))
 
 
@@ -64,31 +64,37 @@ def test_a_workers_next_candidate_is_queued_before_the_run_files_are_written(tmp
 
 
 def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
-    Search(config(tmp_path, budget=2)).run()
+    """With early stopping on (2 epochs): stopped trials count, so the resumed search ends at exactly the budget."""
+    trial = {**TINY, "epochs": 2}
+    Search(config(tmp_path, budget=2, trial=trial)).run()
     storage_url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     study = optuna.load_study(study_name="effnas", storage=storage_url)
     # A trial left RUNNING by a search process that was killed (a pid that no longer exists).
     orphan = study.ask()
-    for name, distribution in Search(config(tmp_path, budget=2)).space.distributions().items():
+    for name, distribution in Search(config(tmp_path, budget=2, trial=trial)).space.distributions().items():
         orphan.suggest_categorical(name, distribution.choices)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{int(dead.stdout)}")
-    summary = Search(config(tmp_path, budget=4)).run()
+    summary = Search(config(tmp_path, budget=4, trial=trial)).run()
     study = optuna.load_study(study_name="effnas", storage=storage_url)
     assert summary.counted == counted_trials(study) == 4
     interrupted = study.trials[orphan.number]
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] is True
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
     assert len(retries) == 1 and retries[0].params == interrupted.params
-    assert retries[0].state == TrialState.COMPLETE
+    assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
+    for done in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):  # every one reported at epoch 1
+        assert list(done.intermediate_values) == [1]
+        assert done.user_attrs["epochs"] == (1 if done.state == TrialState.PRUNED else 2)
+    assert summary.best["metrics"]["epochs"] == 2  # never a stopped trial
 
 
 def test_failed_trial_is_recorded_with_reason_and_not_lost(tmp_path):
     search = Search(config(tmp_path, budget=2))
     search.prepare(lambda spec: {"step_time_ms": 1.0, "params": 1000, "accuracy": 0.5})
-    trial, _spec = search.propose()
+    trial, _spec, _ = search.propose()
     search.record(trial, None, "TrialError: loss became NaN at epoch 1", 1.5)
     frozen = search.study.trials[trial.number]
     assert frozen.state == TrialState.FAIL

@@ -92,7 +92,7 @@ def test_an_unsteady_trial_is_flagged_in_the_table_the_report_and_one_warning(tm
     search.prepare(lambda spec: {"step_time_ms": 10.0, "params": 1000, "accuracy": 0.5, "step_time_spread": 0.1})
     metrics = {"step_time_ms": 10.0, "params": 1000, "accuracy": 0.5}
     for spread in (0.1, UNSTEADY_SPREAD + 0.3):
-        trial, _ = search.propose()
+        trial, _, _ = search.propose()
         search.store(trial, {**metrics, "step_time_spread": spread}, None, 1.0)
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "trial 1's step time is too unsteady to rank" in err

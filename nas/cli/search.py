@@ -63,6 +63,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "may grow beyond its worker's start-up size (about 0.2 GiB), on a GPU the device "
                              "memory a worker may hold; recorded as 'out of memory' and the search goes on "
                              "(default: no limit)")
+    parser.add_argument("--early-stopping", choices=("on", "off"), default="on",
+                        help="stop candidates that fall behind after an epoch: each keeps training only while its "
+                             "reward so far is in the best third of those that reached that epoch (successive "
+                             "halving; default on; nsga2 always trains every candidate to the end)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the controller, data split and training")
     parser.add_argument("--reward-w", type=finite_number, default=-0.07, help="step-time exponent w (default -0.07)")
     parser.add_argument("--reward-v", type=finite_number, default=-0.05, help="params exponent v (default -0.05)")
@@ -109,7 +113,8 @@ def _search(args: argparse.Namespace) -> int:
     trial = {"data": args.data, **{name: getattr(args, name) for name in ("epochs", "batch_size", "data_size")
                                    if getattr(args, name) is not None}}
     recipe = SearchRecipe(controller=args.controller, space=args.space, image_size=args.image_size,
-                          reward_w=args.reward_w, reward_v=args.reward_v, trial=trial)
+                          reward_w=args.reward_w, reward_v=args.reward_v, trial=trial,
+                          early_stopping=args.early_stopping == "on")
     runtime = SearchRuntime(out=args.out or _default_out(args.controller, args.data), storage=args.storage,
                             budget=args.budget, seed=args.seed, workers=args.workers, trial_timeout=args.trial_timeout,
                             trial_memory=args.trial_memory, device=args.device, engine=args.engine,
@@ -169,7 +174,10 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
 
 def _print_summary(summary: Any) -> None:
     reference = summary.reference
-    print(f"\n{summary.counted}/{summary.budget} trials in {summary.run_dir} ({summary.seconds:.0f} s this run)")
+    extra = ", ".join(f"{count} {what}" for count, what in ((summary.stopped, "stopped early"),
+                                                          (summary.reused, "not retrained: seen before")) if count)
+    print(f"\n{summary.counted}/{summary.budget} trials{f' ({extra})' if extra else ''} in {summary.run_dir} "
+          f"({summary.seconds:.0f} s this run)")
     if summary.stopped_early:
         print("stopped early; re-run the same command to resume")
     if summary.best is None:

@@ -14,6 +14,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from effnas.results.record import REUSE_ATTR
 from effnas.writes import process_alive
 
 
@@ -22,26 +23,27 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def counts_against_budget(trial: optuna.trial.FrozenTrial) -> bool:
+    """Completed, stopped early, or failed through the candidate's own fault; not a reuse of a trained
+    architecture (it cost no training) and not a trial cut off by a stopped search."""
+    if trial.user_attrs.get(REUSE_ATTR) is not None:
+        return False
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) \
+        or (trial.state == TrialState.FAIL and not trial.user_attrs.get("interrupted"))
+
+
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that count against the budget: completed, or failed through the candidate's own fault."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state == TrialState.COMPLETE
-               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")))
+    """Trials that count against the budget (see :func:`counts_against_budget`)."""
+    return sum(1 for trial in study.get_trials(deepcopy=False) if counts_against_budget(trial))
 
 
-def budget_position(study: optuna.Study, number: int) -> int:
-    """How many counted or still-running trials, this one included, precede trial ``number``.
-
-    Trial numbers are handed out by the storage in order, so when several processes share a study the
-    lower numbers win: a trial whose position exceeds the budget is surplus and is dropped uncounted.
-    """
-    position = 0
-    for trial in study.get_trials(deepcopy=False):
-        if trial.number > number or trial.user_attrs.get("interrupted"):
-            continue
-        if trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING):
-            position += 1
-    return position
+def taken_trials(study: optuna.Study) -> int:
+    """Trials that count, plus those training now in any process: what the next trial must fit beside.
+    Read and acted on under :func:`effnas.results.storage.study_lock`, so two processes never both take the
+    budget's last place."""
+    return sum(1 for trial in study.get_trials(deepcopy=False)
+               if counts_against_budget(trial)
+               or (trial.state == TrialState.RUNNING and trial.user_attrs.get(REUSE_ATTR) is None))
 
 
 UNOWNED_GRACE_S = 5.0  # a live process names itself on a trial milliseconds after asking for it

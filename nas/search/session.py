@@ -39,14 +39,17 @@ from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 from effnas.nas.training.data import load_data
 from effnas.nas.training.engine import resolve_device
 from effnas.results import RUN_FILES, write_run_files
-from effnas.results.record import (REWARD_ATTR, STUDY_NAME, UNSTEADY_SPREAD, RecordError, Reference, TrialMetrics,
-                                   best_trial)
-from effnas.results.storage import open_storage, search_storage_url
+from effnas.results.record import (REUSE_ATTR, REWARD_ATTR, STUDY_NAME, UNSTEADY_SPREAD, RecordError, Reference,
+                                   TrialMetrics, best_trial)
+from effnas.results.storage import open_storage, search_storage_url, study_lock
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
 from effnas.nas.search.backends.local import LocalBackend, default_threads, default_workers
-from effnas.nas.search.budget import budget_position, counted_trials, recover_interrupted, worker_id
+from effnas.nas.search.budget import counted_trials, recover_interrupted, taken_trials, worker_id
 from effnas.nas.search.controllers import is_multi_objective, make_sampler, study_directions
+from effnas.nas.search import repeats
+from effnas.nas.search.early_stopping import EarlyStopping
+from effnas.nas.search.repeats import Repeats
 from effnas.nas.search.settings import SearchConfig, SearchError, build_space
 from effnas.nas.search.trial import TrialSettings
 
@@ -79,8 +82,10 @@ class SearchSummary:
     budget: int
     best: dict[str, Any] | None
     reference: dict[str, Any]
-    stopped_early: bool = False
+    stopped_early: bool = False  # the search itself was stopped (Ctrl-C, SIGTERM)
     seconds: float = 0.0
+    stopped: int = 0  # trials early stopping ended after fewer epochs
+    reused: int = 0  # proposals of an architecture the study had trained: its record, no training
 
 
 class Search:
@@ -92,8 +97,11 @@ class Search:
         self.config = config
         self.on_trial = on_trial
         self._asked: optuna.trial.Trial | None = None  # see propose
+        self.exhausted = False  # the controller proposes only architectures the study has (see repeats)
         self.space = build_space(recipe.space, recipe.image_size)
         self.multi_objective = is_multi_objective(recipe.controller)
+        # See early_stopping's module docs: single-objective controllers only, and a rung needs a next epoch.
+        self.early_stopping = recipe.early_stopping and not self.multi_objective and recipe.trial["epochs"] > 1
         self.run_dir = Path(runtime.out)
         # What every trial is sent: the recipe, and where this run trains it (a backend may add its timing lock).
         self.trial_settings = TrialSettings.from_dict(
@@ -113,6 +121,7 @@ class Search:
         except Exception as error:  # noqa: BLE001
             raise SearchError(f"cannot open the study in {self.storage_url}: {error}") from None
         self._check_or_store_settings()
+        self.repeats = Repeats(self.study, self.storage)
 
     # ------------------------------------------------------------------ settings
     def _check_or_store_settings(self) -> None:
@@ -182,11 +191,14 @@ class Search:
                        unit="trial", disable=not runtime.progress, dynamic_ncols=True)
             self._postfix(bar)
             self._feed(backend, running)
-            while running:
+            while running or self.repeats.waiting:
                 finished = []
                 for result in backend.collect(0.5):
                     self.store(running.pop(result.key), result.metrics, result.error, result.seconds)
                     finished.append(result.key)
+                finished += self.repeats.settle_waiting()
+                if not running and self.repeats.waiting:
+                    time.sleep(0.5)  # waiting for another process's trial of the same architecture
                 # Refill the backend before the run files and the progress bar are refreshed.
                 self._feed(backend, running)
                 if finished:
@@ -195,9 +207,11 @@ class Search:
                     self._postfix(bar)
         except KeyboardInterrupt:
             stopped_early = True
-            for trial in [*running.values(), *self._asked_but_not_submitted(running)]:
+            for trial in [*running.values(), *self._asked_but_not_submitted(running),
+                          *(trial for trial, _ in self.repeats.waiting.values())]:
                 self.interrupt(trial, "the search was stopped (Ctrl-C)")
             running.clear()
+            self.repeats.waiting.clear()
         finally:
             backend.close(kill=bool(running) or stopped_early)
             if bar is not None:
@@ -209,24 +223,39 @@ class Search:
     def _asked_but_not_submitted(self, running: dict[int, optuna.trial.Trial]) -> list[optuna.trial.Trial]:
         """The trial a stop cut off between asking the controller and handing it to the backend, if any."""
         asked = self._asked
-        if asked is None or asked.number in running:
+        if asked is None or asked.number in running or asked.number in self.repeats.waiting:
             return []
         return [asked] if self.storage.get_trial(asked._trial_id).state == TrialState.RUNNING else []
 
     def _feed(self, backend: Backend, running: dict[int, optuna.trial.Trial]) -> None:
-        """Give the backend candidates while the budget allows, counting running and queued trials too so that
-        N workers stop together at the budget."""
-        if not backend.free:
-            return
-        done = counted_trials(self.study)
-        while backend.free and done + len(running) < self.config.runtime.budget:
+        """Give the backend candidates while the budget allows (trials running in any process count, so that
+        every worker stops at the budget together). A candidate the study already trained is not trained again:
+        it takes that trial's record, at once or when the trial ends."""
+        while backend.free and not self.exhausted:
             proposal = self.propose()
-            if proposal is None:  # the shared budget was taken by other processes
+            if proposal is None:  # the budget is taken, by this process or others
                 return
-            trial, spec = proposal
-            backend.submit(trial.number, spec.to_dict(), self.trial_settings, self.config.runtime.seed)
-            running[trial.number] = trial
+            trial, spec, original = proposal
+            if original is None:
+                backend.submit(trial.number, spec.to_dict(), self.settings_for(trial), self.config.runtime.seed)
+                running[trial.number] = trial
+            else:
+                self.repeats.wait(trial, original)
             self._asked = None
+            self.exhausted = self.repeats.counted(original is not None)
+            if self.exhausted:
+                tqdm.write(f"nas search: the controller proposed {repeats.MAX_REPEATS} architectures in a row that "
+                           f"the study has already trained; stopping with {counted_trials(self.study)} trained "
+                           "(the space, or the controller's view of it, is exhausted)", file=sys.stderr)
+
+    def settings_for(self, trial: optuna.trial.Trial) -> dict[str, Any]:
+        """The trial settings one candidate is sent: the search's, and its early-stopping rule when on."""
+        if not self.early_stopping:
+            return self.trial_settings
+        reference, recipe = Reference.from_dict(self.reference), self.config.recipe
+        rule = EarlyStopping(self.storage_url, trial._trial_id, reference.step_time_ms, reference.params,
+                             recipe.reward_w, recipe.reward_v)
+        return {**self.trial_settings, "early_stopping": rule.to_dict()}
 
     def _measure(self, backend: Backend, spec: ArchSpec) -> dict[str, Any] | str:
         """Train the backbone on the backend, under the same conditions as every candidate."""
@@ -252,6 +281,14 @@ class Search:
         """
         conditions = conditions if conditions is not None else self.conditions()
         self._check_conditions(conditions)
+        # Under the study's lock: processes started together on one study measure one reference, and one of
+        # them recovers each trial a dead process left.
+        with study_lock(self.storage_url):
+            return self._prepare(measure_reference, conditions)
+
+    def _prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str],
+                 conditions: dict[str, Any]) -> dict[str, Any]:
+        self._check_conditions(conditions)  # another process may have stored the reference meanwhile
         self.study.set_user_attr("settings", asdict(self.config))
         self.study.set_user_attr("space", self.space.to_dict())
         recover_interrupted(self.study, self.storage)
@@ -272,19 +309,25 @@ class Search:
             self._warn_unsteady("the reference", record)
         return self.reference
 
-    def propose(self) -> tuple[optuna.trial.Trial, ArchSpec] | None:
-        """Ask the controller for the next candidate; None once the shared budget is taken."""
-        trial = self.study.ask()
-        self._asked = trial  # until the loop hands it to the backend: a stop in between still finds it
-        if budget_position(self.study, trial.number) > self.config.runtime.budget:  # other processes got there first
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("fail_reason", "surplus: the budget was reached by other workers")
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-        spec = self.space.sample(trial, num_classes=self.num_classes).replace(image_channels=self.image_channels)
-        trial.set_user_attr("spec", spec.to_dict())
-        trial.set_user_attr("worker", worker_id())
-        return trial, spec
+    def propose(self) -> tuple[optuna.trial.Trial, ArchSpec, int | None] | None:
+        """Ask the controller for the next candidate: the trial, its spec, and the number of an earlier trial
+        with the same architecture (None for a new one); None once the budget is taken.
+
+        Under the study's lock, so processes sharing the study neither take the budget's last place twice nor
+        miss each other's candidates: a trial names its spec and process before the lock is released.
+        """
+        with study_lock(self.storage_url):
+            if taken_trials(self.study) >= self.config.runtime.budget:
+                return None
+            trial = self.study.ask()
+            self._asked = trial  # until the loop hands it on: a stop in between still finds it
+            spec = self.space.sample(trial, num_classes=self.num_classes).replace(image_channels=self.image_channels)
+            trial.set_user_attr("spec", spec.to_dict())
+            trial.set_user_attr("worker", worker_id())
+            original = self.repeats.trained_before(trial.number, spec.to_dict())
+            if original is not None:
+                trial.set_user_attr(REUSE_ATTR, original)
+        return trial, spec, original
 
     def record(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
                seconds: float) -> None:
@@ -311,8 +354,11 @@ class Search:
         value = record.reward(Reference.from_dict(self.reference), recipe.reward_w, recipe.reward_v)
         for key, item in record.to_dict().items():
             trial.set_user_attr(key, item)
-        trial.set_user_attr(REWARD_ATTR, value)
-        self.study.tell(trial, record.objectives() if self.multi_objective else value)
+        trial.set_user_attr(REWARD_ATTR, value)  # a stopped trial's: its reward at the epoch it reached
+        if record.epochs is not None and record.epochs < recipe.trial["epochs"]:
+            self.study.tell(trial, state=TrialState.PRUNED)  # its value: the last reward it reported
+        else:
+            self.study.tell(trial, record.objectives() if self.multi_objective else value)
         if record.unsteady:
             self._warn_unsteady(f"trial {trial.number}", record)
 
@@ -331,15 +377,21 @@ class Search:
                 self.on_trial(self.study.trials[number])
 
     def interrupt(self, trial: optuna.trial.Trial, reason: str) -> None:
-        """A trial cut off by the search stopping: not counted, and its architecture is queued again."""
+        """A trial cut off by the search stopping: not counted, and its architecture is queued again (unless it
+        only waited for another trial of the same architecture)."""
         trial.set_user_attr("interrupted", True)
         trial.set_user_attr("fail_reason", f"interrupted: {reason}")
         self.study.tell(trial, state=TrialState.FAIL)
-        self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        if trial.number not in self.repeats.waiting:
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
     def summary(self, seconds: float, stopped_early: bool = False) -> SearchSummary:
+        trials = self.study.get_trials(deepcopy=False)
         return SearchSummary(self.run_dir, self.storage_url, counted_trials(self.study), self.config.runtime.budget,
-                             self.best(), getattr(self, "reference", {}), stopped_early, seconds)
+                             self.best(), getattr(self, "reference", {}), stopped_early, seconds,
+                             stopped=sum(t.state == TrialState.PRUNED and REUSE_ATTR not in t.user_attrs
+                                         for t in trials),
+                             reused=sum(t.user_attrs.get(REUSE_ATTR) is not None for t in trials))
 
     def best(self) -> dict[str, Any] | None:
         """The best completed trial (the rule ``best.json`` follows too): its spec, metrics and reward."""

@@ -37,6 +37,7 @@ class SearchRecipe:
     reward_w: float = -0.07
     reward_v: float = -0.05
     trial: Mapping[str, Any] = field(default_factory=dict)  # TrialSettings recipe fields; the rest: defaults
+    early_stopping: bool = True  # stop weak candidates after an epoch (see nas.search.early_stopping)
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
@@ -56,7 +57,7 @@ class SearchRecipe:
     def identity(self, space: SearchSpace) -> dict[str, Any]:
         """The recipe as a resume compares it: the space as built (its image size included), not its file name."""
         return {"controller": self.controller, "space": space.to_dict(), "reward_w": self.reward_w,
-                "reward_v": self.reward_v, "trial": dict(self.trial)}
+                "reward_v": self.reward_v, "trial": dict(self.trial), "early_stopping": self.early_stopping}
 
 
 @dataclass(frozen=True)

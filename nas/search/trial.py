@@ -13,6 +13,10 @@ trial happened to be measured alone (docs/performance.md, "Step-time fidelity").
 a CPU trial times every step after the first two: spread over the run, a moment of interference from the rest
 of the machine moves the median little.
 Each trial records what it was timed under (``timing``, ``threads``, ``workers``, ``device``).
+
+With an ``early_stopping`` rule, a trial evaluates itself after each epoch but the last, reports its reward so
+far and stops when the rule says it has fallen behind (:mod:`effnas.nas.search.early_stopping`); its metrics
+then say how many ``epochs`` it trained.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class TrialSettings:
     timing_lock: str | None = dataclasses.field(default=None, metadata=RUNTIME)
     # trials the search runs at once (recorded with the step time: what it was measured beside)
     workers: int | None = dataclasses.field(default=None, metadata=RUNTIME)
+    # how this trial reports its reward after each epoch and learns whether to go on (EarlyStopping.to_dict())
+    early_stopping: dict | None = dataclasses.field(default=None, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -111,6 +117,8 @@ class TrialSettings:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise TrialSettingsError(f"trial settings: {name} must be a positive integer, got {value!r}")
+        if self.early_stopping is not None:
+            _early_stopping(self.early_stopping)  # one line if it is not a rule
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,6 +137,14 @@ class TrialSettings:
         if unknown:
             raise TrialSettingsError(f"trial settings: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
         return cls(**data)
+
+
+def _early_stopping(rule: dict) -> Any:
+    """The trial's :class:`~effnas.nas.search.early_stopping.EarlyStopping` rule, imported only by a trial that
+    has one (it brings in Optuna and the study's storage, which a worker otherwise never loads)."""
+    from effnas.nas.search.early_stopping import EarlyStopping
+
+    return EarlyStopping.from_dict(rule)
 
 
 # ----------------------------------------------------------------------------- concurrency
@@ -320,8 +336,10 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     timed = min(settings.timing_steps, max(1, total - 2))  # at least two untimed steps first when possible
     if device.type == "cpu" and settings.timing_lock is None:
         timed = max(timed, total - 2)  # every step after two warm-up steps (see the module docs)
+    rule = _early_stopping(settings.early_stopping) if settings.early_stopping else None
+    # Spread: every epoch has timed steps, so a rung knows the step time; on a shared CPU see timing_cuts.
     cuts = timing_cuts(settings.epochs, steps_per_epoch, timed,
-                       spread=device.type == "cpu" and settings.timing_lock is not None)
+                       spread=(device.type == "cpu" and settings.timing_lock is not None) or rule is not None)
 
     build_start = time.perf_counter()
     step = make_train_step(model, optimizer, classification_loss(settings.label_smoothing),
@@ -332,7 +350,7 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     timer = StepTimer(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     train_start = time.perf_counter()
-    k, epoch_loss = 0, math.nan
+    k, epoch_loss, epochs_trained, accuracy = 0, math.nan, settings.epochs, None
     for epoch in range(settings.epochs):
         order = torch.randperm(count, device=device, generator=generator)
         running = torch.zeros((), device=device)
@@ -353,10 +371,18 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
         if not math.isfinite(epoch_loss):
             raise TrialError(f"diverged: training loss is {'NaN' if math.isnan(epoch_loss) else 'inf'} "
                              f"in epoch {epoch + 1} (NaN/inf loss)")
+        if rule is not None and epoch + 1 < settings.epochs:
+            with lock.shared(sync):
+                accuracy = evaluate(model, data.val_x, data.val_y)
+            if rule.should_stop(epoch + 1, accuracy, timer.result().median_ms, params):
+                epochs_trained = epoch + 1
+                break
     timing = timer.result()
     train_seconds = time.perf_counter() - train_start
     eval_start = time.perf_counter()
-    accuracy = evaluate(model, data.val_x, data.val_y)
+    if epochs_trained == settings.epochs:
+        with lock.shared(sync):  # computing beside another trial's timed steps would slow them
+            accuracy = evaluate(model, data.val_x, data.val_y)
     eval_seconds = time.perf_counter() - eval_start
     if macs_job is not None:
         macs = macs_job.result()
@@ -364,7 +390,8 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
         "accuracy": accuracy, "step_time_ms": timing.median_ms, "step_time_spread": timing.spread,
         "timed_steps": timing.steps, "params": params, "macs": macs, "flops": 2 * macs,
         "engine": step.engine, "fallback_reason": step.fallback_reason, "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": total,
+        "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": k,
+        "epochs": epochs_trained,
         "batch_size": batch, "image_size": spec.train_image_size, "device": str(device),
         "timing": timing_conditions(lock.path is not None), "threads": torch.get_num_threads(),
         "workers": settings.workers,

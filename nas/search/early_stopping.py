@@ -1,0 +1,92 @@
+"""Early stopping of weak candidates: asynchronous successive halving on the reward, epoch by epoch.
+
+After each epoch but the last, a trial computes its reward so far (accuracy after that epoch, with the
+step-time and size factors, which are known after the first epoch) and reports it to the study; Optuna's
+:class:`~optuna.pruners.SuccessiveHalvingPruner` then lets it continue only while it is in the top
+``1 / reduction_factor`` of the trials that reached the same epoch before it. The decision is taken inside the
+trial, from the study, so the local and Ray backends behave alike and several processes on one study share
+one ladder. A stopped trial is recorded ``PRUNED`` with the epochs it trained: it counts against the budget
+and is never ``best.json`` or on a Pareto front.
+
+Only for the single-objective controllers. NSGA-II keeps every candidate to the end: its selection ranks
+whole fronts of finished accuracy, step time and size, and a rule that cut trials on the reward would impose
+the reward's trade-off on a search whose point is not to choose one.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from effnas.errors import EffnasError
+from effnas.results.record import STUDY_NAME
+from effnas.results.reward import reward
+from effnas.results.storage import open_storage
+
+REDUCTION_FACTOR = 3  # keep the best third at each epoch
+
+
+class EarlyStoppingError(EffnasError):
+    """Early-stopping settings a trial cannot use."""
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """What a trial needs to report its reward after each epoch and learn whether to go on (plain data, so a
+    worker process or a Ray task can receive it)."""
+
+    storage: str  # the study's storage URL
+    trial_id: int  # the Optuna trial being trained
+    ref_step_time_ms: float
+    ref_params: int
+    reward_w: float
+    reward_v: float
+    reduction_factor: int = REDUCTION_FACTOR
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EarlyStopping":
+        try:
+            rule = cls(**data)
+        except TypeError as error:
+            raise EarlyStoppingError(f"early stopping: {error}") from None
+        if not (isinstance(rule.reduction_factor, int) and rule.reduction_factor >= 2):
+            raise EarlyStoppingError(f"early stopping: reduction_factor must be an integer >= 2, "
+                                     f"got {rule.reduction_factor!r}")
+        return rule
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def reward(self, accuracy: float, step_time_ms: float, params: int) -> float:
+        return reward(accuracy, step_time_ms, params, self.ref_step_time_ms, self.ref_params,
+                      self.reward_w, self.reward_v)
+
+    def should_stop(self, epoch: int, accuracy: float, step_time_ms: float, params: int) -> bool:
+        """Report the reward after ``epoch`` (1-based) and say whether the trial falls behind at this rung."""
+        value = self.reward(accuracy, step_time_ms, params)
+        if not math.isfinite(value):
+            return False  # the trial's own checks fail it
+        try:
+            study, pruner = _study(self.storage, self.reduction_factor)
+        except Exception:  # noqa: BLE001 - e.g. a cluster node that cannot reach the run's SQLite file
+            return False  # train to the end: a trial is never lost to its early-stopping report
+        storage = study._storage
+        storage.set_trial_intermediate_value(self.trial_id, epoch, value)
+        return pruner.prune(study, storage.get_trial(self.trial_id))
+
+
+@functools.lru_cache(maxsize=2)
+def _study(storage_url: str, reduction_factor: int) -> tuple[optuna.Study, optuna.pruners.BasePruner]:
+    """The study as this process sees it, opened once per worker (a rung reads every trial's last report)."""
+    if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).is_file():
+        raise FileNotFoundError(storage_url)  # another machine's file: never create an empty one here
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction_factor,
+                                                    min_early_stopping_rate=0)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(storage_url),
+                              sampler=optuna.samplers.RandomSampler(), pruner=pruner)
+    return study, pruner

@@ -1,0 +1,91 @@
+"""Early stopping and repeated architectures: a stopped trial is recorded with its rung and never becomes best, the
+rule stops what falls behind, and a repeated proposal is not trained again. (A resumed search with early stopping
+reaching exactly its budget: tests/test_nas_search.py; on Ray: tests/test_nas_backends_ray.py.)"""
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from effnas.nas.search import repeats as repeats_module
+from effnas.nas.search.budget import counted_trials
+from effnas.nas.search.early_stopping import EarlyStopping
+from effnas.nas.search.session import Search
+from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
+from effnas.results.storage import open_storage
+
+TINY = {"data": "synthetic:240x16", "epochs": 2, "batch_size": 32}
+SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
+REFERENCE = {"step_time_ms": 10.0, "params": 1000, "accuracy": 0.5}
+
+
+def config(tmp_path, budget=3, controller="random", space=SPACE, early_stopping=True, **runtime):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(space))
+    return SearchConfig(SearchRecipe(controller=controller, space=str(path), trial=TINY, early_stopping=early_stopping),
+                        SearchRuntime(out=str(tmp_path / "run"), budget=budget, progress=False, **runtime))
+
+
+def load(tmp_path):
+    return optuna.load_study(study_name="effnas", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+
+
+def metrics(accuracy, epochs):
+    return {"accuracy": accuracy, "step_time_ms": 10.0, "params": 1000, "epochs": epochs}
+
+
+def test_a_stopped_trial_is_recorded_with_its_rung_and_never_becomes_best(tmp_path):
+    search = Search(config(tmp_path))
+    search.prepare(lambda spec: REFERENCE)
+    stopped, _, _ = search.propose()
+    finished, _, _ = search.propose()
+    search.storage.set_trial_intermediate_value(stopped._trial_id, 1, 0.9)  # as the trial's rule reports it
+    search.record(stopped, metrics(0.9, epochs=1), None, 1.0)  # better after 1 epoch than the other after 2
+    search.record(finished, metrics(0.6, epochs=2), None, 2.0)
+    study = load(tmp_path)
+    assert study.trials[stopped.number].state == TrialState.PRUNED
+    assert study.trials[stopped.number].user_attrs["epochs"] == 1
+    assert counted_trials(study) == 2  # a stopped trial cost training: it counts, and is not a failure
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["metrics"]["accuracy"] == 0.6 and search.best()["trial"] == finished.number
+    assert [row["trial"] for row in json.loads((tmp_path / "run" / "pareto.json").read_text())] == [finished.number]
+    table = pd.read_csv(tmp_path / "run" / "trials.csv").set_index("number")
+    assert table.loc[stopped.number, "state"] == "PRUNED" and table.loc[stopped.number, "epochs"] == 1
+
+
+def test_the_rule_stops_a_trial_behind_the_best_third_at_its_epoch(tmp_path):
+    """Successive halving on the reward, read from the study: after 3 trials reached epoch 1, a 4th continues
+    only with the best reward there; step time and size enter the reward as in the search."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="effnas", storage=open_storage(url), direction="maximize")
+    decisions = []
+    for accuracy, step_time_ms in ((0.5, 10.0), (0.6, 10.0), (0.7, 10.0), (0.69, 10.0), (0.72, 10.0), (0.72, 40.0)):
+        trial = study.ask()
+        rule = EarlyStopping(url, trial._trial_id, ref_step_time_ms=10.0, ref_params=1000, reward_w=-0.07,
+                             reward_v=-0.05)
+        decisions.append(rule.should_stop(1, accuracy, step_time_ms, 1000))
+        study.tell(trial, state=TrialState.PRUNED)
+    # The first is alone at its rung; the 2nd and 3rd beat all before them; 0.69 is behind 0.7; 0.72 leads;
+    # the same accuracy four times slower is a reward of 0.72 * 4**-0.07 = 0.65: behind.
+    assert decisions == [False, False, False, True, False, True]
+
+
+@pytest.mark.slow
+def test_a_repeated_architecture_is_not_trained_again(tmp_path, monkeypatch):
+    """A space of one architecture: the first proposal trains, every later one reuses its record at no cost,
+    and the search ends when the controller keeps proposing only what the study has."""
+    one = {**SPACE, "choices": {"op": ["mbconv"], "kernel": [3], "expand": [1], "layer_offsets": [0], "se": [False]}}
+    monkeypatch.setattr(repeats_module, "MAX_REPEATS", 5)
+    summary = Search(config(tmp_path, budget=3, space=one, workers=1, early_stopping=False)).run()
+    study = load(tmp_path)
+    trained = [t for t in study.trials if "reuse_of" not in t.user_attrs]
+    copies = [t for t in study.trials if "reuse_of" in t.user_attrs]
+    assert len(trained) == 1 and summary.counted == counted_trials(study) == 1
+    assert len(copies) == 5 and summary.reused == 5
+    for copy in copies:
+        assert copy.state == TrialState.COMPLETE and copy.user_attrs["reuse_of"] == trained[0].number
+        assert copy.user_attrs["accuracy"] == trained[0].user_attrs["accuracy"] and copy.value == trained[0].value
+        assert copy.user_attrs["duration_s"] == 0.0
+    assert summary.best["trial"] == trained[0].number
