@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from effnas.results.record import REUSE_ATTR
 from effnas.results.study import choice_columns, completed, CHOICE_PATTERN
 
 
@@ -44,13 +45,18 @@ def choice_frequencies(frame: pd.DataFrame, fraction: float = 0.1) -> pd.DataFra
 
 
 def state_counts(frame: pd.DataFrame) -> dict[str, int]:
-    """Trials by outcome; a killed search's trials are ``interrupted``, apart from real failures."""
-    failed = frame["state"].eq("FAIL")
-    counts = {"completed": int(frame["state"].eq("COMPLETE").sum()),
-              "failed": int((failed & ~frame["interrupted"]).sum()),
-              "interrupted": int((failed & frame["interrupted"]).sum())}
-    for state in ("RUNNING", "WAITING", "PRUNED"):
-        counts[state.lower()] = int(frame["state"].eq(state).sum())
+    """Trials by outcome; a killed search's trials are ``interrupted``, apart from real failures; early stopping's
+    are ``stopped early``; a repeated architecture's record is ``reused`` whatever its trial's outcome was."""
+    reused = frame[REUSE_ATTR].notna() if REUSE_ATTR in frame else pd.Series(False, index=frame.index)
+    own = frame[~reused]
+    failed = own["state"].eq("FAIL")
+    counts = {"completed": int(own["state"].eq("COMPLETE").sum()),
+              "stopped early": int(own["state"].eq("PRUNED").sum()),
+              "failed": int((failed & ~own["interrupted"]).sum()),
+              "interrupted": int((failed & own["interrupted"]).sum())}
+    for state in ("RUNNING", "WAITING"):
+        counts[state.lower()] = int(own["state"].eq(state).sum())
+    counts["reused"] = int(reused.sum())
     return counts
 
 

@@ -14,7 +14,9 @@ from effnas.nas.search.budget import counted_trials
 from effnas.nas.search.early_stopping import EarlyStopping
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
+from effnas.results.analysis import state_counts
 from effnas.results.storage import open_storage
+from effnas.results.study import trials_frame
 
 TINY = {"data": "synthetic:240x16", "epochs": 2, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
@@ -53,6 +55,8 @@ def test_a_stopped_trial_is_recorded_with_its_rung_and_never_becomes_best(tmp_pa
     assert [row["trial"] for row in json.loads((tmp_path / "run" / "pareto.json").read_text())] == [finished.number]
     table = pd.read_csv(tmp_path / "run" / "trials.csv").set_index("number")
     assert table.loc[stopped.number, "state"] == "PRUNED" and table.loc[stopped.number, "epochs"] == 1
+    counts = state_counts(trials_frame(study))  # what the report's cards and summary say
+    assert counts["stopped early"] == 1 and counts["completed"] == 1 and counts["failed"] == 0
 
 
 def test_the_rule_stops_a_trial_behind_the_best_third_at_its_epoch(tmp_path):
@@ -89,3 +93,4 @@ def test_a_repeated_architecture_is_not_trained_again(tmp_path, monkeypatch):
         assert copy.user_attrs["accuracy"] == trained[0].user_attrs["accuracy"] and copy.value == trained[0].value
         assert copy.user_attrs["duration_s"] == 0.0
     assert summary.best["trial"] == trained[0].number
+    assert state_counts(trials_frame(study))["reused"] == 5 and state_counts(trials_frame(study))["completed"] == 1

@@ -176,8 +176,8 @@ def test_trials_frame_has_every_trial_with_choices_metrics_and_failures(run_dir)
         else:
             assert math.isnan(row["accuracy"])
     assert frame["interrupted"].sum() == 1
-    assert state_counts(frame) == {"completed": 24, "failed": 3, "interrupted": 1, "running": 0, "waiting": 0,
-                                   "pruned": 0}
+    assert state_counts(frame) == {"completed": 24, "stopped early": 0, "failed": 3, "interrupted": 1, "running": 0,
+                                   "waiting": 0, "reused": 0}
     assert frame["fail_reason"].notna().sum() == 3
     info = study_info(study)
     assert info["settings"]["controller"] == "tpe" and info["states"] == {"COMPLETE": 24, "FAIL": 4}
