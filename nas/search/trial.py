@@ -299,6 +299,15 @@ def timing_cuts(epochs: int, steps_per_epoch: int, timed: int, spread: bool) -> 
     return [max(steps_per_epoch - per_epoch, min(2, steps_per_epoch - 1) if e == 0 else 0) for e in range(epochs)]
 
 
+def _shared_chunks(indices: range, device: torch.device, timed: bool) -> list[range]:
+    """How the untimed steps take the shared lock. On a CPU one step at a time: a step is synchronous, so a trial
+    that wants to time waits for one step of the others, not for the rest of their epoch, with its core idle. On a
+    GPU the whole segment at once: each shared section ends with a device sync (see DeviceLock)."""
+    if timed or device.type != "cpu":
+        return [indices]
+    return [range(i, i + 1) for i in indices]
+
+
 _MACS_THREAD: ThreadPoolExecutor | None = None
 
 
@@ -358,15 +367,16 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
             for is_timed, indices in _segments(cuts[epoch], steps_per_epoch):
                 if is_timed:
                     window.enter_context(lock.exclusive(sync))  # held until this epoch's loss is read
-                with contextlib.nullcontext() if is_timed else lock.shared(sync):
-                    for i in indices:
-                        step.set_lr(rates[k])
-                        index = order[i * batch:(i + 1) * batch]
-                        x, y = data.train_x[index], data.train_y[index]
-                        with timer.measure() if is_timed else contextlib.nullcontext():
-                            loss = step(x, y)
-                        running += loss
-                        k += 1
+                for chunk in _shared_chunks(indices, device, is_timed):
+                    with contextlib.nullcontext() if is_timed else lock.shared(sync):
+                        for i in chunk:
+                            step.set_lr(rates[k])
+                            index = order[i * batch:(i + 1) * batch]
+                            x, y = data.train_x[index], data.train_y[index]
+                            with timer.measure() if is_timed else contextlib.nullcontext():
+                                loss = step(x, y)
+                            running += loss
+                            k += 1
             epoch_loss = running.item() / steps_per_epoch  # the one host sync per epoch
         if not math.isfinite(epoch_loss):
             raise TrialError(f"diverged: training loss is {'NaN' if math.isnan(epoch_loss) else 'inf'} "
