@@ -8,16 +8,13 @@ controllers rebuild their state from it, and ``nas report`` / ``optuna-dashboard
 One loop (:meth:`Search.run`) drives every backend (:mod:`effnas.nas.search.backends`): the budget, the
 progress bar, Ctrl-C and the reference trial are written once; a backend only runs trials.
 
-Settings come in two parts: the :class:`SearchRecipe` (what is searched and how candidates are trained;
-a resume must match it) and the :class:`SearchRuntime` (where and how this run executes it; free to change
-between a search and its resume). Neither changes after it is built.
-
 Step times are only comparable when measured alike, so the reference records where and how it was timed
 (device, engine, threads, workers, timing discipline) and a resume under other conditions is refused; a trial
 whose timed steps disagree too much to rank is flagged, with one warning line.
 
-Budget rule: trials that completed or failed on their own count; a trial cut off because the search
-process itself died is marked ``interrupted`` on resume and its architecture is evaluated again.
+Budget rule: trials that completed, were stopped early or failed on their own count; a repeat of a trained
+architecture takes its record and does not (:mod:`.repeats`); a trial cut off because the search process died
+is marked ``interrupted`` on resume and its architecture is evaluated again.
 """
 
 from __future__ import annotations
