@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from effnas.nas.search import early_stopping
 from effnas.nas.search import repeats as repeats_module
 from effnas.nas.search.budget import counted_trials
 from effnas.nas.search.early_stopping import EarlyStopping
@@ -59,21 +60,34 @@ def test_a_stopped_trial_is_recorded_with_its_rung_and_never_becomes_best(tmp_pa
     assert counts["stopped early"] == 1 and counts["completed"] == 1 and counts["failed"] == 0
 
 
-def test_the_rule_stops_a_trial_behind_the_best_third_at_its_epoch(tmp_path):
-    """Successive halving on the reward, read from the study: after 3 trials reached epoch 1, a 4th continues
-    only with the best reward there; step time and size enter the reward as in the search."""
+def test_the_rule_stops_only_what_falls_behind_in_a_bracket_that_stops(tmp_path):
+    """Hyperband on the reward, read from the study: a trial in a bracket that stops at epoch 1 goes on only when
+    it leads that bracket there; the other bracket's trials always finish. Step time enters the reward."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="effnas", storage=open_storage(url), direction="maximize")
-    decisions = []
-    for accuracy, step_time_ms in ((0.5, 10.0), (0.6, 10.0), (0.7, 10.0), (0.69, 10.0), (0.72, 10.0), (0.72, 40.0)):
+
+    def report(accuracy, step_time_ms=10.0):
         trial = study.ask()
         rule = EarlyStopping(url, trial._trial_id, ref_step_time_ms=10.0, ref_params=1000, reward_w=-0.07,
-                             reward_v=-0.05)
-        decisions.append(rule.should_stop(1, accuracy, step_time_ms, 1000))
+                             reward_v=-0.05, epochs=3)
+        stop = rule.should_stop(1, accuracy, step_time_ms, 1000)
+        loaded, pruner = early_stopping._study(url, 3, 3)
+        bracket = pruner._get_bracket_id(loaded, loaded._storage.get_trial(trial._trial_id))
         study.tell(trial, state=TrialState.PRUNED)
-    # The first is alone at its rung; the 2nd and 3rd beat all before them; 0.69 is behind 0.7; 0.72 leads;
-    # the same accuracy four times slower is a reward of 0.72 * 4**-0.07 = 0.65: behind.
-    assert decisions == [False, False, False, True, False, True]
+        return bracket, stop
+
+    outcomes = [report(0.9 - 0.01 * index) for index in range(10)]  # each worse than every one before it
+    stopping = [stop for bracket, stop in outcomes if bracket == 0]
+    assert len(stopping) >= 3 and stopping[0] is False and all(stopping[1:])  # the first sets the bar
+    assert not any(stop for bracket, stop in outcomes if bracket != 0)
+    # The best accuracy so far, but four times slower than the reference: a reward of 0.95 * 4**-0.07 = 0.86,
+    # behind the first trial's 0.9, so a bracket-0 trial stops; at the reference's speed it leads and goes on.
+    slow = fast = None
+    while slow is None or fast is None:
+        bracket, stop = report(0.95, 40.0) if slow is None else report(0.95)
+        if bracket == 0:
+            slow, fast = (stop, fast) if slow is None else (slow, stop)
+    assert slow is True and fast is False
 
 
 @pytest.mark.slow

@@ -1,11 +1,14 @@
-"""Early stopping of weak candidates: asynchronous successive halving on the reward, epoch by epoch.
+"""Early stopping of weak candidates: Hyperband on the reward, epoch by epoch.
 
 After each epoch but the last, a trial computes its reward so far (accuracy after that epoch, with the
 step-time and size factors, which are known after the first epoch) and reports it to the study; Optuna's
-:class:`~optuna.pruners.SuccessiveHalvingPruner` then lets it continue only while it is in the top
-``1 / reduction_factor`` of the trials that reached the same epoch before it. The decision is taken inside the
-trial, from the study, so the local and Ray backends behave alike and several processes on one study share
-one ladder. A stopped trial is recorded ``PRUNED`` with the epochs it trained: it counts against the budget
+:class:`~optuna.pruners.HyperbandPruner` puts each trial in one of several brackets of successive halving, and
+in a bracket that stops trials at an epoch, a trial continues only while it is in the top
+``1 / reduction_factor`` of that bracket's trials that reached the epoch before it. The other brackets let
+their trials finish, so a candidate that learns slowly but ends well still gets through (stopping every
+candidate after its first epoch cost best reward in ``benchmarks.search_efficiency``). The decision is taken
+inside the trial, from the study, so the local and Ray backends behave alike and several processes on one
+study share one ladder. A stopped trial is recorded ``PRUNED`` with the epochs it trained: it counts against the budget
 and is never ``best.json`` or on a Pareto front.
 
 Only for the single-objective controllers. NSGA-II keeps every candidate to the end: its selection ranks
@@ -46,6 +49,7 @@ class EarlyStopping:
     ref_params: int
     reward_w: float
     reward_v: float
+    epochs: int  # the trial's full length, Hyperband's largest resource
     reduction_factor: int = REDUCTION_FACTOR
 
     @classmethod
@@ -72,7 +76,7 @@ class EarlyStopping:
         if not math.isfinite(value):
             return False  # the trial's own checks fail it
         try:
-            study, pruner = _study(self.storage, self.reduction_factor)
+            study, pruner = _study(self.storage, self.epochs, self.reduction_factor)
         except Exception:  # noqa: BLE001 - e.g. a cluster node that cannot reach the run's SQLite file
             return False  # train to the end: a trial is never lost to its early-stopping report
         storage = study._storage
@@ -81,12 +85,11 @@ class EarlyStopping:
 
 
 @functools.lru_cache(maxsize=2)
-def _study(storage_url: str, reduction_factor: int) -> tuple[optuna.Study, optuna.pruners.BasePruner]:
+def _study(storage_url: str, epochs: int, reduction_factor: int) -> tuple[optuna.Study, optuna.pruners.BasePruner]:
     """The study as this process sees it, opened once per worker (a rung reads every trial's last report)."""
     if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).is_file():
         raise FileNotFoundError(storage_url)  # another machine's file: never create an empty one here
-    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction_factor,
-                                                    min_early_stopping_rate=0)
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=reduction_factor)
     study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(storage_url),
                               sampler=optuna.samplers.RandomSampler(), pruner=pruner)
     return study, pruner

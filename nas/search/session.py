@@ -251,7 +251,7 @@ class Search:
             return self.trial_settings
         reference, recipe = Reference.from_dict(self.reference), self.config.recipe
         rule = EarlyStopping(self.storage_url, trial._trial_id, reference.step_time_ms, reference.params,
-                             recipe.reward_w, recipe.reward_v)
+                             recipe.reward_w, recipe.reward_v, recipe.trial["epochs"])
         return {**self.trial_settings, "early_stopping": rule.to_dict()}
 
     def _measure(self, backend: Backend, spec: ArchSpec) -> dict[str, Any] | str:
