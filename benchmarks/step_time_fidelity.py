@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_device_args(parser)
     parser.add_argument("--data", default="digits", help="proxy trial data (the search's default)")
     parser.add_argument("--epochs", type=int, default=None, help="proxy trial epochs (default: the search's, 3)")
-    parser.add_argument("--timing-steps", type=int, default=20, help="timed steps per proxy trial")
+    parser.add_argument("--timing-steps", type=int, default=None,
+                        help="timed steps per proxy trial (default: the search's, TrialSettings.timing_steps)")
     parser.add_argument("--repeats", type=int, default=5, help="repeated measurements for the CV")
     parser.add_argument("--others", type=int, default=None,
                         help="other workers training during the loaded rows (default: the search's default "
@@ -221,6 +222,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--full-batch", type=int, default=None, help="default: 128 on CUDA, 16 on CPU")
     parser.add_argument("--full-steps", type=int, default=None, help="default: 30 on CUDA, 5 on CPU")
     args = parser.parse_args(argv)
+    if args.timing_steps is None:
+        from effnas.nas.search.trial import TrialSettings
+
+        args.timing_steps = TrialSettings().timing_steps
     search_workers, search_threads = search_defaults(args.device)
     threads_note = (f"torch threads per measurement: {args.threads}" if args.threads is not None else
                     f"torch threads per measurement: {search_threads}, what each of the {search_workers} "

@@ -77,7 +77,10 @@ class TrialSettings:
     engine: str = dataclasses.field(default="auto", metadata=RUNTIME)
     val_fraction: float = 0.2
     data_size: int = 64  # imagefolder images are read at this size, then resized to the spec's train_image_size
-    timing_steps: int = 20  # GPU: the last N steps are timed; CPU: every step after the first two
+    # Timed steps: on a GPU the last N; on a CPU beside other workers N spread over the epochs; a lone CPU worker
+    # times every step after the first two. Beside other workers each timed step holds the device alone (see
+    # DeviceLock), so it costs them a step: a few per epoch keep a steady median (docs/performance.md).
+    timing_steps: int = 9
     # torch CPU threads for the trial (None: leave the process's setting)
     threads: int | None = dataclasses.field(default=None, metadata=RUNTIME)
     # file path shared by concurrent workers; see DeviceLock
