@@ -36,19 +36,27 @@ SYNTHETIC_CONTROLLERS = ("random", "tpe", "evolution", "rl")
 LAST = 40  # trials at the end of a synthetic run whose mean reward is reported
 
 
-def synthetic_rewards(controller: str, seed: int, budget: int) -> list[float]:
-    """One controller's rewards, trial by trial, on the hidden-target objective over the default space."""
+def synthetic_rewards(controller: str, seed: int, budget: int) -> tuple[list[float], int]:
+    """One controller's rewards, trial by trial, on the hidden-target objective over the default space, and how
+    many of its proposals repeated an architecture it had proposed before (a search trains those once)."""
     import optuna
 
     from effnas.nas.search.controllers import make_sampler, study_directions
+    from effnas.results.record import architecture_key
     from effnas.search_space.space import default_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = default_space()
     target = {name: space.choices(name)[-1] for name in space.param_names()}
 
+    seen: set[str] = set()
+    repeats = 0
+
     def objective(trial: optuna.Trial) -> float:
-        space.sample(trial)
+        nonlocal repeats
+        key = architecture_key(space.sample(trial).to_dict())
+        repeats += key in seen
+        seen.add(key)
         active = space.active_params(trial.params)
         reward = sum(trial.params[name] == target[name] for name in active) / len(active)
         trial.set_user_attr("reward", reward)
@@ -57,7 +65,7 @@ def synthetic_rewards(controller: str, seed: int, budget: int) -> list[float]:
     study = optuna.create_study(directions=study_directions(controller),
                                 sampler=make_sampler(controller, space, seed))
     study.optimize(objective, n_trials=budget)
-    return [t.user_attrs["reward"] for t in sorted(study.trials, key=lambda t: t.number)]
+    return [t.user_attrs["reward"] for t in sorted(study.trials, key=lambda t: t.number)], repeats
 
 
 def run_search(controller: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, float]:
@@ -99,7 +107,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         title = (f"controllers on the synthetic objective (share of decisions matching a hidden architecture), "
                  f"default space, {args.budget} trials, seeds {args.seeds}")
         notes = [f"last {min(LAST, args.budget)}: mean reward of each run's last trials; best: each run's best; "
-                 f"both averaged over the seeds. Nothing is trained: the figures do not depend on the machine"]
+                 f"both averaged over the seeds. repeats: the share of proposals whose architecture the run had "
+                 f"proposed before, which `nas search` records as reuses instead of training them again. Nothing is "
+                 f"trained: the figures do not depend on the machine"]
     else:
         rows = search_table(args)
         title = f"best reward after {args.budget} trials of nas search, mean over seeds {args.seeds}"
@@ -112,9 +122,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 def synthetic_table(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Rows of the synthetic-objective comparison."""
     runs: dict[str, list[list[float]]] = {name: [] for name in args.controllers}
+    repeats: dict[str, list[int]] = {name: [] for name in args.controllers}
     for seed in args.seeds:
         for controller in args.controllers:
-            runs[controller].append(synthetic_rewards(controller, seed, args.budget))
+            rewards, repeated = synthetic_rewards(controller, seed, args.budget)
+            runs[controller].append(rewards)
+            repeats[controller].append(repeated)
             print(f"  {controller:<10} seed {seed}: best {max(runs[controller][-1]):.3f}", flush=True)
     last = min(LAST, args.budget)
     rows = []
@@ -122,7 +135,8 @@ def synthetic_table(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append({"controller": controller, "trials": args.budget, "seeds": len(rewards),
                      f"mean of last {last}": statistics.mean(statistics.mean(r[-last:]) for r in rewards),
                      "best": statistics.mean(max(r) for r in rewards),
-                     "best min": min(max(r) for r in rewards), "best max": max(max(r) for r in rewards)})
+                     "best min": min(max(r) for r in rewards), "best max": max(max(r) for r in rewards),
+                     "repeats %": 100 * statistics.mean(repeats[controller]) / args.budget})
     return rows
 
 
