@@ -5,9 +5,9 @@ A long-lived worker keeps the loaded, resized, device-resident data between tria
 convolution shapes it has already seen cost nothing again.
 
 The step time is the median of real training steps, each timed on its own, so measuring costs no extra steps.
-With ``timing_lock`` (a file path shared by a search's concurrent workers) the run's *last* ``timing_steps``
-steps are timed while this trial has the device to itself, on a GPU as on CPU: other trials finish their
-current epoch and wait (see :class:`DeviceLock`). The reference is measured alone, so every candidate must be
+With ``timing_lock`` (a file path shared by a search's concurrent workers) ``timing_steps`` steps are timed
+while this trial has the device to itself, on a GPU as on CPU: other trials finish their current step (on a GPU,
+their epoch) and wait (see :class:`DeviceLock`). The reference is measured alone, so every candidate must be
 too: timed beside a busy worker, a CPU step is far slower than alone, and the reward would mostly rank which
 trial happened to be measured alone (docs/performance.md, "Step-time fidelity"). Without a lock (one worker)
 a CPU trial times every step after the first two: spread over the run, a moment of interference from the rest
