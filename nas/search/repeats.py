@@ -81,9 +81,10 @@ class Repeats:
                 trial.set_user_attr("fail_reason", f"same architecture as trial {original}, which failed: {reason}")
             self.study.tell(trial, state=TrialState.FAIL)
             return True
-        for key, value in source.user_attrs.items():
-            if key in TrialMetrics.__dataclass_fields__ or key == REWARD_ATTR:
-                trial.set_user_attr(key, value)
+        record = TrialMetrics.from_trial(source)
+        copied = {**(record.to_dict() if record is not None else {}), REWARD_ATTR: source.user_attrs.get(REWARD_ATTR)}
+        for key, value in copied.items():
+            trial.set_user_attr(key, value)
         if source.state == TrialState.PRUNED:
             for step, value in source.intermediate_values.items():
                 self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
