@@ -23,7 +23,6 @@ import sqlite3
 import stat
 import struct
 import subprocess
-import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -32,7 +31,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from tests.test_faults_inputs import ROOT, TINY, assert_one_line_error
+from tests.cli_driver import run_commands
+from tests.test_faults_inputs import TINY, assert_one_line_error
 
 SECRET = "SECRETPW"
 PG_URL = f"postgresql://u:{SECRET}@127.0.0.1:1/db"
@@ -370,8 +370,7 @@ def study_state(db: Path) -> tuple[str, int, str]:
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     """An existing study (made in-process: Optuna with one finished trial), every case's files, then every case
-    through the real CLI (``main(argv)``) in one subprocess (see :func:`drive`): they are refusals, so a process
-    each would spend the suite's time importing torch again and again."""
+    through the real CLI in one subprocess (:mod:`tests.cli_driver`)."""
     import optuna
 
     from effnas.results.record import STUDY_NAME
@@ -389,48 +388,9 @@ def outcomes(tmp_path_factory):
     for case in CASES:
         case_dir = root / case[0]
         case_dir.mkdir()
-        plan.append({"id": case[0], "argv": [str(a) for a in case[4](case_dir, study_dir)], "cwd": str(case_dir)})
-    (root / "plan.json").write_text(json.dumps(plan))
-    driver = subprocess.run([sys.executable, "-m", "tests.test_faults_hostile", str(root / "plan.json"),
-                             str(root / "results.json")], capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert driver.returncode == 0, driver.stderr[-3000:]
-    results = {r["id"]: (root / r["id"], subprocess.CompletedProcess(r["argv"], r["rc"], r["stdout"], r["stderr"]))
-               for r in json.loads((root / "results.json").read_text())}
+        plan.append({"id": case[0], "argv": case[4](case_dir, study_dir), "cwd": case_dir})
+    results = {name: (root / name, result) for name, result in run_commands(plan, root).items()}
     return results, before, study_state(study_dir / "study.db")
-
-
-def drive(plan_file: str, results_file: str) -> None:
-    """Run each planned ``nas`` command as ``nas`` itself would (``main(argv)`` in the case's folder), one after
-    the other in this process, with its stdout, stderr and exit code captured. An exception that escapes ``main`` is
-    what a user would see as a traceback, so it is written into that case's stderr; a case still running after 60 s
-    (a FIFO read that blocks) is stopped by an alarm, which also ends up there."""
-    import contextlib
-    import io
-    import signal
-    import traceback
-
-    from effnas.nas.cli.main import main
-
-    def alarm(signum, frame):
-        raise TimeoutError("the case ran past 60 s (a hang)")
-
-    signal.signal(signal.SIGALRM, alarm)
-    results = []
-    for case in json.loads(Path(plan_file).read_text()):
-        out, err = io.StringIO(), io.StringIO()
-        os.chdir(case["cwd"])
-        signal.alarm(60)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                rc = main(case["argv"])
-            except SystemExit as stop:
-                rc = stop.code if isinstance(stop.code, int) else 1
-            except BaseException:  # noqa: BLE001 - what the user would see: a traceback
-                err.write(traceback.format_exc())
-                rc = 1
-        signal.alarm(0)
-        results.append({**case, "rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()})
-    Path(results_file).write_text(json.dumps(results))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -451,6 +411,3 @@ def test_hostile_input_is_refused_in_one_line_and_replaces_nothing(case, outcome
 
 
 FAULTS = [(c[0], f"{c[1]}: {c[2]}", c[3]) for c in CASES]
-
-if __name__ == "__main__":
-    drive(sys.argv[1], sys.argv[2])

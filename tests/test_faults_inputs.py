@@ -13,11 +13,12 @@ import os
 import pickle
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.cli_driver import run_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "faults.md"
@@ -179,33 +180,32 @@ def _pickled_npz() -> bytes:
 
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory):
-    """Run every bad-input command at once, each in its own directory: most pay the torch import, and two
-    cores share that wait better than one at a time."""
+    """Every bad-input command through the real CLI, in one subprocess (:mod:`tests.cli_driver`), each in its own
+    directory."""
     root = tmp_path_factory.mktemp("inputs")
+    plan, folders = [], {}
 
-    def one(kind_case):
-        kind, case = kind_case
-        case_dir = root / case[0]
-        case_dir.mkdir()
+    def argv_for(kind: str, case: tuple, case_dir: Path) -> list[str]:
         if kind == "data":
-            argv = ["search", "--data", case[1](case_dir), "--out", str(case_dir / "run"), "--device", "cpu",
+            return ["search", "--data", case[1](case_dir), "--out", str(case_dir / "run"), "--device", "cpu",
                     "--quiet"]
-        elif kind == "space":
+        if kind == "space":
             (case_dir / "space.json").write_text(case[1])
-            argv = ["search", "--space", str(case_dir / "space.json"), "--out", str(case_dir / "run"), "--device",
+            return ["search", "--space", str(case_dir / "space.json"), "--out", str(case_dir / "run"), "--device",
                     "cpu", "--quiet"]
-        elif kind == "spec":
+        if kind == "spec":
             (case_dir / "spec.json").write_text(case[1])
-            argv = ["profile", str(case_dir / "spec.json"), "--no-time"]
-        else:
-            (case_dir / "spec.json").write_text(json.dumps({"stem_channels": 8}))
-            argv = [str(case_dir / "spec.json") if a == "{SPEC}" else a for a in case[1]]
-        return case[0], (case_dir, nas(*argv, cwd=case_dir))
+            return ["profile", str(case_dir / "spec.json"), "--no-time"]
+        (case_dir / "spec.json").write_text(json.dumps({"stem_channels": 8}))
+        return [str(case_dir / "spec.json") if a == "{SPEC}" else a for a in case[1]]
 
     jobs = ([("data", c) for c in DATA_CASES] + [("spec", c) for c in SPEC_CASES] + [("cli", c) for c in CLI_CASES]
             + [("space", c) for c in SPACE_CASES])
-    with ThreadPoolExecutor(3) as pool:
-        return dict(pool.map(one, jobs))
+    for kind, case in jobs:
+        folders[case[0]] = case_dir = root / case[0]
+        case_dir.mkdir()
+        plan.append({"id": case[0], "argv": argv_for(kind, case, case_dir), "cwd": case_dir})
+    return {name: (folders[name], result) for name, result in run_commands(plan, root).items()}
 
 
 @pytest.mark.parametrize("case", DATA_CASES, ids=[c[0] for c in DATA_CASES])

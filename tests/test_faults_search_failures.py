@@ -14,13 +14,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.cli_driver import run_commands
 from tests.test_faults_inputs import assert_one_line_error
 from tests.test_faults_search import ROOT, SPACE, load, search_argv, valid_file
 
@@ -84,25 +84,24 @@ REFUSALS = [  # (id, extra args (or a function of the root), error pattern, faul
 
 @pytest.fixture(scope="module")
 def refusals(finished):
-    """Each refused command against a copy of the finished study, all at once; hashes before and after."""
+    """Each refused command against its own copy of the finished study, all through the real CLI in one subprocess
+    (:mod:`tests.cli_driver`); hashes before and after."""
     out = finished
     root = out.parent / "refusals"
     root.mkdir()
-
-    def one(case):
+    plan, before = [], {}
+    for case in REFUSALS:
         case_root = root / case[0]
         case_root.mkdir()
         (case_root / "space.json").write_text(json.dumps(SPACE))
         (case_root / "bad-space.json").write_text(json.dumps({**SPACE, "width": "wide"}))
         study = case_root / "run"
         shutil.copytree(out, study)
-        before = digest(study)
-        argv = search_argv(study, budget=FINISHED) + case[1](case_root)  # argparse: a repeated flag's last wins
-        result = subprocess.run(argv, capture_output=True, text=True, cwd=case_root, timeout=120)
-        return case[0], (result, before, digest(study))
-
-    with ThreadPoolExecutor(3) as pool:
-        return dict(pool.map(one, REFUSALS))
+        before[case[0]] = digest(study)
+        argv = search_argv(study, budget=FINISHED)[3:] + case[1](case_root)  # argparse: a repeated flag's last wins
+        plan.append({"id": case[0], "argv": argv, "cwd": case_root})
+    results = run_commands(plan, root)
+    return {name: (result, before[name], digest(root / name / "run")) for name, result in results.items()}
 
 
 @pytest.mark.parametrize("case", REFUSALS, ids=[c[0] for c in REFUSALS])
