@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.cli_driver import run_commands
 from tests.test_faults_inputs import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,20 +115,29 @@ TRAIN_REFUSALS = [  # (id, folder name under root or a damage function, extra ar
 ]
 
 
-@pytest.mark.parametrize("case", TRAIN_REFUSALS, ids=[c[0] for c in TRAIN_REFUSALS])
-def test_refused_train_leaves_files_untouched(case, runs):
+@pytest.fixture(scope="module")
+def train_refusals(runs):
+    """Each refused ``nas train`` through the real CLI, all in one subprocess (:mod:`tests.cli_driver`); each case's
+    folder hashed before and after."""
     root = runs[0]
-    case_id, source, extra, pattern, _ = case
-    if callable(source):
-        folder = broken_copy(root, case_id, source)
-    else:
-        folder = root / source
-        folder.mkdir(exist_ok=True)
-    before = digest(folder)
-    result = subprocess.run(train_argv(root, folder.name, *extra), capture_output=True, text=True, timeout=120,
-                            cwd=root)
-    assert_one_line_error(result, pattern)
-    assert digest(folder) == before and not (root / "PWNED").exists()
+    plan, folders, before = [], {}, {}
+    for case_id, source, extra, _, _ in TRAIN_REFUSALS:
+        if callable(source):
+            folder = broken_copy(root, case_id, source)
+        else:
+            folder = root / source
+            folder.mkdir(exist_ok=True)
+        folders[case_id], before[case_id] = folder, digest(folder)
+        plan.append({"id": case_id, "argv": train_argv(root, folder.name, *extra)[3:], "cwd": root})
+    results = run_commands(plan, root)
+    return {name: (result, before[name], digest(folders[name])) for name, result in results.items()}
+
+
+@pytest.mark.parametrize("case", TRAIN_REFUSALS, ids=[c[0] for c in TRAIN_REFUSALS])
+def test_refused_train_leaves_files_untouched(case, train_refusals, runs):
+    result, before, after = train_refusals[case[0]]
+    assert_one_line_error(result, case[3])
+    assert after == before and not (runs[0] / "PWNED").exists()
 
 
 FAULTS = [

@@ -18,6 +18,7 @@ from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
 from effnas.results.storage import StorageError, open_storage
 from effnas.search_space import load_spec
+from tests.cli_driver import run_commands
 
 TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
@@ -113,15 +114,25 @@ def test_bad_storage_url_is_one_line_error():
         open_storage("postgresql://nobody@127.0.0.1:1/none")
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_ARGUMENTS = [
     (["--budget", "0"], "--budget must be a positive"),
     (["--controller", "genius"], "unknown controller"),
     (["--data", "imagefolder:/no/such/dir"], "/no/such/dir"),
     (["--space", "/no/such/space.json"], "no such space file"),
-])
-def test_cli_bad_arguments(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--out", str(tmp_path / "r"), "--quiet", *args],
-                            capture_output=True, text=True, timeout=120)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_argument_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-arguments")
+    plan = [{"id": str(index), "argv": ["search", "--out", str(root / str(index)), "--quiet", *args], "cwd": root}
+            for index, (args, _) in enumerate(BAD_ARGUMENTS)]
+    return run_commands(plan, root)
+
+
+@pytest.mark.parametrize("index", range(len(BAD_ARGUMENTS)))
+def test_cli_bad_arguments(bad_argument_results, index):
+    result, message = bad_argument_results[str(index)], BAD_ARGUMENTS[index][1]
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
