@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import optuna
 
@@ -84,9 +84,9 @@ class TrialMetrics:
         """Whether the step time is too unsteady to rank (see :data:`UNSTEADY_SPREAD`)."""
         return unsteady(self.step_time_spread)
 
-    def objectives(self) -> list[float]:
-        """The multi-objective controllers' values, in ``OBJECTIVES`` order."""
-        return [float(self.accuracy), float(self.step_time_ms), float(self.params)]
+    def objectives(self, names: Sequence[str] = ()) -> list[float]:
+        """The multi-objective controllers' values of ``names`` (default: all of ``OBJECTIVES``), in that order."""
+        return [float(getattr(self, name)) for name in (names or OBJECTIVES)]
 
 
 # A step time whose (p90 - p10) / median exceeds this is flagged: the timed steps disagree by more than the

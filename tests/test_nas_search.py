@@ -200,6 +200,18 @@ def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):
     assert study.trials[named.number].state == TrialState.RUNNING
 
 
+def test_nsga2_tells_its_study_accuracy_and_each_cost_the_reward_weighs(tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    recipe = SearchRecipe(controller="nsga2", space=str(space), trial=TINY, reward_v=0.0)  # params do not matter
+    Search(SearchConfig(recipe, SearchRuntime(out=str(tmp_path / "run"), budget=2, progress=False))).run()
+    study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2
+    assert all(t.values == [t.user_attrs["accuracy"], t.user_attrs["step_time_ms"]] for t in done)
+
+
 def test_a_resumed_optuna_sampler_does_not_replay_its_first_runs_draws():
     from effnas.nas.search.session import _sampler_seed
 

@@ -43,7 +43,7 @@ from effnas.results.storage import open_storage, search_storage_url, study_lock
 from effnas.nas.search.backends.base import Backend, BackendSetup
 from effnas.nas.search.backends.local import LocalBackend, default_threads, default_workers
 from effnas.nas.search.budget import counted_trials, recover_interrupted, taken_trials, worker_id
-from effnas.nas.search.controllers import is_multi_objective, make_sampler, study_directions
+from effnas.nas.search.controllers import is_multi_objective, make_sampler, study_directions, study_objectives
 from effnas.nas.search import repeats
 from effnas.nas.search.early_stopping import EarlyStopping
 from effnas.nas.search.repeats import Repeats
@@ -97,6 +97,7 @@ class Search:
         self.exhausted = False  # the controller proposes only architectures the study has (see repeats)
         self.space = build_space(recipe.space, recipe.image_size)
         self.multi_objective = is_multi_objective(recipe.controller)
+        self.objectives = study_objectives(recipe.controller, recipe.reward_w, recipe.reward_v)
         # See early_stopping's module docs: single-objective controllers only, and a rung needs a next epoch.
         self.early_stopping = recipe.early_stopping and not self.multi_objective and recipe.trial["epochs"] > 1
         self.run_dir = Path(runtime.out)
@@ -113,7 +114,7 @@ class Search:
         try:
             self.study = optuna.create_study(
                 study_name=STUDY_NAME, storage=self.storage, load_if_exists=True,
-                directions=study_directions(recipe.controller),
+                directions=study_directions(recipe.controller, recipe.reward_w, recipe.reward_v),
                 sampler=make_sampler(recipe.controller, self.space, seed))
         except Exception as error:  # noqa: BLE001
             raise SearchError(f"cannot open the study in {self.storage_url}: {error}") from None
@@ -355,7 +356,7 @@ class Search:
         if record.epochs is not None and record.epochs < recipe.trial["epochs"]:
             self.study.tell(trial, state=TrialState.PRUNED)  # its value: the last reward it reported
         else:
-            self.study.tell(trial, record.objectives() if self.multi_objective else value)
+            self.study.tell(trial, record.objectives(self.objectives) if self.multi_objective else value)
         if record.unsteady:
             self._warn_unsteady(f"trial {trial.number}", record)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from effnas.errors import EffnasError, shown
+from effnas.results.reward import DEFAULT_V, DEFAULT_W
 from effnas.search_space.space import SearchSpace, default_space, load_space
 
 from effnas.nas.search.controllers import CONTROLLERS
@@ -34,8 +35,8 @@ class SearchRecipe:
     controller: str = "tpe"
     space: str | None = None  # space file; None: the paper's space
     image_size: int | None = None  # proxy image size; overrides the space's when the space is built
-    reward_w: float = -0.07
-    reward_v: float = -0.05
+    reward_w: float = DEFAULT_W
+    reward_v: float = DEFAULT_V
     trial: Mapping[str, Any] = field(default_factory=dict)  # TrialSettings recipe fields; the rest: defaults
     early_stopping: bool = True  # stop weak candidates after an epoch (see nas.search.early_stopping)
 
