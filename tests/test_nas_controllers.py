@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from effnas.nas.search.controllers import (CONTROLLERS, ControllerError, EvolutionSampler, RLSampler, is_multi_objective,
-                             make_sampler, reward_of, study_directions)
+                             make_sampler, reward_of, study_directions, study_objectives)
 from effnas.search_space import SearchSpace
 from effnas.errors import EffnasError
 
@@ -114,6 +114,26 @@ def test_learning_controllers_beat_random(name) -> None:
         assert replayed.learned == trained.learned == set(range(budget - 1))
         assert replayed.greedy_params() == trained.greedy_params()
         assert all(torch.equal(a, b) for a, b in zip(replayed.policy.parameters(), trained.policy.parameters()))
+
+
+def test_rl_draws_again_rather_than_propose_an_architecture_the_study_has() -> None:
+    """A converged policy's mode is proposed once; then its next draws, unless all of them are known."""
+    study = make_study("rl", seed=0)
+    study.optimize(objective, n_trials=80)
+    seen = param_sequence(study)
+    assert len(set(seen)) == len(seen)  # this space is large enough that the draws always find a new one
+    stuck = make_study("rl", seed=0)
+    stuck.sampler.max_draws = 1  # the policy's first draw, whatever it is
+    stuck.optimize(objective, n_trials=80)
+    assert len(set(param_sequence(stuck))) < 80  # without the rule the converged policy repeats itself
+
+
+def test_nsga2_searches_accuracy_and_each_cost_the_reward_weighs() -> None:
+    assert study_objectives("nsga2") == ("accuracy", "step_time_ms", "params")
+    assert study_objectives("nsga2", reward_w=0.0) == ("accuracy", "params")
+    assert study_objectives("nsga2", reward_w=0.0, reward_v=0.0) == ("accuracy",)
+    assert study_directions("nsga2", reward_v=0.0) == ["maximize", "minimize"]
+    assert study_objectives("tpe") == () and study_directions("tpe", 0.0, 0.0) == ["maximize"]
 
 
 def test_rl_reads_the_value_when_no_reward_attr() -> None:

@@ -13,6 +13,11 @@ sample the controller learns from every completed trial it has not seen yet, in 
 reading ``user_attrs["reward"]`` (or the trial's value). Sampling uses a generator seeded by
 ``(seed, trial.number)``. So a resumed sequential search replays the same updates and proposes the
 same next architecture as an uninterrupted one. Failed trials are ignored (see :mod:`.base`).
+
+A policy that has converged keeps drawing the architectures it already tried, which teach it nothing new (the
+search reuses their records, and ends after a long run of them). So a proposal is the policy's first draw, of up to
+``max_draws``, that no trial of the study has, each draw a little warmer than the one before: sampling without
+replacement, in effect, outwards from the policy's mode.
 """
 
 from __future__ import annotations
@@ -52,14 +57,14 @@ class Policy(nn.Module):
         nn.init.zeros_(self.heads.bias)
 
     def forward(self, actions: list[int] | None = None, generator: torch.Generator | None = None,
-                greedy: bool = False) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+                greedy: bool = False, temperature: float = 1.0) -> tuple[list[int], torch.Tensor, torch.Tensor]:
         """Sample (or, given ``actions``, score) one architecture: (actions, sum log p, sum entropy)."""
         x, state = self.start, None
         chosen: list[int] = []
         log_prob = entropy = torch.zeros(())
         for index, (low, high) in enumerate(zip(self.offsets[:-1], self.offsets[1:])):
             state = self.cell(x, state)
-            logits = self.tanh_constant * torch.tanh(self.heads(state[0])[0, low:high])
+            logits = self.tanh_constant * torch.tanh(self.heads(state[0])[0, low:high]) / temperature
             log_p = torch.log_softmax(logits, dim=-1)
             if actions is not None:
                 action = actions[index]
@@ -78,10 +83,12 @@ class RLSampler(SpaceSampler):
     """REINFORCE with a moving-average baseline over an LSTM policy (MnasNet's controller, open form)."""
 
     def __init__(self, space: SearchSpace, seed: int = 0, hidden: int = 64, lr: float = 0.01,
-                 baseline_decay: float = 0.8, entropy_weight: float = 0.01, tanh_constant: float = 2.5) -> None:
+                 baseline_decay: float = 0.8, entropy_weight: float = 0.01, tanh_constant: float = 2.5,
+                 max_draws: int = 50) -> None:
         super().__init__(space, seed)
         self.names = list(self._distributions)
         self.lr, self.baseline_decay, self.entropy_weight = lr, baseline_decay, entropy_weight
+        self.max_draws = max_draws
         with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global stream
             torch.manual_seed(self.seed)
             self.policy = Policy([len(self._distributions[n].choices) for n in self.names], hidden, tanh_constant)
@@ -135,10 +142,15 @@ class RLSampler(SpaceSampler):
     # ------------------------------------------------------------------ sampling
     def propose(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(trial_seed(self.seed, trial.number))
+        known = {tuple(self.actions_of(t.params) or ()) for t in study.get_trials(deepcopy=False)
+                 if t.number != trial.number}
         with self._lock:
             self.catch_up(study, before=trial.number)
             with torch.no_grad():
-                actions, _, _ = self.policy(generator=generator)
+                for draw in range(self.max_draws):  # the first draw the study has not seen
+                    actions, _, _ = self.policy(generator=generator, temperature=1.0 + draw / 10)
+                    if tuple(actions) not in known:
+                        break
         return {name: self._distributions[name].choices[a] for name, a in zip(self.names, actions)}
 
     def greedy_params(self) -> dict[str, Any]:
