@@ -6,10 +6,11 @@ tuned anything on it, so it is a fair check of the controllers: each one runs ma
 in-memory Optuna study whose objective reads the table, and the best architecture found after 50, 100 and 200
 evaluations is averaged over the seeds (mean ± standard error) against random search and the table's optimum.
 
-Two objectives: ``accuracy`` (the table's mean test accuracy) and ``reward`` (the search's soft-constraint form
-with FLOPs standing in for step time: ``acc × (flops/ref)^-0.07 × (params/ref)^-0.05``, references the
-median architecture's). ``nsga2`` searches [accuracy up, FLOPs down, params down] as it does in a real search,
-and is scored by the same reward of the trials it chose.
+Two objectives: ``accuracy`` (the table's mean test accuracy: the reward with both exponents 0) and ``reward``
+(the search's soft-constraint form with FLOPs standing in for step time: ``acc × (flops/ref)^-0.07 ×
+(params/ref)^-0.05``, references the median architecture's). ``nsga2`` searches what it searches in a real
+search with those exponents: accuracy alone, or [accuracy up, FLOPs down, params down]; it is scored by the same
+score of the trials it chose. As in a search, a repeated architecture costs no evaluation (see :func:`best_so_far`).
 
     python -m benchmarks.controllers_tabular                    # 10 seeds, budgets 50/100/200
     python -m benchmarks.controllers_tabular --seeds 30
@@ -28,13 +29,16 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 
 from benchmarks.common import print_report, write_result
-from effnas.nas.search.controllers import make_sampler, study_directions
+from effnas.nas.search.controllers import make_sampler, study_directions, study_objectives
+from effnas.nas.search.repeats import MAX_REPEATS
+from effnas.results.reward import DEFAULT_V, DEFAULT_W
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nas-bench-macro-cifar10.json"
 LAYERS, CHOICES = 8, (0, 1, 2)  # identity, MBConv e3 k3, MBConv e6 k5
 CONTROLLERS = ("random", "tpe", "nsga2", "rl", "evolution")
 BUDGETS = (50, 100, 200)
-W, V = -0.07, -0.05
+# (w, v) of each objective: accuracy alone is the reward with both exponents 0.
+EXPONENTS = {"accuracy": (0.0, 0.0), "reward": (DEFAULT_W, DEFAULT_V)}
 
 
 class TabularSpace:
@@ -66,41 +70,53 @@ def scorer(table: dict[str, dict[str, float]], objective: str):
     def score(key: str) -> float:
         row = table[key]
         accuracy = row["mean_acc"] / 100
-        if objective == "accuracy":
-            return accuracy
-        return accuracy * (row["flops"] / flops) ** W * (row["params"] / params) ** V
+        w, v = EXPONENTS[objective]
+        return accuracy * (row["flops"] / flops) ** w * (row["params"] / params) ** v
 
     return score
 
 
 def best_so_far(controller: str, seed: int, table: dict[str, dict[str, float]], objective: str,
                 budget: int) -> list[float]:
-    """One seeded search of ``budget`` evaluations; the best score after each."""
+    """One seeded search of ``budget`` evaluations; the best score after each.
+
+    Repeats follow the search's rule (:mod:`effnas.nas.search.repeats`): a proposal of an architecture already
+    evaluated is told that evaluation's values again and costs nothing, and :data:`MAX_REPEATS` of them in a row
+    end the search (its best then stands for the evaluations it did not make)."""
     space = TabularSpace()
     score = scorer(table, objective)
-    multi = len(study_directions(controller)) > 1
-    study = optuna.create_study(directions=study_directions(controller),
+    w, v = EXPONENTS[objective]
+    objectives = study_objectives(controller, w, v)  # nsga2's, as in a search with these exponents
+    study = optuna.create_study(directions=study_directions(controller, w, v),
                                 sampler=make_sampler(controller, space, seed))  # type: ignore[arg-type]
-    best, history = -math.inf, []
-    for _ in range(budget):
+    best, history, seen, in_a_row = -math.inf, [], set(), 0
+    while len(history) < budget and in_a_row < MAX_REPEATS:
         trial = study.ask()
         key = "".join(str(trial.suggest_categorical(name, CHOICES)) for name in space.names)
         value = score(key)
         trial.set_user_attr("reward", value)  # what rl and evolution learn from, as in a real search
         row = table[key]
-        study.tell(trial, [row["mean_acc"] / 100, row["flops"], row["params"]] if multi else value)
-        best = max(best, value)
-        history.append(best)
-    return history
+        raw = {"accuracy": row["mean_acc"] / 100, "step_time_ms": row["flops"], "params": row["params"]}
+        study.tell(trial, [raw[name] for name in objectives] if objectives else value)
+        in_a_row = in_a_row + 1 if key in seen else 0
+        if key not in seen:
+            seen.add(key)
+            best = max(best, value)
+            history.append(best)
+    return history + [best] * (budget - len(history))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=str(TABLE))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--controllers", default=",".join(CONTROLLERS))
     parser.add_argument("--objectives", default="accuracy,reward")
+    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)),
+                        help="evaluations at which the best found is reported; the middle one is compared with random")
     args = parser.parse_args(argv)
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    compared = budgets[len(budgets) // 2]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     table = load_table(Path(args.table))
     rows, notes = [], []
@@ -112,29 +128,31 @@ def main(argv: list[str] | None = None) -> None:
         optimum = max(score(key) for key in table)
         random_at: dict[int, float] = {}
         for controller in controllers:
-            runs = [best_so_far(controller, seed, table, objective, max(BUDGETS)) for seed in range(args.seeds)]
+            runs = [best_so_far(controller, seed, table, objective, max(budgets)) for seed in range(args.seeds)]
             row: dict[str, Any] = {"objective": objective, "controller": controller}
-            for budget in BUDGETS:
+            for budget in budgets:
                 found = [run[budget - 1] for run in runs]
                 mean = statistics.fmean(found)
                 error = statistics.stdev(found) / math.sqrt(len(found)) if len(found) > 1 else 0.0
                 scale = 100 if objective == "accuracy" else 1
                 row[f"best@{budget}"] = f"{mean * scale:.3f} ± {error * scale:.3f}"
-                row[f"gap@{budget}"] = (optimum - mean) * scale
+                row[f"gap@{budget}"] = f"{max(0.0, optimum - mean) * scale:.{3 if scale == 100 else 4}f}"
                 if controller == "random":
                     random_at[budget] = mean
-                if budget == 100:  # how many of its own standard errors the controller is ahead of random
-                    ahead = (mean - random_at[100]) / error if controller != "random" and error else None
-                    row["vs random@100 (SE)"] = "-" if ahead is None else f"{ahead:+.1f}"
+                if budget == compared:  # how many of its own standard errors the controller is ahead of random
+                    ahead = (mean - random_at[compared]) / error if controller != "random" and error else None
+                    row[f"vs random@{compared} (SE)"] = "-" if ahead is None else f"{ahead:+.1f}"
             rows.append(row)
         notes.append(f"{objective}: the table's optimum is {optimum * (100 if objective == 'accuracy' else 1):.3f}"
                      + (" % (22212220, 22212202)" if objective == "accuracy" else ""))
     notes.append(f"mean ± standard error over {args.seeds} seeds of the best architecture found; gap = optimum - "
-                 "mean; 'vs random@100' = (mean - random's mean) / the controller's standard error")
+                 f"mean; 'vs random@{compared}' = (mean - random's mean) / the controller's standard error; a "
+                 "repeated architecture costs no evaluation, as in a search")
     print_report("Controllers on NAS-Bench-Macro (CIFAR-10, 6,561 architectures)", "cpu", rows, notes)
     path = write_result("controllers_tabular", "Controllers on NAS-Bench-Macro (CIFAR-10, 6,561 architectures)",
                         "cpu", rows, notes)
     print(f"wrote {path}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -175,6 +175,22 @@ def test_controllers_synthetic_table(results):
     assert "hidden architecture" in _kept(results, "controllers")
 
 
+def test_controllers_tabular_table(results):
+    """The published-table benchmark: a row per objective and controller, nothing above the table's optimum."""
+    from benchmarks.controllers_tabular import TABLE, main
+
+    if not TABLE.exists():
+        pytest.skip(f"no NAS-Bench-Macro table at {TABLE}")
+    rows = main(["--seeds", "2", "--controllers", "random,rl,nsga2", "--budgets", "5,10,20"])
+    assert [(r["objective"], r["controller"]) for r in rows] == [
+        (objective, controller) for objective in ("accuracy", "reward") for controller in ("random", "rl", "nsga2")]
+    for row in rows:
+        assert all(float(row[f"gap@{b}"]) >= 0 for b in (5, 10, 20))
+        assert float(row["gap@20"]) <= float(row["gap@5"])  # the best so far never gets worse
+        assert row["vs random@10 (SE)"] == "-" if row["controller"] == "random" else row["vs random@10 (SE)"] != "-"
+    assert "a repeated architecture costs no evaluation" in _kept(results, "controllers_tabular")
+
+
 def test_progressive_interleaves_the_arms_and_headlines_wall_time(tmp_path, capsys, results):
     from benchmarks.progressive import main
 
