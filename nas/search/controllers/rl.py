@@ -142,16 +142,20 @@ class RLSampler(SpaceSampler):
     # ------------------------------------------------------------------ sampling
     def propose(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(trial_seed(self.seed, trial.number))
-        known = {tuple(self.actions_of(t.params) or ()) for t in study.get_trials(deepcopy=False)
-                 if t.number != trial.number}
+        known = {self.architecture(t.params) for t in study.get_trials(deepcopy=False) if t.number != trial.number}
         with self._lock:
             self.catch_up(study, before=trial.number)
             with torch.no_grad():
                 for draw in range(self.max_draws):  # the first draw the study has not seen
                     actions, _, _ = self.policy(generator=generator, temperature=1.0 + draw / 10)
-                    if tuple(actions) not in known:
+                    params = {name: self._distributions[name].choices[a] for name, a in zip(self.names, actions)}
+                    if self.architecture(params) not in known:
                         break
-        return {name: self._distributions[name].choices[a] for name, a in zip(self.names, actions)}
+        return params
+
+    def architecture(self, params: dict[str, Any]) -> tuple:
+        """The decisions that shape the network (a fused stage's SE switch does not)."""
+        return tuple((name, params.get(name)) for name in self.space.active_params(params))
 
     def greedy_params(self) -> dict[str, Any]:
         """The policy's most likely architecture right now (for inspection and tests)."""
