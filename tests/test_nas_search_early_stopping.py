@@ -90,6 +90,31 @@ def test_the_rule_stops_only_what_falls_behind_in_a_bracket_that_stops(tmp_path)
     assert slow is True and fast is False
 
 
+def test_a_trial_whose_costs_alone_lose_to_the_best_finished_one_stops_in_any_bracket(tmp_path):
+    """The bound: even at accuracy 1, a trial twice as slow and twice as large as the reference reaches
+    2**-0.07 * 2**-0.05 = 0.92, below a finished 0.95, so it stops after epoch 1 whatever its bracket; at the
+    reference's costs its ceiling is 1.0 and only Hyperband decides (it leads here, so it goes on)."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="effnas", storage=open_storage(url), direction="maximize")
+
+    def rule_for(trial):
+        return EarlyStopping(url, trial._trial_id, ref_step_time_ms=10.0, ref_params=1000, reward_w=-0.07,
+                             reward_v=-0.05, epochs=3)
+
+    first = study.ask()
+    assert rule_for(first).should_stop(1, 0.5, 20.0, 2000) is False  # nothing finished yet: no bar
+    study.tell(first, 0.95)
+    stops = {}
+    for _ in range(6):  # several trials, so both of Hyperband's brackets are met
+        trial = study.ask()
+        stops.setdefault("costly", []).append(rule_for(trial).should_stop(1, 0.99, 20.0, 2000))
+        study.tell(trial, state=TrialState.PRUNED)
+        trial = study.ask()
+        stops.setdefault("cheap", []).append(rule_for(trial).should_stop(1, 0.99, 10.0, 1000))
+        study.tell(trial, state=TrialState.PRUNED)
+    assert all(stops["costly"]) and not any(stops["cheap"])
+
+
 @pytest.mark.slow
 def test_a_repeated_architecture_is_not_trained_again(tmp_path, monkeypatch):
     """A space of one architecture: the first proposal trains, every later one reuses its record at no cost,
