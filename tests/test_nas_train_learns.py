@@ -43,7 +43,7 @@ def test_a_searched_winner_trained_for_its_proxy_epochs_is_as_accurate_as_its_pr
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
     run = tmp_path / "run"
-    search = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--budget", "3", "--controller", "random",
+    search = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--budget", "2", "--controller", "random",
                              "--space", str(space), "--data", "digits", "--epochs", "3", "--workers", "1",
                              "--threads", "1", "--out", str(run), "--quiet"], capture_output=True, text=True,
                             timeout=300)
