@@ -44,6 +44,18 @@ def config(tmp_path, budget, name="run", workers=2, **runtime):
                                       **runtime))
 
 
+def extreme_params(space, largest: bool, op: str = "mbconv") -> dict:
+    """Every size decision at its largest (SE, most of everything) or its smallest, every stage ``op``."""
+    params = {}
+    for name, distribution in space.distributions().items():
+        choices = list(distribution.choices)
+        if name.endswith("_op"):
+            params[name] = op if op in choices else choices[0]
+        else:
+            params[name] = max(choices) if largest else min(choices)
+    return params
+
+
 def run_ray(search, options):
     return search.run(RayBackend(options))
 
@@ -166,16 +178,22 @@ def test_a_trial_over_the_time_limit_is_ended_by_its_watchdog_and_named(tmp_path
 
 
 def test_ray_trials_stop_early_by_the_same_rule_as_local_ones(tmp_path):
-    """Each Ray task reports its reward after epoch 1 to the study and stops when behind: recorded as the local
-    backend records it (PRUNED, the epochs it trained, its report at the rung)."""
+    """Each Ray task reports its reward after epoch 1 to the study and stops when it cannot win: recorded as the
+    local backend records it (PRUNED, the epochs it trained, its report at the rung). The rule here is the cost
+    bound: with a params exponent of -10, the space's largest candidates cannot reach, even at full accuracy, the
+    reward its smallest one finished with, so after the small one each large one stops after epoch 1."""
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
-    recipe = SearchRecipe(controller="random", space=str(space), trial={**TINY, "epochs": 2})
-    summary = run_ray(Search(SearchConfig(recipe, SearchRuntime(out=str(tmp_path / "run"), budget=4, workers=2,
-                                                                 progress=False))), ONE_CPU)
+    recipe = SearchRecipe(controller="random", space=str(space), trial={**TINY, "epochs": 2}, reward_w=0.0,
+                          reward_v=-10.0)
+    search = Search(SearchConfig(recipe, SearchRuntime(out=str(tmp_path / "run"), budget=3, workers=1,
+                                                       progress=False)))
+    for largest, op in ((False, "mbconv"), (True, "fused"), (True, "mbconv")):  # three different architectures
+        search.study.enqueue_trial(extreme_params(search.space, largest, op))
+    summary = run_ray(search, ONE_CPU)
     study = load(tmp_path)
-    assert summary.counted == counted_trials(study) == 4 and summary.stopped == len(
-        study.get_trials(states=(TrialState.PRUNED,))) > 0
+    assert summary.counted == counted_trials(study) == 3 and summary.stopped == len(
+        study.get_trials(states=(TrialState.PRUNED,))) == 2
     for trial in study.trials:
         assert list(trial.intermediate_values) == [1]  # every trial reported at the rung
         assert trial.user_attrs["epochs"] == (1 if trial.state == TrialState.PRUNED else 2)

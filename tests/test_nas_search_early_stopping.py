@@ -61,17 +61,19 @@ def test_a_stopped_trial_is_recorded_with_its_rung_and_never_becomes_best(tmp_pa
 
 
 def test_the_rule_stops_only_what_falls_behind_in_a_bracket_that_stops(tmp_path):
-    """Hyperband on the reward, read from the study: a trial in a bracket that stops at epoch 1 goes on only when
-    it leads that bracket there; the other bracket's trials always finish. Step time enters the reward."""
+    """Hyperband on the reward, read from the study: a trial in a bracket that stops at epoch 2 (the first rung)
+    goes on only when it leads that bracket there; the other bracket's trials always finish. Step time enters the
+    reward."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="effnas", storage=open_storage(url), direction="maximize")
 
     def report(accuracy, step_time_ms=10.0):
         trial = study.ask()
         rule = EarlyStopping(url, trial._trial_id, ref_step_time_ms=10.0, ref_params=1000, reward_w=-0.07,
-                             reward_v=-0.05, epochs=3)
-        stop = rule.should_stop(1, accuracy, step_time_ms, 1000)
-        loaded, pruner = early_stopping._study(url, 3, 3)
+                             reward_v=-0.05, epochs=9)
+        assert rule.should_stop(1, accuracy, step_time_ms, 1000) is False  # no rung after one epoch
+        stop = rule.should_stop(2, accuracy, step_time_ms, 1000)
+        loaded, pruner = early_stopping._study(url, 9, 3)
         bracket = pruner._get_bracket_id(loaded, loaded._storage.get_trial(trial._trial_id))
         study.tell(trial, state=TrialState.PRUNED)
         return bracket, stop

@@ -1,4 +1,4 @@
-"""Early stopping of weak candidates: Hyperband on the reward, epoch by epoch.
+"""Early stopping of weak candidates, epoch by epoch: a bound on the reward, and Hyperband on it.
 
 After each epoch but the last, a trial computes its reward so far (accuracy after that epoch, with the
 step-time and size factors, which are known after the first epoch) and reports it to the study; Optuna's
@@ -6,7 +6,10 @@ step-time and size factors, which are known after the first epoch) and reports i
 in a bracket that stops trials at an epoch, a trial continues only while it is in the top
 ``1 / reduction_factor`` of that bracket's trials that reached the epoch before it. The other brackets let
 their trials finish, so a candidate that learns slowly but ends well still gets through (stopping every
-candidate after its first epoch cost best reward in ``benchmarks.search_efficiency``). The decision is taken
+candidate after its first epoch cost best reward in ``benchmarks.search_efficiency``). The first rung is the
+second epoch (:data:`FIRST_RUNG`), and Hyperband needs at least ``FIRST_RUNG * reduction_factor`` epochs: with
+fewer it has a single bracket, which stops all but the best third of every candidate and, measured on a 3-epoch
+proxy, cost best reward; shorter proxies get the cost bound below alone. The decision is taken
 inside the trial, from the study, so the local and Ray backends behave alike and several processes on one
 study share one ladder. A stopped trial is recorded ``PRUNED`` with the epochs it trained: it counts against the budget
 and is never ``best.json`` or on a Pareto front.
@@ -15,7 +18,7 @@ Beside Hyperband, in every bracket, a bound: the reward is accuracy times the st
 accuracy is at most 1, so a trial whose factors alone (measured after its first epoch) put its reward below the
 best finished trial's even at full accuracy cannot win, and stops. On small data, where candidates' accuracies lie
 close together and the factors decide the ranking, this stops most slow or large candidates after one epoch
-without ever stopping the eventual winner (up to the noise of the step time after one epoch).
+without stopping one that would have won (up to the noise of the step time after one epoch).
 
 Only for the single-objective controllers. NSGA-II keeps every candidate to the end: its selection ranks
 whole fronts of finished accuracy, step time and size, and a rule that cut trials on the reward would impose
@@ -38,6 +41,10 @@ from effnas.results.reward import reward
 from effnas.results.storage import open_storage
 
 REDUCTION_FACTOR = 3  # keep the best third at each epoch
+# Hyperband's first rung: after one epoch a short proxy run's accuracy is still mostly noise (candidates that end
+# level lie anywhere from chance upwards), after two it ranks them as the finished runs do. The cost bound below
+# needs no accuracy, so it applies from the first epoch.
+FIRST_RUNG = 2
 
 
 class EarlyStoppingError(EffnasError):
@@ -104,7 +111,10 @@ def _study(storage_url: str, epochs: int, reduction_factor: int) -> tuple[optuna
     """The study as this process sees it, opened once per worker (a rung reads every trial's last report)."""
     if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).is_file():
         raise FileNotFoundError(storage_url)  # another machine's file: never create an empty one here
-    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=reduction_factor)
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()  # the cost bound alone
+    if epochs >= FIRST_RUNG * reduction_factor:  # else Hyperband has one bracket, which stops most candidates
+        pruner = optuna.pruners.HyperbandPruner(min_resource=FIRST_RUNG, max_resource=epochs,
+                                                reduction_factor=reduction_factor)
     study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(storage_url),
                               sampler=optuna.samplers.RandomSampler(), pruner=pruner)
     return study, pruner
