@@ -29,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
-BUDGET = 10  # more than the killed runs can finish between them, so each is still running when killed
+BUDGET = 14  # more than the killed runs can finish between them, so each is still running when killed
 RUN_FILES = ("trials.csv", "pareto.json", "best.json")
 SEED = int(os.environ.get("EFFNAS_FAULT_SEED") or random.SystemRandom().randrange(1_000_000))
 KILLS = ("reference", "ask", "mid-trial", "after-record", "random-start", "random-trial")
