@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     search_rows = [search_fidelity(timing, args, device, args.others + 1) for timing in args.timings.split(",")]
     search_title = (f"the backbone as a candidate in a real search ({args.repeats} times, alternating with random "
                     f"candidates), {args.others + 1} workers, {args.data}")
-    search_notes = [f"targets: ratio to the stored reference 1.00 +- 0.05, CV < 5 %. " + "; ".join(
+    search_notes = ["targets: ratio to the stored reference 1.00 +- 0.05, CV < 5 %. " + "; ".join(
         f"{row['timing']}: ratio {row['ratio']:.3f} ({'within' if abs(row['ratio'] - 1) <= 0.05 else 'OUTSIDE'}), "
         f"CV {row['CV %']:.1f} % ({'within' if row['CV %'] < 5 else 'ABOVE'})" for row in search_rows)]
     print_report(search_title, device, search_rows, notes=search_notes)
