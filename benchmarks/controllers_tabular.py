@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
+from tqdm import tqdm
 
 from benchmarks.common import print_report, write_result
 from effnas.nas.search.controllers import make_sampler, study_directions, study_objectives
@@ -123,12 +124,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     controllers = args.controllers.split(",")
     if controllers[0] != "random":
         raise SystemExit("--controllers must start with random: every other row is compared with it")
-    for objective in args.objectives.split(","):
+    objectives = args.objectives.split(",")
+    bar = tqdm(total=len(objectives) * len(controllers) * args.seeds, desc="searches", unit="search")
+    for objective in objectives:
         score = scorer(table, objective)
         optimum = max(score(key) for key in table)
         random_at: dict[int, float] = {}
         for controller in controllers:
-            runs = [best_so_far(controller, seed, table, objective, max(budgets)) for seed in range(args.seeds)]
+            runs = []
+            for seed in range(args.seeds):
+                runs.append(best_so_far(controller, seed, table, objective, max(budgets)))
+                bar.update()
             row: dict[str, Any] = {"objective": objective, "controller": controller}
             for budget in budgets:
                 found = [run[budget - 1] for run in runs]
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rows.append(row)
         notes.append(f"{objective}: the table's optimum is {optimum * (100 if objective == 'accuracy' else 1):.3f}"
                      + (" % (22212220, 22212202)" if objective == "accuracy" else ""))
+    bar.close()
     notes.append(f"mean ± standard error over {args.seeds} seeds of the best architecture found; gap = optimum - "
                  f"mean; 'vs random@{compared}' = (mean - random's mean) / the controller's standard error; a "
                  "repeated architecture costs no evaluation, as in a search")
