@@ -178,10 +178,10 @@ def test_a_trial_over_the_time_limit_is_ended_by_its_watchdog_and_named(tmp_path
 
 
 def test_ray_trials_stop_early_by_the_same_rule_as_local_ones(tmp_path):
-    """Each Ray task reports its reward after epoch 1 to the study and stops when it cannot win: recorded as the
-    local backend records it (PRUNED, the epochs it trained, its report at the rung). The rule here is the cost
-    bound: with a params exponent of -10, the space's largest candidates cannot reach, even at full accuracy, the
-    reward its smallest one finished with, so after the small one each large one stops after epoch 1."""
+    """Each Ray task asks the study whether it can still win and stops when it cannot: recorded as the local
+    backend records it (PRUNED, the whole epochs it trained). The rule is the cost bound: with a params exponent
+    of -10, the space's largest candidates cannot reach, even at full accuracy, the reward its smallest one
+    finished with, so after the small one each large one stops after its first timed window, within epoch 1."""
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
     recipe = SearchRecipe(controller="random", space=str(space), trial={**TINY, "epochs": 2}, reward_w=0.0,
@@ -195,5 +195,4 @@ def test_ray_trials_stop_early_by_the_same_rule_as_local_ones(tmp_path):
     assert summary.counted == counted_trials(study) == 3 and summary.stopped == len(
         study.get_trials(states=(TrialState.PRUNED,))) == 2
     for trial in study.trials:
-        assert list(trial.intermediate_values) == [1]  # every trial reported at the rung
-        assert trial.user_attrs["epochs"] == (1 if trial.state == TrialState.PRUNED else 2)
+        assert (trial.user_attrs["epochs"] < 2) == (trial.state == TrialState.PRUNED)

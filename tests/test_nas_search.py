@@ -86,9 +86,9 @@ def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
     assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
-    for done in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):  # every one reported at epoch 1
-        assert list(done.intermediate_values) == [1]
-        assert done.user_attrs["epochs"] == (1 if done.state == TrialState.PRUNED else 2)
+    for done in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        assert done.intermediate_values == {}  # a 2-epoch proxy has the cost bound alone, no Hyperband reports
+        assert (done.user_attrs["epochs"] < 2) == (done.state == TrialState.PRUNED)
     assert summary.best["metrics"]["epochs"] == 2  # never a stopped trial
 
 

@@ -15,13 +15,18 @@ from effnas.nas.search.budget import counted_trials
 from effnas.nas.search.early_stopping import EarlyStopping
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
+from effnas.nas.search.trial import run_trial
 from effnas.results.analysis import state_counts
 from effnas.results.storage import open_storage
+from effnas.search_space import ArchSpec, StageSpec
 from effnas.results.study import trials_frame
 
 TINY = {"data": "synthetic:240x16", "epochs": 2, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 REFERENCE = {"step_time_ms": 10.0, "params": 1000, "accuracy": 0.5}
+BACKBONE = ArchSpec(stages=(StageSpec("fused", 3, 1, 1, 8, 8, 1), StageSpec("mbconv", 3, 2, 1, 8, 16, 1)),
+                    stem_channels=8, head_channels=32, num_classes=10, dropout=0.0, drop_path_rate=0.0,
+                    train_image_size=16, eval_image_size=16, name="tiny").to_dict()
 
 
 def config(tmp_path, budget=3, controller="random", space=SPACE, early_stopping=True, **runtime):
@@ -71,8 +76,8 @@ def test_the_rule_stops_only_what_falls_behind_in_a_bracket_that_stops(tmp_path)
         trial = study.ask()
         rule = EarlyStopping(url, trial._trial_id, ref_step_time_ms=10.0, ref_params=1000, reward_w=-0.07,
                              reward_v=-0.05, epochs=9)
-        assert rule.should_stop(1, accuracy, step_time_ms, 1000) is False  # no rung after one epoch
-        stop = rule.should_stop(2, accuracy, step_time_ms, 1000)
+        assert rule.hyperband and rule.falls_behind(1, accuracy, step_time_ms, 1000) is False  # no rung yet
+        stop = rule.falls_behind(2, accuracy, step_time_ms, 1000)
         loaded, pruner = early_stopping._study(url, 9, 3)
         bracket = pruner._get_bracket_id(loaded, loaded._storage.get_trial(trial._trial_id))
         study.tell(trial, state=TrialState.PRUNED)
@@ -92,10 +97,10 @@ def test_the_rule_stops_only_what_falls_behind_in_a_bracket_that_stops(tmp_path)
     assert slow is True and fast is False
 
 
-def test_a_trial_whose_costs_alone_lose_to_the_best_finished_one_stops_in_any_bracket(tmp_path):
+def test_a_trial_whose_costs_alone_lose_to_the_best_finished_one_cannot_win(tmp_path):
     """The bound: even at accuracy 1, a trial twice as slow and twice as large as the reference reaches
-    2**-0.07 * 2**-0.05 = 0.92, below a finished 0.95, so it stops after epoch 1 whatever its bracket; at the
-    reference's costs its ceiling is 1.0 and only Hyperband decides (it leads here, so it goes on)."""
+    2**-0.07 * 2**-0.05 = 0.92, below a finished 0.95, so it cannot win; at the reference's costs its ceiling is
+    1.0 and it goes on. A 3-epoch proxy has no Hyperband: the bound decides alone."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="effnas", storage=open_storage(url), direction="maximize")
 
@@ -104,17 +109,37 @@ def test_a_trial_whose_costs_alone_lose_to_the_best_finished_one_stops_in_any_br
                              reward_v=-0.05, epochs=3)
 
     first = study.ask()
-    assert rule_for(first).should_stop(1, 0.5, 20.0, 2000) is False  # nothing finished yet: no bar
+    assert rule_for(first).cannot_win(20.0, 2000) is False  # nothing finished yet: no bar
+    assert not rule_for(first).hyperband and rule_for(first).falls_behind(1, 0.01, 20.0, 2000) is False
     study.tell(first, 0.95)
-    stops = {}
-    for _ in range(6):  # several trials, so both of Hyperband's brackets are met
+    trial = study.ask()
+    assert rule_for(trial).cannot_win(20.0, 2000) is True
+    assert rule_for(trial).cannot_win(10.0, 1000) is False
+    assert rule_for(trial).cannot_win(10.0, 1000 * 2 ** 3) is True  # size alone: 8**-0.05 = 0.90
+
+
+def test_a_hopeless_trial_stops_a_few_steps_into_its_first_epoch(tmp_path):
+    """A real trial against a study whose best finished reward no candidate can reach: it stops after its first
+    timed window (two warm-up steps, then its share of the timed steps), with no whole epoch trained and the
+    accuracy it reached recorded; against a study with a low best it trains every epoch and evaluates no epoch
+    early (a 3-epoch proxy has no Hyperband)."""
+    results = {}
+    for best in (10.0, 0.0):
+        url = f"sqlite:///{tmp_path / f'study-{best}.db'}"
+        study = optuna.create_study(study_name="effnas", storage=open_storage(url), direction="maximize")
+        study.tell(study.ask(), best)
         trial = study.ask()
-        stops.setdefault("costly", []).append(rule_for(trial).should_stop(1, 0.99, 20.0, 2000))
-        study.tell(trial, state=TrialState.PRUNED)
-        trial = study.ask()
-        stops.setdefault("cheap", []).append(rule_for(trial).should_stop(1, 0.99, 10.0, 1000))
-        study.tell(trial, state=TrialState.PRUNED)
-    assert all(stops["costly"]) and not any(stops["cheap"])
+        rule = EarlyStopping(url, trial._trial_id, ref_step_time_ms=1.0, ref_params=1000, reward_w=-0.07,
+                             reward_v=-0.05, epochs=3)
+        settings = {**TINY, "epochs": 3, "timing_steps": 6, "device": "cpu", "threads": 1,
+                    "timing_lock": str(tmp_path / "device.lock"), "early_stopping": rule.to_dict()}
+        results[best] = run_trial(BACKBONE, settings, seed=0)
+        assert study.trials[trial.number].intermediate_values == {}
+    hopeless, promising = results[10.0], results[0.0]
+    assert promising["epochs"] == 3 and promising["train_steps"] % 3 == 0
+    assert hopeless["epochs"] == 0 and hopeless["train_steps"] == 2 + 2 < promising["train_steps"] // 3
+    assert hopeless["timed_steps"] == 2 and 0.0 <= hopeless["accuracy"] <= 1.0
+    assert promising["timed_steps"] == 6
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
-from effnas.nas.search.trial import DeviceLock, run_trial, timing_cuts
+from effnas.nas.search.trial import DeviceLock, run_trial, timing_windows
 from effnas.results.html_report import _front_table
 from effnas.results.record import UNSTEADY_SPREAD, TrialMetrics
 from effnas.results.study import trials_frame
@@ -105,11 +105,11 @@ def test_an_unsteady_trial_is_flagged_in_the_table_the_report_and_one_warning(tm
 
 
 def test_cpu_timing_windows_are_spread_over_the_epochs():
-    """Locked CPU trials time a short window at the end of every epoch (one outside burst spoils one of them);
-    a GPU times the run's tail."""
-    assert timing_cuts(3, 22, 20, spread=True) == [15, 15, 15]
-    assert timing_cuts(1, 6, 4, spread=True) == [2]  # two untimed warm-up steps first
-    assert timing_cuts(3, 22, 20, spread=False) == [22, 22, 2]
+    """Locked CPU trials time a short window at the start of every epoch (one outside burst spoils one of them,
+    and the cost is known a few steps in); a GPU times the run's tail."""
+    assert timing_windows(3, 22, 9, spread=True) == [range(2, 5), range(0, 3), range(0, 3)]
+    assert timing_windows(1, 6, 4, spread=True) == [range(2, 6)]  # two untimed warm-up steps first
+    assert timing_windows(3, 22, 20, spread=False) == [range(22, 22), range(22, 22), range(2, 22)]
 
 
 def _try_exclusive(path):

@@ -14,9 +14,10 @@ a CPU trial times every step after the first two: spread over the run, a moment 
 of the machine moves the median little.
 Each trial records what it was timed under (``timing``, ``threads``, ``workers``, ``device``).
 
-With an ``early_stopping`` rule, a trial evaluates itself after each epoch but the last, reports its reward so
-far and stops when the rule says it has fallen behind (:mod:`effnas.nas.search.early_stopping`); its metrics
-then say how many ``epochs`` it trained.
+With an ``early_stopping`` rule (:mod:`effnas.nas.search.early_stopping`), a trial asks after each timed window
+whether its cost alone already loses (the first window is a few steps into the first epoch), and, where the rule
+runs Hyperband, evaluates itself after each epoch but the last and reports its reward so far. It stops when the
+rule says so; its metrics then say how many whole ``epochs`` it trained.
 """
 
 from __future__ import annotations
@@ -286,20 +287,26 @@ def run_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed
     return metrics
 
 
-def _segments(cut: int, steps_per_epoch: int) -> list[tuple[bool, range]]:
-    """Split one epoch's batch indices into (untimed, timed) runs at ``cut``."""
-    return [(timed, r) for timed, r in ((False, range(0, cut)), (True, range(cut, steps_per_epoch))) if len(r)]
+def _segments(window: range, steps_per_epoch: int, timed_run: int) -> list[tuple[bool, range]]:
+    """Split one epoch's batch indices into the untimed run before ``window``, timed runs of at most
+    ``timed_run`` steps (each ends with an early-stopping check) and the untimed run after it."""
+    timed = [range(start, min(start + timed_run, window.stop)) for start in window[::timed_run]]
+    runs = [(False, range(0, window.start)), *((True, r) for r in timed), (False, range(window.stop, steps_per_epoch))]
+    return [(is_timed, r) for is_timed, r in runs if len(r)]
 
 
-def timing_cuts(epochs: int, steps_per_epoch: int, timed: int, spread: bool) -> list[int]:
-    """Per epoch, the batch index where its timed steps begin. A tail: the run's last ``timed`` steps (a GPU,
-    after graph warm-up). ``spread``: the last ``timed / epochs`` steps of each epoch, so on a shared CPU one
-    burst of outside work falls on one short exclusive window of several, not on all the timed steps."""
+def timing_windows(epochs: int, steps_per_epoch: int, timed: int, spread: bool) -> list[range]:
+    """Per epoch, the batch indices whose steps are timed. A tail: the run's last ``timed`` steps (a GPU, after
+    graph warm-up). ``spread``: ``timed / epochs`` steps at the start of each epoch (the first epoch's after two
+    untimed warm-up steps), so a trial knows its cost a few steps in (the early-stopping bound needs no
+    accuracy), and on a shared CPU one burst of outside work falls on one short exclusive window of several."""
     total = epochs * steps_per_epoch
     if not spread:
-        return [min(steps_per_epoch, max(0, total - timed - e * steps_per_epoch)) for e in range(epochs)]
+        cuts = [min(steps_per_epoch, max(0, total - timed - e * steps_per_epoch)) for e in range(epochs)]
+        return [range(cut, steps_per_epoch) for cut in cuts]
     per_epoch = -(-timed // epochs)
-    return [max(steps_per_epoch - per_epoch, min(2, steps_per_epoch - 1) if e == 0 else 0) for e in range(epochs)]
+    starts = [min(2, steps_per_epoch - 1) if e == 0 else 0 for e in range(epochs)]
+    return [range(start, min(steps_per_epoch, start + per_epoch)) for start in starts]
 
 
 def _shared_chunks(indices: range, device: torch.device, timed: bool) -> list[range]:
@@ -349,9 +356,11 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     if device.type == "cpu" and settings.timing_lock is None:
         timed = max(timed, total - 2)  # every step after two warm-up steps (see the module docs)
     rule = _early_stopping(settings.early_stopping) if settings.early_stopping else None
-    # Spread: every epoch has timed steps, so a rung knows the step time; on a shared CPU see timing_cuts.
-    cuts = timing_cuts(settings.epochs, steps_per_epoch, timed,
-                       spread=(device.type == "cpu" and settings.timing_lock is not None) or rule is not None)
+    # Spread: every epoch has timed steps, so the rule knows the step time early; on a shared CPU see timing_windows.
+    windows = timing_windows(settings.epochs, steps_per_epoch, timed,
+                             spread=(device.type == "cpu" and settings.timing_lock is not None) or rule is not None)
+    # The rule is asked after each timed run: as often in a lone CPU worker's long windows as in short ones.
+    timed_run = -(-settings.timing_steps // settings.epochs) if rule is not None else steps_per_epoch
 
     build_start = time.perf_counter()
     step = make_train_step(model, optimizer, classification_loss(settings.label_smoothing),
@@ -365,11 +374,9 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     k, epoch_loss, epochs_trained, accuracy = 0, math.nan, settings.epochs, None
     for epoch in range(settings.epochs):
         order = torch.randperm(count, device=device, generator=generator)
-        running = torch.zeros((), device=device)
-        with contextlib.ExitStack() as window:
-            for is_timed, indices in _segments(cuts[epoch], steps_per_epoch):
-                if is_timed:
-                    window.enter_context(lock.exclusive(sync))  # held until this epoch's loss is read
+        running, done, cannot_win = torch.zeros((), device=device), 0, False
+        for is_timed, indices in _segments(windows[epoch], steps_per_epoch, timed_run):
+            with lock.exclusive(sync) if is_timed else contextlib.nullcontext():
                 for chunk in _shared_chunks(indices, device, is_timed):
                     with contextlib.nullcontext() if is_timed else lock.shared(sync):
                         for i in chunk:
@@ -379,21 +386,29 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
                             with timer.measure() if is_timed else contextlib.nullcontext():
                                 loss = step(x, y)
                             running += loss
-                            k += 1
-            epoch_loss = running.item() / steps_per_epoch  # the one host sync per epoch
+                            k, done = k + 1, done + 1
+            # The bound needs only the cost: a hopeless candidate stops a few steps into its first epoch.
+            if is_timed and rule is not None and rule.cannot_win(timer.result().median_ms, params):
+                cannot_win = True
+                break
+        epoch_loss = running.item() / done  # the one host sync per epoch
         if not math.isfinite(epoch_loss):
             raise TrialError(f"diverged: training loss is {'NaN' if math.isnan(epoch_loss) else 'inf'} "
                              f"in epoch {epoch + 1} (NaN/inf loss)")
-        if rule is not None and epoch + 1 < settings.epochs:
+        if cannot_win:
+            epochs_trained = epoch + (done == steps_per_epoch)  # whole epochs trained
+            break
+        if rule is not None and rule.hyperband and epoch + 1 < settings.epochs:
             with lock.shared(sync):
                 accuracy = evaluate(model, data.val_x, data.val_y)
-            if rule.should_stop(epoch + 1, accuracy, timer.result().median_ms, params):
+            if rule.falls_behind(epoch + 1, accuracy, timer.result().median_ms, params):
                 epochs_trained = epoch + 1
                 break
+            accuracy = None  # the next epoch trains on
     timing = timer.result()
     train_seconds = time.perf_counter() - train_start
     eval_start = time.perf_counter()
-    if epochs_trained == settings.epochs:
+    if accuracy is None:  # not already measured at the rung that stopped the trial
         with lock.shared(sync):  # computing beside another trial's timed steps would slow them
             accuracy = evaluate(model, data.val_x, data.val_y)
     eval_seconds = time.perf_counter() - eval_start
