@@ -134,7 +134,8 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
     from effnas.models import build_model
     from effnas.nas.training.engine import classification_loss, make_optimizer, make_train_step, prepare_model
     from effnas.nas.training.timing import time_steps
-    from effnas.nas.search.trial import DeviceLock, run_trial, trial_data
+    from effnas.nas.search.device_sharing import DeviceLock
+    from effnas.nas.search.trial import run_trial, trial_data
 
     trial_ms = [run_trial(proxy.backbone, settings.to_dict(), seed=0)["step_time_ms"] for _ in range(args.repeats)]
     data = trial_data(settings, 0, device, proxy.backbone.train_image_size)

@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
-from effnas.nas.search.trial import DeviceLock, run_trial, timing_windows
+from effnas.nas.search.device_sharing import DeviceLock, timing_windows
+from effnas.nas.search.trial import run_trial
 from effnas.results.html_report import _front_table
 from effnas.results.record import UNSTEADY_SPREAD, TrialMetrics
 from effnas.results.study import trials_frame

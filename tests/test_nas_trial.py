@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from effnas.nas.search.trial import DeviceLock, TrialError, TrialSettings, TrialSettingsError, lr_schedule, run_trial, trial_data
+from effnas.nas.search.device_sharing import DeviceLock
+from effnas.nas.search.trial import TrialError, TrialSettings, TrialSettingsError, lr_schedule, run_trial, trial_data
 from effnas.search_space import ArchSpec, StageSpec, spec_from_dict
 from effnas.errors import EffnasError
 

@@ -64,10 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "memory a worker may hold; recorded as 'out of memory' and the search goes on "
                              "(default: no limit)")
     parser.add_argument("--early-stopping", choices=("on", "off"), default="on",
-                        help="stop candidates that cannot win or fall behind after an epoch: one whose step-time "
-                             "and size factors keep its reward below the best finished one even at full accuracy, "
-                             "and, with 6 or more --epochs, Optuna's Hyperband on the reward from epoch 2 (default "
-                             "on; nsga2 always trains every candidate to the end)")
+                        help="stop candidates that cannot win or fall behind: one whose measured step-time and "
+                             "size factors keep its reward below the best finished one even at full accuracy (a "
+                             "few steps in), and, with 6 or more --epochs, Optuna's Hyperband on the reward from "
+                             "epoch 2 (default on; nsga2 always trains every candidate to the end)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the controller, data split and training")
     parser.add_argument("--reward-w", type=finite_number, default=-0.07, help="step-time exponent w (default -0.07)")
     parser.add_argument("--reward-v", type=finite_number, default=-0.05, help="params exponent v (default -0.05)")

@@ -352,9 +352,9 @@ class Search:
         value = record.reward(Reference.from_dict(self.reference), recipe.reward_w, recipe.reward_v)
         for key, item in record.to_dict().items():
             trial.set_user_attr(key, item)
-        trial.set_user_attr(REWARD_ATTR, value)  # a stopped trial's: its reward at the epoch it reached
+        trial.set_user_attr(REWARD_ATTR, value)  # a stopped trial's: the reward it had reached
         if record.epochs is not None and record.epochs < recipe.trial["epochs"]:
-            self.study.tell(trial, state=TrialState.PRUNED)  # its value: the last reward it reported
+            self.study.tell(trial, state=TrialState.PRUNED)  # its value: its last Hyperband report, if any
         else:
             self.study.tell(trial, record.objectives(self.objectives) if self.multi_objective else value)
         if record.unsteady:

@@ -7,9 +7,7 @@ convolution shapes it has already seen cost nothing again.
 The step time is the median of real training steps, each timed on its own, so measuring costs no extra steps.
 With ``timing_lock`` (a file path shared by a search's concurrent workers) ``timing_steps`` steps are timed
 while this trial has the device to itself, on a GPU as on CPU: other trials finish their current step (on a GPU,
-their epoch) and wait (see :class:`DeviceLock`). The reference is measured alone, so every candidate must be
-too: timed beside a busy worker, a CPU step is far slower than alone, and the reward would mostly rank which
-trial happened to be measured alone (docs/performance.md, "Step-time fidelity"). Without a lock (one worker)
+their current run of steps) and wait (:mod:`effnas.nas.search.device_sharing`). Without a lock (one worker)
 a CPU trial times every step after the first two: spread over the run, a moment of interference from the rest
 of the machine moves the median little.
 Each trial records what it was timed under (``timing``, ``threads``, ``workers``, ``device``).
@@ -25,14 +23,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
-import fcntl
 import functools
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -47,6 +43,8 @@ from effnas.nas.training.engine import (ENGINES, OPTIMIZERS, classification_loss
                                         make_optimizer, make_train_step, prepare_model, resolve_device)
 from effnas.nas.training.optim import warmup_cosine, warmup_steps
 from effnas.nas.training.timing import StepTimer
+from effnas.nas.search.device_sharing import (DeviceLock, device_sync, segments, shared_chunks, timing_conditions,
+                                              timing_windows)
 
 
 class TrialError(Exception):
@@ -80,7 +78,7 @@ class TrialSettings:
     data_size: int = 64  # imagefolder images are read at this size, then resized to the spec's train_image_size
     # Timed steps: on a GPU the last N; on a CPU beside other workers N spread over the epochs; a lone CPU worker
     # times every step after the first two. Beside other workers each timed step holds the device alone (see
-    # DeviceLock), so it costs them a step: a few per epoch keep a steady median (docs/performance.md).
+    # device_sharing), so it costs them a step: a few per epoch keep a steady median (docs/performance.md).
     timing_steps: int = 9
     # torch CPU threads for the trial (None: leave the process's setting)
     threads: int | None = dataclasses.field(default=None, metadata=RUNTIME)
@@ -149,67 +147,6 @@ def _early_stopping(rule: dict) -> Any:
     from effnas.nas.search.early_stopping import EarlyStopping
 
     return EarlyStopping.from_dict(rule)
-
-
-# ----------------------------------------------------------------------------- concurrency
-class DeviceLock:
-    """A reader-writer lock across processes (``flock`` on two files), with the writer first in line.
-
-    Training epochs hold it shared; the timed steps hold it exclusively. A timer first takes the ``.gate``
-    file, so no new epoch starts, then waits for running epochs to finish. Without a path it does nothing.
-    ``before_release`` runs while the lock is still held: on a GPU it synchronises the device, since the host
-    runs ahead of the work it queued, and that work must not spill into another trial's timing window.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-
-    @contextlib.contextmanager
-    def _flock(self, path: str, mode: int) -> Iterator[None]:
-        with open(path, "a+") as handle:
-            fcntl.flock(handle, mode)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def shared(self, before_release: Callable[[], None] | None = None) -> Iterator[None]:
-        if self.path is None:
-            yield
-            return
-        with contextlib.ExitStack() as stack:
-            with self._flock(self.path + ".gate", fcntl.LOCK_EX):
-                stack.enter_context(self._flock(self.path, fcntl.LOCK_SH))
-            yield
-            if before_release is not None:
-                before_release()
-
-    @contextlib.contextmanager
-    def exclusive(self, before_release: Callable[[], None] | None = None) -> Iterator[None]:
-        if self.path is None:
-            yield
-            return
-        with self._flock(self.path + ".gate", fcntl.LOCK_EX), self._flock(self.path, fcntl.LOCK_EX):
-            yield
-            if before_release is not None:
-                before_release()
-
-
-def device_sync(device: torch.device) -> Callable[[], None] | None:
-    """What a lock runs before it is released: wait for the GPU's queued work (CPU steps are synchronous)."""
-    return functools.partial(torch.cuda.synchronize, device) if device.type == "cuda" else None
-
-
-def timing_conditions(locked: bool) -> str:
-    """How the timed steps ran, for the record: alone (``exclusive``) or beside the other workers, and on which
-    cores when the process is pinned to some."""
-    words = "exclusive" if locked else "unlocked"
-    if hasattr(os, "sched_getaffinity"):
-        cores = sorted(os.sched_getaffinity(0))
-        if len(cores) < (os.cpu_count() or len(cores)):
-            words += f", pinned cores {','.join(map(str, cores))}"
-    return words
 
 
 # ----------------------------------------------------------------------------- data cache
@@ -287,37 +224,6 @@ def run_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed
     return metrics
 
 
-def _segments(window: range, steps_per_epoch: int, timed_run: int) -> list[tuple[bool, range]]:
-    """Split one epoch's batch indices into the untimed run before ``window``, timed runs of at most
-    ``timed_run`` steps (each ends with an early-stopping check) and the untimed run after it."""
-    timed = [range(start, min(start + timed_run, window.stop)) for start in window[::timed_run]]
-    runs = [(False, range(0, window.start)), *((True, r) for r in timed), (False, range(window.stop, steps_per_epoch))]
-    return [(is_timed, r) for is_timed, r in runs if len(r)]
-
-
-def timing_windows(epochs: int, steps_per_epoch: int, timed: int, spread: bool) -> list[range]:
-    """Per epoch, the batch indices whose steps are timed. A tail: the run's last ``timed`` steps (a GPU, after
-    graph warm-up). ``spread``: ``timed / epochs`` steps at the start of each epoch (the first epoch's after two
-    untimed warm-up steps), so a trial knows its cost a few steps in (the early-stopping bound needs no
-    accuracy), and on a shared CPU one burst of outside work falls on one short exclusive window of several."""
-    total = epochs * steps_per_epoch
-    if not spread:
-        cuts = [min(steps_per_epoch, max(0, total - timed - e * steps_per_epoch)) for e in range(epochs)]
-        return [range(cut, steps_per_epoch) for cut in cuts]
-    per_epoch = -(-timed // epochs)
-    starts = [min(2, steps_per_epoch - 1) if e == 0 else 0 for e in range(epochs)]
-    return [range(start, min(steps_per_epoch, start + per_epoch)) for start in starts]
-
-
-def _shared_chunks(indices: range, device: torch.device, timed: bool) -> list[range]:
-    """How the untimed steps take the shared lock. On a CPU one step at a time: a step is synchronous, so a trial
-    that wants to time waits for one step of the others, not for the rest of their epoch, with its core idle. On a
-    GPU the whole segment at once: each shared section ends with a device sync (see DeviceLock)."""
-    if timed or device.type != "cpu":
-        return [indices]
-    return [range(i, i + 1) for i in indices]
-
-
 _MACS_THREAD: ThreadPoolExecutor | None = None
 
 
@@ -375,9 +281,9 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     for epoch in range(settings.epochs):
         order = torch.randperm(count, device=device, generator=generator)
         running, done, cannot_win = torch.zeros((), device=device), 0, False
-        for is_timed, indices in _segments(windows[epoch], steps_per_epoch, timed_run):
+        for is_timed, indices in segments(windows[epoch], steps_per_epoch, timed_run):
             with lock.exclusive(sync) if is_timed else contextlib.nullcontext():
-                for chunk in _shared_chunks(indices, device, is_timed):
+                for chunk in shared_chunks(indices, device, is_timed):
                     with contextlib.nullcontext() if is_timed else lock.shared(sync):
                         for i in chunk:
                             step.set_lr(rates[k])

@@ -269,7 +269,7 @@ class LocalBackend:
     the search process stores a result, asks the controller and rewrites the run files.
 
     ``timing`` decides how concurrent trials time their steps. ``exclusive`` (the default): one at a time,
-    while the others wait at an epoch boundary (:class:`~effnas.nas.search.trial.DeviceLock`), so candidates
+    while the others wait at an epoch boundary (:class:`~effnas.nas.search.device_sharing.DeviceLock`), so candidates
     are timed alone as the reference is. ``pinned``: each worker on disjoint cores, no turns; ``unlocked``:
     neither. The last two are kept so ``benchmarks.step_time_fidelity`` can show why ``exclusive`` won.
     """
@@ -291,7 +291,7 @@ class LocalBackend:
         self.workers = workers
         cores = disjoint_cores(workers) if self.timing == "pinned" else None
         self.threads = setup.threads or (len(cores[0]) if cores else default_threads(workers))
-        if workers > 1 and self.timing == "exclusive":  # see nas.search.trial.DeviceLock
+        if workers > 1 and self.timing == "exclusive":  # see nas.search.device_sharing.DeviceLock
             self._timing_lock = str(Path(setup.run_dir).resolve() / ".timing.lock")
         self._pool = WorkerPool(workers, timeout=setup.trial_timeout, threads=self.threads, function=self._function,
                                 memory_gib=setup.trial_memory, depth=self.DEPTH, cores=cores)

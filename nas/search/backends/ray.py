@@ -152,7 +152,7 @@ def _resolve_resources(options: RayOptions, device: str, workers: int | None = N
 
 
 def node_timing_lock(storage_url: str) -> str:
-    """The timing lock (``nas.search.trial.DeviceLock``) of this study's trials on one node: in the node's
+    """The timing lock (``nas.search.device_sharing.DeviceLock``) of this study's trials on one node: in the node's
     temporary folder, since the run directory may not exist on other nodes and trials only compete with
     trials on the same node."""
     tag = hashlib.sha1(storage_url.encode()).hexdigest()[:12]
