@@ -122,24 +122,25 @@ def test_a_hopeless_trial_stops_a_few_steps_into_its_first_epoch(tmp_path):
     """A real trial against a study whose best finished reward no candidate can reach: it stops after its first
     timed window (two warm-up steps, then its share of the timed steps), with no whole epoch trained and the
     accuracy it reached recorded; against a study with a low best it trains every epoch and evaluates no epoch
-    early (a 3-epoch proxy has no Hyperband)."""
+    early (a 3-epoch proxy has no Hyperband). A lone worker (no lock), which times every step, stops as early."""
     results = {}
-    for best in (10.0, 0.0):
-        url = f"sqlite:///{tmp_path / f'study-{best}.db'}"
+    for best, lock in ((10.0, "device.lock"), (0.0, "device.lock"), (10.0, None)):
+        url = f"sqlite:///{tmp_path / f'study-{best}-{lock}.db'}"
         study = optuna.create_study(study_name="effnas", storage=open_storage(url), direction="maximize")
         study.tell(study.ask(), best)
         trial = study.ask()
         rule = EarlyStopping(url, trial._trial_id, ref_step_time_ms=1.0, ref_params=1000, reward_w=-0.07,
                              reward_v=-0.05, epochs=3)
         settings = {**TINY, "epochs": 3, "timing_steps": 6, "device": "cpu", "threads": 1,
-                    "timing_lock": str(tmp_path / "device.lock"), "early_stopping": rule.to_dict()}
-        results[best] = run_trial(BACKBONE, settings, seed=0)
+                    "timing_lock": lock and str(tmp_path / lock), "early_stopping": rule.to_dict()}
+        results[best, lock] = run_trial(BACKBONE, settings, seed=0)
         assert study.trials[trial.number].intermediate_values == {}
-    hopeless, promising = results[10.0], results[0.0]
+    hopeless, promising, alone = results[10.0, "device.lock"], results[0.0, "device.lock"], results[10.0, None]
     assert promising["epochs"] == 3 and promising["train_steps"] % 3 == 0
     assert hopeless["epochs"] == 0 and hopeless["train_steps"] == 2 + 2 < promising["train_steps"] // 3
     assert hopeless["timed_steps"] == 2 and 0.0 <= hopeless["accuracy"] <= 1.0
     assert promising["timed_steps"] == 6
+    assert alone["epochs"] == 0 and alone["train_steps"] == 2 + 2 and alone["timed_steps"] == 2
 
 
 @pytest.mark.slow

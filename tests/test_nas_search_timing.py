@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
-from effnas.nas.search.device_sharing import DeviceLock, timing_windows
+from effnas.nas.search.device_sharing import DeviceLock, segments, timing_windows
 from effnas.nas.search.trial import run_trial
 from effnas.results.html_report import _front_table
 from effnas.results.record import UNSTEADY_SPREAD, TrialMetrics
@@ -111,6 +111,9 @@ def test_cpu_timing_windows_are_spread_over_the_epochs():
     assert timing_windows(3, 22, 9, spread=True) == [range(2, 5), range(0, 3), range(0, 3)]
     assert timing_windows(1, 6, 4, spread=True) == [range(2, 6)]  # two untimed warm-up steps first
     assert timing_windows(3, 22, 20, spread=False) == [range(22, 22), range(22, 22), range(2, 22)]
+    # a lone CPU worker's window is a whole epoch: split so the early-stopping rule is asked a few steps in
+    assert segments(range(2, 22), 22, 3) == [(False, range(0, 2)), (True, range(2, 5)), (True, range(5, 22))]
+    assert segments(range(2, 5), 22, 3) == [(False, range(0, 2)), (True, range(2, 5)), (False, range(5, 22))]
 
 
 def _try_exclusive(path):

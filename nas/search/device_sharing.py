@@ -77,11 +77,13 @@ def timing_conditions(locked: bool) -> str:
     return words
 
 
-def segments(window: range, steps_per_epoch: int, timed_run: int) -> list[tuple[bool, range]]:
-    """Split one epoch's batch indices into the untimed run before ``window``, timed runs of at most
-    ``timed_run`` steps (each ends with an early-stopping check) and the untimed run after it."""
-    timed = [range(start, min(start + timed_run, window.stop)) for start in window[::timed_run]]
-    runs = [(False, range(0, window.start)), *((True, r) for r in timed), (False, range(window.stop, steps_per_epoch))]
+def segments(window: range, steps_per_epoch: int, first_run: int) -> list[tuple[bool, range]]:
+    """Split one epoch's batch indices into the untimed run before ``window``, the window's first ``first_run``
+    steps, the rest of the window, and the untimed run after it (each timed run ends with an early-stopping
+    check, so a long window is asked about a few steps in, not only at its end)."""
+    cut = min(window.start + first_run, window.stop)
+    runs = [(False, range(0, window.start)), (True, range(window.start, cut)), (True, range(cut, window.stop)),
+            (False, range(window.stop, steps_per_epoch))]
     return [(is_timed, r) for is_timed, r in runs if len(r)]
 
 

@@ -265,8 +265,8 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     # Spread: every epoch has timed steps, so the rule knows the step time early; on a shared CPU see timing_windows.
     windows = timing_windows(settings.epochs, steps_per_epoch, timed,
                              spread=(device.type == "cpu" and settings.timing_lock is not None) or rule is not None)
-    # The rule is asked after each timed run: as often in a lone CPU worker's long windows as in short ones.
-    timed_run = -(-settings.timing_steps // settings.epochs) if rule is not None else steps_per_epoch
+    # A lone CPU worker's windows are whole epochs: the rule is asked a few timed steps in, as in short windows.
+    first_run = -(-settings.timing_steps // settings.epochs) if rule is not None else steps_per_epoch
 
     build_start = time.perf_counter()
     step = make_train_step(model, optimizer, classification_loss(settings.label_smoothing),
@@ -281,7 +281,7 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     for epoch in range(settings.epochs):
         order = torch.randperm(count, device=device, generator=generator)
         running, done, cannot_win = torch.zeros((), device=device), 0, False
-        for is_timed, indices in segments(windows[epoch], steps_per_epoch, timed_run):
+        for is_timed, indices in segments(windows[epoch], steps_per_epoch, first_run):
             with lock.exclusive(sync) if is_timed else contextlib.nullcontext():
                 for chunk in shared_chunks(indices, device, is_timed):
                     with contextlib.nullcontext() if is_timed else lock.shared(sync):
