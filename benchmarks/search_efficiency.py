@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from benchmarks.common import keep_result, print_report
 
@@ -232,7 +233,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict[s
     trials = json.loads(out.read_text()) if arm == "practitioner" else effnas_trials(out, started)
     finished = [t for t in trials if t["state"] == "COMPLETE"]
     best = max(finished, key=lambda t: t["reward"])
-    print(f"  {arm}, seed {seed}: {wall:.0f} s, best reward {best['reward']:.4f}", flush=True)
+    tqdm.write(f"  {arm}, seed {seed}: {wall:.0f} s, best reward {best['reward']:.4f}")
     return {"arm": arm, "seed": seed, "wall": wall, "best": best["reward"], "accuracy": best["accuracy"],
             "stopped": sum(t["state"] == "PRUNED" for t in trials), "trials": trials}
 
@@ -258,14 +259,25 @@ def bound_check(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse turns the error into one line and exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
 def mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=int, default=None, help="trials per search (default 200; quick: 8)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; quick: 1)")
+    parser.add_argument("--budget", type=positive_int, default=None, help="trials per search (default 200; quick: 8)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per arm (default 3; quick: 1)")
     parser.add_argument("--quick", action="store_true", help="a smoke-sized run")
     parser.add_argument("--practitioner-run", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -276,10 +288,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return []
     seeds = range(args.seeds or (1 if args.quick else 3))
     runs = []
-    with tempfile.TemporaryDirectory(prefix="effnas-efficiency-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="effnas-efficiency-") as tmp, \
+            tqdm(total=len(seeds) * len(ARMS), desc="searches", unit="search") as bar:
         for seed in seeds:
             for shift in range(len(ARMS)):
                 runs.append(run_arm(ARMS[(seed + shift) % len(ARMS)], seed, args, Path(tmp)))
+                bar.update()
 
     by_arm = {arm: [run for run in runs if run["arm"] == arm] for arm in ARMS}
     wall = {arm: statistics.fmean(run["wall"] for run in by_arm[arm]) for arm in ARMS}
