@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from benchmarks.common import keep_result, print_report
+from effnas.nas.cli.arguments import positive_int
 
 SPACE = {"backbone": "efficientnetv2-s", "width": 0.5, "depth": 0.25, "image_size": 32}
 W, V = -0.07, -0.05
@@ -257,17 +258,6 @@ def bound_check(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"seed": seed, "stopped": len(stopped), "also trained without stopping": len(twins),
                      "finished there above the best when stopped": len(leaders)})
     return rows
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (argparse turns the error into one line and exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
 
 
 def mean_std(values: list[float]) -> str:
