@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import fcntl
 import functools
+import json
 import os
 import shutil
 import sqlite3
@@ -92,11 +93,56 @@ def refuse_foreign_sqlite(path: str | Path) -> None:
                            "does not make); refusing to add a study to it: give another --out or --storage")
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; a URL that cannot connect is a one-line error, not a traceback; an SQLite
-    file that is not an Optuna study (nor new) is refused before Optuna creates any table in it."""
+def refuse_foreign_journal(path: str | Path) -> None:
+    """Refuse, before Optuna appends its first line to it, a journal file that is not one: not a regular file, or a
+    file whose first line is not an Optuna journal operation (a text file, another program's JSON lines, an SQLite
+    database). A missing or empty file is a new journal. Read-only: the file keeps every byte."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StorageError(f"{path}: cannot open the journal ({error.strerror or error})") from None
+    if not stat.S_ISREG(mode):
+        raise StorageError(f"{path}: not a regular file, so not an Optuna journal")
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 20)
+    except OSError as error:
+        raise StorageError(f"{path}: cannot read the journal ({error.strerror or error})") from None
+    if not first:
+        return
+    try:
+        operation = json.loads(first)
+    except ValueError:
+        operation = None
+    if not (isinstance(operation, dict) and "op_code" in operation):
+        what = "an SQLite database" if first.startswith(b"SQLite format 3") else "a file that is not an Optuna journal"
+        raise StorageError(f"{path}: {what}; refusing to use it as a study (it is left as it is)")
+
+
+def probe_storage(url: str) -> None:
+    """Refuse, reading only, a storage URL whose file holds something other than a study of its kind (see
+    :func:`refuse_foreign_sqlite` and :func:`refuse_foreign_journal`): called before anything is created or written."""
     if url.startswith("sqlite:///"):
         refuse_foreign_sqlite(url.removeprefix("sqlite:///"))
+    elif url.startswith("journal:"):
+        refuse_foreign_journal(url.removeprefix("journal:"))
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal URL keeps its study in; None for a database server."""
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix):
+            return Path(url.removeprefix(prefix))
+    return None
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; a URL that cannot connect is a one-line error, not a traceback; a SQLite or
+    journal file that is not an Optuna study (nor new) is refused before Optuna writes a byte into it."""
+    probe_storage(url)
     try:
         if url.startswith("journal:"):
             return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
@@ -315,6 +361,7 @@ def storage_url(location: str | Path) -> str:
         path = Path(text[len("journal:"):]).expanduser()
         if not path.is_file():
             raise ResultsError(f"{path}: no such journal file")
+        refuse_foreign_journal(path)
         return f"journal:{path}"
     if "://" not in text:
         return _sqlite_url(Path(text).expanduser())
