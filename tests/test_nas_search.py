@@ -212,12 +212,22 @@ def test_nsga2_tells_its_study_accuracy_and_each_cost_the_reward_weighs(tmp_path
     assert all(t.values == [t.user_attrs["accuracy"], t.user_attrs["step_time_ms"]] for t in done)
 
 
-def test_a_resumed_optuna_sampler_does_not_replay_its_first_runs_draws():
-    from effnas.nas.search.session import _sampler_seed
+def test_each_process_joining_a_study_takes_its_own_recorded_seed_stream(tmp_path):
+    """Processes on one study (started together, or a resume) propose from different streams; the study records
+    each stream, so what a run proposed can be replayed."""
+    from effnas.nas.search.streams import STREAMS_ATTR, STREAM_STRIDE, stream_seed
 
-    for controller in ("random", "tpe", "nsga2"):
-        config = SearchConfig(SearchRecipe(controller=controller), SearchRuntime(seed=3))
-        assert _sampler_seed(config, 0) == 3 and _sampler_seed(config, 5) != _sampler_seed(config, 0)
-    for controller in ("rl", "evolution"):  # these replay the study by trial number: the seed must not move
-        config = SearchConfig(SearchRecipe(controller=controller), SearchRuntime(seed=3))
-        assert _sampler_seed(config, 5) == _sampler_seed(config, 0) == 3
+    reference = {"step_time_ms": 1.0, "params": 1000, "accuracy": 0.5}
+    searches = [Search(config(tmp_path, budget=4, controller="tpe", seed=3)) for _ in range(2)]
+    for search in searches:
+        search.prepare(lambda spec: reference)
+    assert [s.stream["index"] for s in searches] == [0, 1]
+    assert [s.stream["seed"] for s in searches] == [3, 3 + STREAM_STRIDE]
+    first, second = (search.propose()[0] for search in searches)
+    assert first.params != second.params  # with one stream, both would have drawn the same first candidate
+    recorded = searches[0].study.user_attrs[STREAMS_ATTR]
+    assert [(r["index"], r["seed"]) for r in recorded] == [(0, 3), (1, 3 + STREAM_STRIDE)]
+    assert all(r["worker"].endswith(f":{os.getpid()}") for r in recorded)
+    for controller in ("rl", "evolution"):  # these draw by trial number (unique in a study): the seed must not move
+        assert stream_seed(controller, 3, 5) == 3
+    assert stream_seed("random", 3, 0) == 3 and stream_seed("nsga2", 3, 2) == 3 + 2 * STREAM_STRIDE

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sys
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +30,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from effnas.search_space import ArchSpec
+from effnas.outputs import claim_run_dir
 from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
 from effnas.nas.training.data import load_data
@@ -38,37 +38,18 @@ from effnas.nas.training.engine import resolve_device
 from effnas.results import RUN_FILES, write_run_files
 from effnas.results.record import (REUSE_ATTR, REWARD_ATTR, STUDY_NAME, UNSTEADY_SPREAD, RecordError, Reference,
                                    TrialMetrics, best_trial)
-from effnas.results.storage import open_storage, search_storage_url, study_lock
+from effnas.results.storage import open_storage, probe_storage, search_storage_url, storage_file, study_lock
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
 from effnas.nas.search.backends.local import LocalBackend, default_threads, default_workers
 from effnas.nas.search.budget import counted_trials, recover_interrupted, taken_trials, worker_id
+from effnas.nas.search import streams
 from effnas.nas.search.controllers import is_multi_objective, make_sampler, study_directions, study_objectives
 from effnas.nas.search import repeats
 from effnas.nas.search.early_stopping import EarlyStopping
 from effnas.nas.search.repeats import Repeats
 from effnas.nas.search.settings import SearchConfig, SearchError, build_space
 from effnas.nas.search.trial import TrialSettings
-
-
-RESTARTED_RNG = ("random", "tpe", "nsga2")  # Optuna's own samplers: one running RNG, seeded per process
-
-
-def _sampler_seed(config: SearchConfig, trials_so_far: int = 0) -> int:
-    """The controller's seed. On a shared ``--storage`` each process mixes in its own identity: with the
-    same seed, processes started together would propose the same candidates and train each twice. For the
-    same reason a resumed process of Optuna's own samplers mixes in how many trials the study holds (else a
-    random search replays its first run's draws); rl and evolution replay the study by trial number instead."""
-    runtime = config.runtime
-    seed = runtime.seed if not runtime.storage else (runtime.seed + zlib.crc32(worker_id().encode())) % 2**31
-    if config.recipe.controller in RESTARTED_RNG and trials_so_far:
-        seed = (seed + trials_so_far) % 2**31
-    return seed
-
-
-def _trials_so_far(storage: optuna.storages.BaseStorage) -> int:
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    return next((summary.n_trials for summary in summaries if summary.study_name == STUDY_NAME), 0)
 
 
 @dataclass
@@ -101,6 +82,12 @@ class Search:
         # See early_stopping's module docs: single-objective controllers only, and a rung needs a next epoch.
         self.early_stopping = recipe.early_stopping and not self.multi_objective and recipe.trial["epochs"] > 1
         self.run_dir = Path(runtime.out)
+        self.storage_url = search_storage_url(runtime.out, runtime.storage)
+        # Before anything is read or written: a folder of other files, or a storage file that is not a study, is
+        # refused as it is, byte for byte.
+        own = [storage_file(self.storage_url)] if runtime.storage and storage_file(self.storage_url) else []
+        claim_run_dir(self.run_dir, "search", "--out", own_files=own)
+        probe_storage(self.storage_url)
         # What every trial is sent: the recipe, and where this run trains it (a backend may add its timing lock).
         self.trial_settings = TrialSettings.from_dict(
             {**recipe.trial, "device": runtime.device, "engine": runtime.engine, "threads": runtime.threads}).to_dict()
@@ -108,14 +95,12 @@ class Search:
         self.num_classes, self.image_channels = self._data_shape()
         ensure_writable_dir(self.run_dir, "run directory")  # read-only, full: one line, and nothing created
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.storage_url = search_storage_url(runtime.out, runtime.storage)
         self.storage = open_storage(self.storage_url)
-        seed = _sampler_seed(config, _trials_so_far(self.storage))
-        try:
+        try:  # the sampler is --seed's until this process takes its own stream (see prepare)
             self.study = optuna.create_study(
                 study_name=STUDY_NAME, storage=self.storage, load_if_exists=True,
                 directions=study_directions(recipe.controller, recipe.reward_w, recipe.reward_v),
-                sampler=make_sampler(recipe.controller, self.space, seed))
+                sampler=make_sampler(recipe.controller, self.space, runtime.seed))
         except Exception as error:  # noqa: BLE001
             raise SearchError(f"cannot open the study in {self.storage_url}: {error}") from None
         self._check_or_store_settings()
@@ -291,6 +276,7 @@ class Search:
         self.study.set_user_attr("space", self.space.to_dict())
         recover_interrupted(self.study, self.storage)
         remove_stale_temporaries(self.run_dir, RUN_FILES)  # copies a write killed mid-way left
+        self._take_stream()
         stored = self.study.user_attrs.get("reference")
         if stored:
             self.reference = stored
@@ -306,6 +292,14 @@ class Search:
         if record.unsteady:
             self._warn_unsteady("the reference", record)
         return self.reference
+
+    def _take_stream(self) -> None:
+        """Join the study with this process's own seed stream (see :mod:`.streams`), under the study's lock."""
+        recipe = self.config.recipe
+        self.stream = streams.join(self.study, recipe.controller, self.config.runtime.seed)
+        self.study = optuna.load_study(study_name=STUDY_NAME, storage=self.storage,
+                                       sampler=make_sampler(recipe.controller, self.space, self.stream["seed"]))
+        self.repeats.study = self.study
 
     def propose(self) -> tuple[optuna.trial.Trial, ArchSpec, int | None] | None:
         """Ask the controller for the next candidate: the trial, its spec, and the number of an earlier trial
