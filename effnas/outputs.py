@@ -182,7 +182,8 @@ def _is_side_file(name: str, own: set[str]) -> bool:
     return bool(_HOUSEKEEPING.match(name)) or any(name == o + s for o in own for s in _STUDY_SIDE_FILES)
 
 
-def _first_foreign(folder: Path, run: RunKind | None, own: set[str], budget: list[int]) -> str | None:
+def _first_foreign(folder: Path, run: RunKind | None, own: set[str], studies: set[str],
+                   budget: list[int]) -> str | None:
     """The first entry below ``folder`` that effnas did not write (a path relative to nowhere: for the message,
     with the reason), or None. ``run`` names what each known top-level file must hold; subfolders (nas compare's
     model runs, a nas train --out inside a search) are checked file by file."""
@@ -191,12 +192,12 @@ def _first_foreign(folder: Path, run: RunKind | None, own: set[str], budget: lis
         if budget[0] < 0:
             return f"{folder} (more than {MAX_ENTRIES} files to check)"
         name = entry.name
-        if _is_side_file(name, own) or (run is not None and name in own):
+        if _is_side_file(name, studies) or (run is not None and name in own):
             continue
         if entry.is_symlink():
             return f"{entry}, a symlink effnas did not make"
         if entry.is_dir():
-            found = _first_foreign(entry, None, set(), budget)
+            found = _first_foreign(entry, None, set(), set(), budget)
             if found:
                 return found
             continue
@@ -228,9 +229,10 @@ def claim_run_dir(folder: str | Path, kind: str, what: str = "--out", own_files:
         raise OutputRefused(f"refusing to use {shown} as a run directory: it holds {_described(file_kind(folder))}, "
                             "not a folder (give a folder)")
     own = {Path(f).name for f in own_files if Path(f).expanduser().resolve().parent == folder.resolve()}
+    studies = own | {name for name, held in run.files.items() if held in STUDY_KINDS}  # their -wal, -shm, locks
     try:
-        visible = [e.name for e in folder.iterdir() if not _is_side_file(e.name, own) and e.name not in own]
-        foreign = _first_foreign(folder, run, own, [MAX_ENTRIES]) if visible else None
+        visible = [e.name for e in folder.iterdir() if not _is_side_file(e.name, studies) and e.name not in own]
+        foreign = _first_foreign(folder, run, own, studies, [MAX_ENTRIES]) if visible else None
     except OSError as error:
         raise OutputRefused(f"cannot use {shown} as a run directory: {error.strerror or error}") from None
     if not visible:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 
+from effnas.outputs import claim_output
 from effnas.search_space import save_spec
 from effnas.writes import atomic_write
 
@@ -23,12 +24,16 @@ from effnas.results.study import spec_of, trials_frame
 
 
 RUN_FILES = ("trials.csv", "pareto.json", "best.json")
+RUN_FILE_KINDS = {"trials.csv": "trials-table", "pareto.json": "pareto", "best.json": "spec"}  # see effnas.outputs
 
 
 def write_run_files(study: optuna.Study, run_dir: str | Path) -> None:
-    """Write (or refresh) the run directory's ``trials.csv``, ``pareto.json`` and ``best.json``."""
+    """Write (or refresh) the run directory's ``trials.csv``, ``pareto.json`` and ``best.json``; a file put in
+    one's place that is not what the search wrote there is refused, never replaced (:func:`claim_output`)."""
     run_dir = Path(run_dir)
     frame = trials_frame(study)
+    for name, kind in RUN_FILE_KINDS.items():
+        claim_output(run_dir / name, kind)
     atomic_write(run_dir / "trials.csv", to_csv(frame))
     front = pareto_front(frame)
     points = [{**metrics_of(row), "blocks": row["blocks"], "spec": row["spec"]} for _, row in front.iterrows()]

@@ -23,7 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-step-time", type=positive_number, metavar="MS",
                         help="best reward with a training step of at most MS milliseconds")
     parser.add_argument("--trial", type=int, metavar="N", help="export trial number N instead")
-    parser.add_argument("--out", metavar="FILE", help="write the JSON here (default: print it)")
+    parser.add_argument("--out", metavar="FILE", help="write the JSON here (default: print it); a study or a file "
+                        "effnas did not write there is never replaced")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a file effnas wrote for another purpose (a report, a table) at --out")
     parser.set_defaults(run=run)
 
 
@@ -33,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trial is not None and (args.max_params is not None or args.max_step_time is not None):
         raise ResultsError("--trial picks one trial; it cannot be combined with --max-params/--max-step-time")
-    if args.out:  # a directory, a device, a FIFO or an unwritable folder: refused before the study is read
-        from effnas.writes import output_target
+    if args.out:  # a study, another file, a directory, a device: refused before the study is read
+        from effnas.outputs import claim_output
 
-        output_target(args.out, "--out")
+        claim_output(args.out, "spec", "--out", force=args.force)
     frame = trials_frame(open_study(args.location))
     if args.trial is not None:
         row = trial_row(frame, args.trial)

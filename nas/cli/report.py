@@ -23,7 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("location", metavar="RUN", help="run directory, study .db file or storage URL")
     parser.add_argument("--format", choices=FORMATS, default="html",
                         help="html writes a file (default); csv, json and markdown print to stdout")
-    parser.add_argument("--out", metavar="FILE", help="where to write the HTML (default: RUN/report.html)")
+    parser.add_argument("--out", metavar="FILE", help="where to write the HTML (default: RUN/report.html); a study or "
+                        "a file effnas did not write there is never replaced")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a file effnas wrote for another purpose (a spec, a table) at --out")
     parser.set_defaults(run=run)
 
 
@@ -44,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out and args.format != "html":
         raise ResultsError(f"--out is for the HTML report; --format {args.format} prints to stdout")
-    if args.format == "html":  # a directory, a device, a FIFO or an unwritable folder: refused before any work
-        from effnas.writes import output_target
+    if args.format == "html":  # a study, another file, a directory, a device: refused before any work
+        from effnas.outputs import claim_output
 
-        output_target(Path(args.out).expanduser() if args.out else default_html_path(args.location),
-                      "--out" if args.out else "")
+        claim_output(Path(args.out).expanduser() if args.out else default_html_path(args.location), "report",
+                     "--out" if args.out else "", force=args.force)
     study = open_study(args.location)
     frame, info = trials_frame(study), study_info(study)
     shown = redact(args.location)  # the report names its storage: never with the URL's password

@@ -42,7 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="cap on the eval image size (default 480, as in the paper)")
     parser.add_argument("--no-extra-stage", dest="extra_stage", action="store_false",
                         help="v2 rule: do not split a wider final stage off the last one")
-    parser.add_argument("--out", default=None, metavar="FILE", help="write the scaled spec here (JSON)")
+    parser.add_argument("--out", default=None, metavar="FILE", help="write the scaled spec here (JSON); a study or "
+                        "a file effnas did not write there is never replaced")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a file effnas wrote for another purpose (a report, a checkpoint) at --out")
     parser.set_defaults(run=run)
 
 
@@ -53,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     target = args.target if args.target is not None or args.phi is not None else "m"
     if args.target is not None and args.phi is not None:
         raise ScaleError("give either --target or --phi, not both")
-    if args.out:  # a directory, a device, a FIFO or an unwritable folder: refused before any work
-        from effnas.writes import output_target
+    if args.out:  # a study, another file, a directory, a device: refused before any work
+        from effnas.outputs import claim_output
 
-        output_target(args.out, "--out")
+        claim_output(args.out, "spec", "--out", force=args.force)
     base = load_arch(args.base)
     scaled = scale_spec(base, target, phi=args.phi, rule=args.rule, max_image_size=args.max_image_size,
                         extra_stage=args.extra_stage)

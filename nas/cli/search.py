@@ -25,7 +25,10 @@ Re-running the same command resumes the search and stops at the budget (a larger
 it). Each candidate is trained briefly (--epochs) at --image-size and scored by
     reward = accuracy * (step_time / step_time_ref)^w * (params / params_ref)^v
 with the references measured on the backbone at the start, on this device.
-Outputs in --out: study.db (Optuna), trials.csv, pareto.json, best.json.
+Outputs in --out: study.db (Optuna), trials.csv, pareto.json, best.json. --out is a new or empty
+folder, or a search run to resume: a folder holding other files (or a file) is refused, never mixed into.
+Processes started on one study (the same --out, or one --storage) each propose from their own seed
+stream, recorded in the study, so they explore different candidates.
 """
 
 
@@ -39,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="random | tpe | nsga2 | rl | evolution (default tpe)")
     parser.add_argument("--data", default="digits",
                         help="digits | synthetic[:N] | cifar:DIR | imagefolder:DIR | npz:FILE (default digits)")
-    parser.add_argument("--out", default=None, help="run directory (default runs/CONTROLLER-DATA)")
+    parser.add_argument("--out", default=None, help="run directory: new, empty, or a search run to resume (default runs/CONTROLLER-DATA)")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL instead of OUT/study.db (postgresql://..., sqlite:///..., "
                              "journal:PATH for a journal file on a shared file system)")
