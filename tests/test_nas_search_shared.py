@@ -48,7 +48,7 @@ def check_shared_study(storage: str, out_dirs: list[Path]) -> None:
     # Both processes took part, and each trial names the process that ran it.
     workers = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
     assert len(workers) == 2
-    # The processes share the seed but not the candidates: no architecture is trained twice. A repeated proposal
+    # The processes share --seed but not the seed stream: no architecture is trained twice. A repeated proposal
     # is recorded as a reuse of the trial that trained it, and costs no training.
     trained = [t for t in trials if "reuse_of" not in t.user_attrs]
     keys = [json.dumps(t.user_attrs["spec"], sort_keys=True) for t in trained]
@@ -73,6 +73,30 @@ def test_two_processes_share_a_journal_study(tmp_path):
     storage = f"journal:{tmp_path / 'shared.log'}"  # Optuna's journal file, for a shared file system
     run_two_searches(tmp_path, storage)
     check_shared_study(storage, [tmp_path / "run0", tmp_path / "run1"])
+
+
+def test_two_processes_of_one_command_on_one_out_explore_different_candidates(tmp_path):
+    """The same command twice on one run directory: each process proposes from its own seed stream (recorded in the
+    study), so the budget is spent on different architectures rather than on reuses of the other's."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    command = [sys.executable, "-m", "effnas.nas", "search", *TINY, "--space", str(space), "--budget", "12",
+               "--out", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                 for _ in range(2)]
+    for process in processes:
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, output
+    study = optuna.load_study(study_name="effnas", storage=open_storage(f"sqlite:///{tmp_path / 'run' / 'study.db'}"))
+    trials = study.get_trials(deepcopy=False)
+    trained = [t for t in trials if "reuse_of" not in t.user_attrs]
+    keys = [json.dumps(t.user_attrs["spec"], sort_keys=True) for t in trained]
+    assert counted_trials(study) == 12 and len(set(keys)) == len(keys) == 12
+    assert sum("reuse_of" in t.user_attrs for t in trials) <= 2  # one shared stream: 6 to 8 reuses
+    streams = study.user_attrs["seed_streams"]
+    assert [s["index"] for s in streams] == [0, 1] and len({s["seed"] for s in streams}) == 2
+    assert {s["worker"] for s in streams} == {t.user_attrs["worker"] for t in trained}
 
 
 def test_processes_creating_one_sqlite_study_together_all_succeed(tmp_path):
