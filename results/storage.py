@@ -118,7 +118,8 @@ def refuse_foreign_journal(path: str | Path) -> None:
     except ValueError:
         operation = None
     if not (isinstance(operation, dict) and "op_code" in operation):
-        what = "an SQLite database" if first.startswith(b"SQLite format 3") else "a file that is not an Optuna journal"
+        what = ("an SQLite database, not an Optuna journal (sqlite:///PATH opens one)" if first.startswith(b"SQLite format 3")
+                else "a file that is not an Optuna journal")
         raise StorageError(f"{path}: {what}; refusing to use it as a study (it is left as it is)")
 
 
