@@ -70,7 +70,7 @@ def refuse_foreign_sqlite(path: str | Path) -> None:
     path = Path(path)
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there: whether it can be made is asked later
         return
     except OSError as error:
         raise StorageError(f"{path}: cannot open the study ({error.strerror or error})") from None
@@ -100,7 +100,7 @@ def refuse_foreign_journal(path: str | Path) -> None:
     path = Path(path)
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there: whether it can be made is asked later
         return
     except OSError as error:
         raise StorageError(f"{path}: cannot open the journal ({error.strerror or error})") from None
