@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.storages.journal import JournalFileBackend
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -123,13 +123,36 @@ def refuse_foreign_journal(path: str | Path) -> None:
         raise StorageError(f"{path}: {what}; refusing to use it as a study (it is left as it is)")
 
 
+def refuse_foreign_database(url: str) -> None:
+    """Refuse, before Optuna creates its tables there, a database server's database that holds another program's
+    tables (as :func:`refuse_foreign_sqlite` does for a file). One that cannot be reached is left to
+    :func:`open_storage`, which says why in one line."""
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+    except Exception:  # noqa: BLE001 - a bad URL or a missing driver: open_storage reports it
+        return
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except Exception:  # noqa: BLE001 - server down, no permission: open_storage reports it
+        return
+    finally:
+        engine.dispose()
+    foreign = sorted(tables - _optuna_tables())
+    if foreign:
+        raise StorageError(f"{redact(url)}: the database holds a table {foreign[0]!r} that Optuna does not make; "
+                           "refusing to add a study to another program's database: give another --storage")
+
+
 def probe_storage(url: str) -> None:
-    """Refuse, reading only, a storage URL whose file holds something other than a study of its kind (see
-    :func:`refuse_foreign_sqlite` and :func:`refuse_foreign_journal`): called before anything is created or written."""
+    """Refuse, reading only, a storage URL whose target holds something other than a study of its kind (see
+    :func:`refuse_foreign_sqlite`, :func:`refuse_foreign_journal`, :func:`refuse_foreign_database`): called before
+    anything is created or written."""
     if url.startswith("sqlite:///"):
         refuse_foreign_sqlite(url.removeprefix("sqlite:///"))
     elif url.startswith("journal:"):
         refuse_foreign_journal(url.removeprefix("journal:"))
+    elif "://" in url and not url.startswith("sqlite"):
+        refuse_foreign_database(url)
 
 
 def storage_file(url: str) -> Path | None:

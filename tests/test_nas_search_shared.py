@@ -172,3 +172,29 @@ def postgres_url():
 def test_two_processes_share_a_postgresql_study(tmp_path, postgres_url):
     run_two_searches(tmp_path, postgres_url)
     check_shared_study(postgres_url, [tmp_path / "run0", tmp_path / "run1"])
+
+
+def test_another_programs_postgresql_database_is_refused_before_optuna_adds_a_table(postgres_url):
+    import psycopg
+
+    from effnas.results.storage import StorageError
+
+    url = postgres_url.rsplit("/", 1)[0] + "/shop"
+    params = make_url_params(postgres_url)
+    with psycopg.connect(**params, dbname="postgres", autocommit=True) as connection:
+        connection.execute("CREATE DATABASE shop")
+    with psycopg.connect(**params, dbname="shop", autocommit=True) as connection:
+        connection.execute("CREATE TABLE customers (name TEXT)")
+    with pytest.raises(StorageError, match="holds a table 'customers' that Optuna does not make"):
+        open_storage(url)
+    with psycopg.connect(**params, dbname="shop") as connection:
+        tables = {row[0] for row in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert tables == {"customers"}
+
+
+def make_url_params(url: str) -> dict:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return {"host": parsed.host, "port": parsed.port, "user": parsed.username}
