@@ -80,14 +80,14 @@ RUN_KINDS = {
 
 # ----------------------------------------------------------------------------- recognising a file
 def _json_kind(value: object) -> str | None:
-    if isinstance(value, dict):
+    if isinstance(value, dict):  # a training run's metrics also hold its spec: asked first
+        if {"schedule", "recipe", "spec"} <= value.keys():
+            return "training-metrics"
+        if {"rows", "curves"} <= value.keys():
+            return "compare-results"
         if isinstance(value.get("stages"), list) or (isinstance(value.get("spec"), dict)
                                                     and isinstance(value["spec"].get("stages"), list)):
             return "spec"
-        if {"rows", "curves"} <= value.keys():
-            return "compare-results"
-        if {"top1", "schedule", "recipe"} <= value.keys():
-            return "training-metrics"
         return None
     if isinstance(value, list) and all(isinstance(p, dict) and {"blocks", "spec"} <= p.keys() for p in value):
         return "pareto"

@@ -41,6 +41,11 @@ def test_file_kinds_are_recognised_by_content(tmp_path):
         "pareto": write(tmp_path / "p.json", json.dumps([{"blocks": "x", "spec": SPEC}])),
         "metrics-log": write(tmp_path / "m.csv", "epoch,stage,image_size,dropout\n"),
         "checkpoint": tmp_path / "last.pt",
+        "training-metrics": write(tmp_path / "metrics.json", json.dumps({"top1": 0.5, "stages": 2, "schedule": [],
+                                                                          "recipe": {}, "spec": SPEC})),
+        "compare-results": write(tmp_path / "compare.json", json.dumps({"rows": [], "curves": {}})),
+        "compare-table": write(tmp_path / "compare.csv", "model,kind,top1,params\n"),
+        "training-plot": write(tmp_path / "training.html", "<html><body><script>{\"text\":\"nas train: tiny\"}"),
     }
     assert {kind: file_kind(path) for kind, path in cases.items()} == {kind: kind for kind in cases}
     assert file_kind(write(tmp_path / "wrapped.json", json.dumps({"spec": SPEC, "metrics": {}}))) == "spec"
@@ -86,7 +91,13 @@ def test_a_run_directory_is_new_empty_or_a_run_of_the_same_kind(tmp_path):
     write(run / "best.json", json.dumps({"spec": SPEC}))
     write(run / "report.html", json.dumps(SPEC))  # a spec where a report usually is: still effnas's
     write(run / "m" / "metrics.csv", "epoch,stage,image_size,\n")  # a training run inside: effnas's too
-    assert claim_run_dir(run, "search") == run
+    write(run / "compare.json", json.dumps({"rows": [], "curves": {}}))  # nas compare's, into the search run
+    write(run / "compare" / "tiny" / "metrics.csv", "epoch,stage,image_size,\n")
+    assert claim_run_dir(run, "search") == run == claim_run_dir(run, "compare")
+    trained = tmp_path / "trained"
+    write(trained / "metrics.csv", "epoch,stage,image_size,\n")
+    write(trained / "metrics.json", json.dumps({"schedule": [], "recipe": {}, "spec": SPEC}))
+    assert claim_run_dir(trained, "train") == trained
 
 
 @pytest.mark.parametrize("layout, kind, message", [
