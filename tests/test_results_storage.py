@@ -138,3 +138,19 @@ def test_a_killed_study_is_read_from_a_read_only_directory(tmp_path):
     assert rc[3].strip() == "2" and len(err[3].splitlines()) == 1 and "no study named" in err[3], err[3]
     assert list((tmp_path / "tmp").iterdir()) == []  # the private copy is gone with the process
     assert sorted(p.name for p in (tmp_path / "no-shm").iterdir()) == ["study.db", "study.db-wal"]
+
+
+def test_a_journal_is_probed_read_only_and_a_foreign_file_keeps_every_byte(tmp_path):
+    from effnas.results.storage import StorageError
+
+    journal = tmp_path / "study.log"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name="effnas", storage=open_storage(f"journal:{journal}")).ask()
+    reopened = optuna.load_study(study_name="effnas", storage=open_storage(f"journal:{journal}"))  # Optuna's own
+    assert len(reopened.trials) == 1
+    for name, text in (("notes.txt", b"my notes\n"), ("lines.jsonl", b'{"event": "login"}\n'), ("bin", b"\x00\xff")):
+        (tmp_path / name).write_bytes(text)
+        with pytest.raises(StorageError, match="not an Optuna journal"):
+            open_storage(f"journal:{tmp_path / name}")
+        assert (tmp_path / name).read_bytes() == text
+    assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob(".*.lock"))
