@@ -184,9 +184,9 @@ def _is_side_file(name: str, own: set[str]) -> bool:
 
 def _first_foreign(folder: Path, run: RunKind | None, own: set[str], studies: set[str],
                    budget: list[int]) -> str | None:
-    """The first entry below ``folder`` that effnas did not write (a path relative to nowhere: for the message,
-    with the reason), or None. ``run`` names what each known top-level file must hold; subfolders (nas compare's
-    model runs, a nas train --out inside a search) are checked file by file."""
+    """The first entry below ``folder`` that effnas did not write, as a message names it (the path and why), or
+    None. ``run`` names what each known top-level file must hold; subfolders (nas compare's model runs, a search or
+    a nas train --out inside a search) are checked file by file."""
     for entry in sorted(folder.iterdir()):
         budget[0] -= 1
         if budget[0] < 0:
@@ -197,13 +197,13 @@ def _first_foreign(folder: Path, run: RunKind | None, own: set[str], studies: se
         if entry.is_symlink():
             return f"{entry}, a symlink effnas did not make"
         if entry.is_dir():
-            found = _first_foreign(entry, None, set(), set(), budget)
+            found = _first_foreign(entry, None, set(), {"study.db"}, budget)
             if found:
                 return found
             continue
         expected = run.files.get(name) if run is not None else None
-        if expected in STUDY_KINDS or (run is not None and name == "study.db"):
-            continue  # the study: its storage's own checks read it (study.db that is not Optuna's is refused there)
+        if expected in STUDY_KINDS or name == "study.db":
+            continue  # a search's study: its storage's own checks read it when it is opened
         found = file_kind(entry)
         if found is None:
             kind = "not a regular file" if not entry.is_file() else "a file effnas did not write"

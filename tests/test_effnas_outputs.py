@@ -93,6 +93,8 @@ def test_a_run_directory_is_new_empty_or_a_run_of_the_same_kind(tmp_path):
     write(run / "m" / "metrics.csv", "epoch,stage,image_size,\n")  # a training run inside: effnas's too
     write(run / "compare.json", json.dumps({"rows": [], "curves": {}}))  # nas compare's, into the search run
     write(run / "compare" / "tiny" / "metrics.csv", "epoch,stage,image_size,\n")
+    sqlite_db(write(run / "nested" / "study.db", "").parent / "study.db")  # a search run inside the search run
+    write(run / "nested" / "study.db-wal", "")
     assert claim_run_dir(run, "search") == run == claim_run_dir(run, "compare")
     trained = tmp_path / "trained"
     write(trained / "metrics.csv", "epoch,stage,image_size,\n")
