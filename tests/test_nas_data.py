@@ -16,6 +16,16 @@ from effnas.nas.training.data import DataError, ImageData, load_data, to_device
 from effnas.errors import EffnasError
 
 
+
+def _every_image(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train, validation and test images and labels together: a split loses or invents none."""
+    test_x, test_y = data.test_split()
+    return torch.cat([data.train_x, data.val_x, test_x]), torch.cat([data.train_y, data.val_y, test_y])
+
+
+def _count(data) -> int:
+    return len(_every_image(data)[1])
+
 def _assert_valid(data: ImageData, channels: int, size: int, classes: int) -> None:
     for x, y in ((data.train_x, data.train_y), (data.val_x, data.val_y)):
         assert x.dtype == torch.uint8 and y.dtype == torch.int64
@@ -28,10 +38,14 @@ def _assert_valid(data: ImageData, channels: int, size: int, classes: int) -> No
 def test_digits_stratified_split_fixed_by_seed():
     data = load_data("digits", seed=3, val_fraction=0.2)
     _assert_valid(data, 1, 8, 10)
-    assert len(data.train_x) + len(data.val_x) == 1797
+    assert _count(data) == 1797
     assert int(data.train_x.max()) == 255  # 0..16 scaled to the full uint8 range
     counts = torch.bincount(data.val_y, minlength=10)
-    assert int(counts.min()) >= 34 and int(counts.max()) <= 38  # about 20 % of each ~180-image class
+    # 15 % of each ~180-image class is held out as the test split, then 20 % of the rest validates
+    assert int(counts.min()) >= 29 and int(counts.max()) <= 32
+    test_counts = torch.bincount(data.test_split()[1], minlength=10)
+    assert int(test_counts.min()) >= 26 and int(test_counts.max()) <= 28
+    assert torch.equal(load_data("digits", seed=4).test_split()[0], data.test_split()[0])  # whatever the seed
     again, other = load_data("digits", seed=3), load_data("digits", seed=4)
     assert torch.equal(again.val_x, data.val_x) and torch.equal(again.val_y, data.val_y)
     assert not torch.equal(other.val_x, data.val_x)
@@ -40,7 +54,7 @@ def test_digits_stratified_split_fixed_by_seed():
 def test_synthetic_is_deterministic_and_sized():
     a, b = load_data("synthetic:200x16"), load_data("synthetic:200x16")
     _assert_valid(a, 3, 16, 10)
-    assert len(a.train_x) + len(a.val_x) == 200
+    assert _count(a) == 200
     assert torch.equal(a.train_x, b.train_x)
     # Class patterns differ: the per-class mean images are far apart compared with pixel noise.
     means = torch.stack([a.train_x[a.train_y == c].float().mean(0) for c in range(10)])
@@ -124,9 +138,9 @@ def test_imagefolder_with_truncated_file(tmp_path):
     with pytest.warns(UserWarning, match="broken.png"):
         data = load_data(f"imagefolder:{tmp_path}", val_fraction=0.25, data_size=12)
     _assert_valid(data, 3, 12, 2)
-    assert len(data.train_x) + len(data.val_x) == 9
-    x = torch.cat([data.train_x, data.val_x]).float()
-    y = torch.cat([data.train_y, data.val_y])
+    assert _count(data) == 9
+    x, y = _every_image(data)
+    x = x.float()
     # Sorted class names give labels: cat = 0 (red images), dog = 1 (blue images, plus one black).
     assert x[y == 0][:, 0].mean() > 150 and x[y == 1][:, 2].mean() > 100
 
@@ -224,7 +238,7 @@ def test_idx_emnist_names_are_transposed_back_and_pick_a_set(tmp_path):
         load_data(f"idx:{tmp_path}")  # the archive's gzip/ folder is looked into, as CIFAR's is
     data = load_data(f"idx:{tmp_path / 'gzip' / 'emnist-letters'}", val_fraction=0.25)
     assert data.train_x.shape[1:] == (1, 6, 5) and data.num_classes == 4
-    x = torch.cat([data.train_x, data.val_x])[:, 0].numpy()
+    x = _every_image(data)[0][:, 0].numpy()
     assert {bytes(image) for image in x} == {bytes(image) for image in images}
 
 
@@ -233,15 +247,15 @@ def test_idx_subset_keeps_class_shares_whatever_the_seed(tmp_path):
     labels[:50] = 0  # classes hold 87, 37, 38, 38 of the 200 images
     _write_set(tmp_path, images, labels)
     data = load_data(f"idx:{tmp_path}:50", seed=1)
-    y = torch.cat([data.train_y, data.val_y])
+    y = _every_image(data)[1]
     assert len(y) == 50 and torch.bincount(y).tolist() == [22, 9, 10, 9]  # 21.75, 9.25, 9.5, 9.5: largest remainders
     other = load_data(f"idx:{tmp_path}:50", seed=2)
-    assert sorted(bytes(i.flatten().numpy()) for i in torch.cat([data.train_x, data.val_x])) == \
-        sorted(bytes(i.flatten().numpy()) for i in torch.cat([other.train_x, other.val_x]))
-    assert len(load_data(f"idx:{tmp_path}:5000").train_x) + len(load_data(f"idx:{tmp_path}").val_x) == 200
+    assert sorted(bytes(i.flatten().numpy()) for i in _every_image(data)[0]) == \
+        sorted(bytes(i.flatten().numpy()) for i in _every_image(other)[0])
+    assert _count(load_data(f"idx:{tmp_path}:5000")) == 200
     np.savez(tmp_path / "d.npz", x=images, y=labels)
     subset = load_data(f"npz:{tmp_path / 'd.npz'}:20")  # every file source takes ':N'
-    assert len(subset.train_y) + len(subset.val_y) == 20
+    assert _count(subset) == 20
     with pytest.raises(DataError, match="N must be >= 2"):
         load_data(f"idx:{tmp_path}:1")
 
@@ -326,10 +340,12 @@ def test_real_fashion_mnist():
     _assert_valid(data, 1, 28, 10)
     assert (len(data.train_x), len(data.val_x)) == (48_000, 12_000)  # 60,000 training images, 20 % held out
     assert torch.bincount(data.val_y).tolist() == [1_200] * 10  # 6,000 of each class
-    assert read_idx(FASHION_MNIST / "t10k-images-idx3-ubyte.gz").shape == (10_000, 28, 28)  # not read by load_data
+    assert data.test_origin == "the source's own test files"
+    assert read_idx(FASHION_MNIST / "t10k-images-idx3-ubyte.gz").shape == (10_000, 28, 28)
+    assert torch.equal(data.test_split()[0][:, 0], torch.from_numpy(read_idx(FASHION_MNIST / "t10k-images-idx3-ubyte.gz")))
     assert np.bincount(read_idx(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz")).tolist() == [1_000] * 10
     small = load_data(f"idx:{FASHION_MNIST}:2000")
-    assert len(small.train_x) + len(small.val_x) == 2000 and torch.bincount(small.val_y).tolist() == [40] * 10
+    assert len(small.train_x) + len(small.val_x) == 2000 and small.test_split()[0].shape[0] == 10_000 and torch.bincount(small.val_y).tolist() == [40] * 10
 
 
 # ----------------------------------------------------------------------------- to_device

@@ -1,9 +1,16 @@
 """Image classification data for proxy trials and ``nas train``, held whole in memory.
 
 Every source becomes one :class:`ImageData`: uint8 images ``[N, C, H, W]`` and int64 labels, split into
-train and validation. One rule for every source: **the validation split is always carved out of the
-training data**, stratified by class and fixed by ``seed`` (CIFAR's ``test_batch`` is never read, so the
-official test set stays untouched by the search). Images keep their own channel count (digits are
+train, validation and test. Two rules for every source:
+
+- **the validation split is always carved out of the training data**, stratified by class and fixed by
+  ``seed``: it is what the search selects on;
+- **the test split is the source's own** (``idx:``'s ``t10k-`` files, CIFAR's ``test_batch``, an ``.npz``'s
+  ``x_test``/``y_test``, an image folder's ``test/`` beside ``train/``), read only when a finished model asks
+  for its final score (:meth:`ImageData.test_split`); a source without one has ``TEST_FRACTION`` of its images
+  held out before anything else, the same ones whatever the run's seed, so no search or training sees them.
+
+Images keep their own channel count (digits are
 grayscale, 1 channel); the trial builds its network with the data's channels, so no compute is spent on
 replicated planes.
 
@@ -11,7 +18,8 @@ Sources (``--data``):
   ``digits``                 scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)
   ``synthetic[:N[xS]]``      N deterministic S-px RGB images of 10 class-dependent patterns (default 2000x32)
   ``cifar:DIR``              CIFAR-10 ``data_batch_1..5`` or CIFAR-100 ``train`` python pickles
-  ``imagefolder:DIR``        ``DIR/<class>/<image>``, read with PIL as RGB and resized to ``data_size``
+  ``imagefolder:DIR``        ``DIR/<class>/<image>`` (or ``DIR/train/<class>/...`` with ``DIR/test/<class>/...``),
+                             read with PIL as RGB and resized to ``data_size``
   ``npz:FILE``               arrays ``x`` ([N,H,W], [N,H,W,C] or [N,C,H,W]) and ``y`` (int labels)
   ``idx:DIR``                MNIST, Fashion-MNIST, KMNIST or EMNIST IDX files, 1 channel (:mod:`.idx`)
 
@@ -24,19 +32,25 @@ so the training loop only ever indexes device tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import zipfile
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from effnas.nas.training.sources import (DataError, cifar, digits, idx, imagefolder, npz, synthetic,
-                                         synthetic_shape)
+from effnas.nas.training.idx import IdxError, find_test_pair
+from effnas.nas.training.sources import (DataError, cifar, cifar_test, digits, idx, idx_test, imagefolder, npz,
+                                         npz_test, synthetic, synthetic_shape)
 
 SOURCES = ("digits", "synthetic[:N[xS]]", "cifar:DIR[:N]", "imagefolder:DIR[:N]", "npz:FILE[:N]",
            "idx:DIR[:N]")
 SUBSET_SEED = 0  # a ':N' subset is part of the data set's identity, not of a run's seed
+TEST_SEED = 0  # so is a held-out test split
+TEST_FRACTION = 0.15  # of each class, held out as the test split of a source that has none of its own
 
 
 @dataclass(frozen=True)
@@ -49,10 +63,28 @@ class ImageData:
     val_y: torch.Tensor
     num_classes: int
     name: str
+    test_origin: str = "none"  # where test_split() reads from: "the source's own test files" or "held out"
+    _read_test: Callable[[], tuple[np.ndarray, np.ndarray] | None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def channels(self) -> int:
         return int(self.train_x.shape[1])
+
+    def test_split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test images and labels, read now and only now: the final score of a finished model."""
+        if self._read_test is None:
+            raise DataError(f"data: {self.name}: has no test split")
+        found = self._read_test()
+        if found is None:
+            raise DataError(f"data: {self.name}: its test files could not be found")
+        x, y = found
+        if x.shape[1:] != self.train_x.shape[1:]:
+            raise DataError(f"data: {self.name}: the test images are {list(x.shape[1:])}, the training images "
+                            f"{list(self.train_x.shape[1:])}")
+        if len(y) and int(y.max()) >= self.num_classes:
+            raise DataError(f"data: {self.name}: test label {int(y.max())} is beyond the training data's "
+                            f"{self.num_classes} classes")
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -83,6 +115,8 @@ def load_data(source: str, seed: int = 0, val_fraction: float = 0.2, data_size: 
         raise DataError(f"data: val_fraction must be in (0, 1), got {val_fraction}")
     kind, _, arg = source.strip().partition(":")
     kind = kind.lower()
+    name = source.strip()
+    read_test: Callable[[], tuple[np.ndarray, np.ndarray] | None] | None = None
     if kind == "digits" and not arg:
         x, y, num_classes = digits()
     elif kind == "synthetic":
@@ -94,13 +128,27 @@ def load_data(source: str, seed: int = 0, val_fraction: float = 0.2, data_size: 
         path = Path(arg).expanduser()
         if not path.exists() and not (kind == "idx" and path.parent.is_dir()):  # idx:DIR/PREFIX picks a set
             raise DataError(f"data: {kind}: {path}: no such file or directory")
-        reader = {"cifar": cifar, "npz": npz, "idx": idx, "imagefolder": lambda p: imagefolder(p, data_size)}
-        x, y, num_classes = reader[kind](path)
+        if kind == "imagefolder" and (path / "train").is_dir() and (path / "test").is_dir():
+            x, y, num_classes = imagefolder(path / "train", data_size)
+            read_test = lambda: _imagefolder_test(path / "test", data_size, num_classes)  # noqa: E731
+        else:
+            reader = {"cifar": cifar, "npz": npz, "idx": idx, "imagefolder": lambda p: imagefolder(p, data_size)}
+            x, y, num_classes = reader[kind](path)
+            test_reader = {"cifar": cifar_test, "npz": npz_test, "idx": idx_test}.get(kind)
+            if test_reader is not None and _has_test(kind, path):
+                read_test = lambda: test_reader(path)  # noqa: E731
         if limit is not None:
             x, y = _subset(x, y, limit)
     else:
         raise DataError(f"data: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
-    return _split(x, y, num_classes, seed, val_fraction, name=source.strip())
+    if read_test is not None:
+        return _split(x, y, num_classes, seed, val_fraction, name, "the source's own test files", read_test)
+    keep, test = _stratified(y, TEST_FRACTION, np.random.default_rng(TEST_SEED))
+    if len(test) == 0 or len(np.unique(y[keep])) < len(np.unique(y)):
+        return _split(x, y, num_classes, seed, val_fraction, name)  # too small to hold any out: no test split
+    held_x, held_y = x[test], y[test]
+    return _split(x[keep], y[keep], num_classes, seed, val_fraction, name,
+                  f"held out ({TEST_FRACTION:.0%} of the images, the same for every run)", lambda: (held_x, held_y))
 
 
 def to_device(data: ImageData, image_size: int, device: str | torch.device,
@@ -135,33 +183,63 @@ def to_device(data: ImageData, image_size: int, device: str | torch.device,
 
 
 # ----------------------------------------------------------------------------- splitting
-def _split(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int, val_fraction: float,
-           name: str) -> ImageData:
+def _has_test(kind: str, path: Path) -> bool:
+    """Whether the source has a test split of its own, by file names only: no test image is read here."""
+    if kind == "cifar":
+        folders = [path, path / "cifar-10-batches-py", path / "cifar-100-python"]
+        return any((folder / name).is_file() for folder in folders for name in ("test_batch", "test"))
+    if kind == "npz":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return {"x_test.npy", "y_test.npy"} <= set(archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            return False
+    try:
+        return find_test_pair(path) is not None
+    except IdxError:
+        return False
+
+
+def _imagefolder_test(path: Path, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y, classes = imagefolder(path, size)
+    if classes != num_classes:
+        raise DataError(f"data: imagefolder: {path}: {classes} class folders, the train/ folder has {num_classes}")
+    return x, y
+
+
+def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, taken) indices: each class gives ``round(n * fraction)`` of its images, at least one and never all."""
+    taken = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        count = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        taken.append(rng.permutation(members)[:count])
+    taken_index = np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
+    mask = np.ones(len(y), dtype=bool)
+    mask[taken_index] = False
+    return np.flatnonzero(mask), taken_index
+
+
+def _split(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int, val_fraction: float, name: str,
+           test_origin: str = "none", read_test: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+           ) -> ImageData:
     """Stratified split: each class gives ``round(n * val_fraction)`` (at least one) of its images."""
     if len(x) == 0:
         raise DataError(f"data: {name}: the dataset is empty")
     present = np.unique(y)
     if len(present) < 2:
         raise DataError(f"data: {name}: found only {len(present)} class; classification needs at least 2")
-    rng = np.random.default_rng(seed)
-    val_parts = []
-    for label in present:
-        members = np.flatnonzero(y == label)
-        take = min(len(members) - 1, max(1, round(len(members) * val_fraction)))
-        val_parts.append(rng.permutation(members)[:take])
-    val_index = np.sort(np.concatenate(val_parts))
+    train_index, val_index = _stratified(y, val_fraction, np.random.default_rng(seed))
     if len(val_index) == 0:
         raise DataError(f"data: {name}: too few images for a validation split (need 2 of some class)")
-    train_mask = np.ones(len(y), dtype=bool)
-    train_mask[val_index] = False
 
     def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.from_numpy(np.ascontiguousarray(x[index])),
                 torch.from_numpy(y[index].astype(np.int64)))
 
-    train_x, train_y = tensors(np.flatnonzero(train_mask))
+    train_x, train_y = tensors(train_index)
     val_x, val_y = tensors(val_index)
-    return ImageData(train_x, train_y, val_x, val_y, int(num_classes), name)
+    return ImageData(train_x, train_y, val_x, val_y, int(num_classes), name, test_origin, read_test)
 
 
 def _path_and_limit(kind: str, arg: str) -> tuple[str, int | None]:

@@ -7,10 +7,10 @@ a plain file must be exactly header + data long, a gzipped one must be small eno
 to hold the data (at most about 1032 bytes out per byte in), and decompression stops after the
 bytes the header claims. Anything else is a one-line :class:`IdxError` naming the file.
 
-Only the training pair is read (``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte``, gzipped
-or not, optionally behind a prefix such as EMNIST's ``emnist-balanced-``); the ``t10k-`` test files
-stay untouched, as CIFAR's test batch does. EMNIST stores each image transposed (column-major), so
-files named ``emnist-*`` are transposed back on reading.
+The training pair (``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte``, gzipped or not, optionally
+behind a prefix such as EMNIST's ``emnist-balanced-``) is what the search and training read. The test pair
+beside it (``t10k-`` or ``test-``) is read only by :func:`read_test_set`, for a finished model's final score.
+EMNIST stores each image transposed (column-major), so files named ``emnist-*`` are transposed back on reading.
 """
 
 from __future__ import annotations
@@ -175,6 +175,28 @@ def read_training_set(path: Path) -> tuple[np.ndarray, np.ndarray, Path]:
     """Images [N, H, W] upright, labels [N] and the labels file, checking shapes and counts from the
     headers before either body is read."""
     images_file, labels_file = find_training_pair(path)
+    return _read_pair(images_file, labels_file)
+
+
+def read_test_set(path: Path) -> tuple[np.ndarray, np.ndarray, Path] | None:
+    """The test pair beside the training pair at ``path`` (``t10k-`` or ``test-`` in place of ``train-``),
+    checked as the training pair is; None when the folder has none."""
+    pair = find_test_pair(path)
+    return None if pair is None else _read_pair(*pair)
+
+
+def find_test_pair(path: Path) -> tuple[Path, Path] | None:
+    """(images, labels) of the test set beside the training set at ``path``, by name alone; None if absent."""
+    images_file, labels_file = find_training_pair(path)
+    for test_name in ("t10k-", "test-"):
+        images, labels = (file.with_name(file.name.replace("train-", test_name, 1))
+                          for file in (images_file, labels_file))
+        if images.is_file() and labels.is_file():
+            return images, labels
+    return None
+
+
+def _read_pair(images_file: Path, labels_file: Path) -> tuple[np.ndarray, np.ndarray, Path]:
     images_header, labels_header = read_header(images_file), read_header(labels_file)
     for file, header, want in ((images_file, images_header, 3), (labels_file, labels_header, 1)):
         if len(header.shape) != want:

@@ -16,7 +16,7 @@ import torch
 
 from effnas.errors import EffnasError, escape_controls
 from effnas.nas.training.idx import MAX_BYTES as IDX_MAX_BYTES
-from effnas.nas.training.idx import IdxError, read_training_set
+from effnas.nas.training.idx import IdxError, read_test_set, read_training_set
 
 SYNTHETIC_DEFAULT = (2000, 32)
 SYNTHETIC_CLASSES = 10
@@ -182,13 +182,7 @@ def _read_cifar_batch(path: Path) -> dict:
 
 def cifar(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """CIFAR-10 (``data_batch_1..5``, 10 classes) or CIFAR-100 (``train``, 100 fine classes)."""
-    if path.is_dir() and not any((path / f).exists() for f in ("data_batch_1", "train")):
-        for child in ("cifar-10-batches-py", "cifar-100-python"):  # the folder the archive unpacks to
-            if (path / child).is_dir():
-                path = path / child
-                break
-    if not path.is_dir():
-        raise DataError(f"data: cifar: {path}: expected the directory holding the CIFAR python batches")
+    path = _cifar_folder(path)
     files = sorted(path.glob("data_batch_[0-9]*"))
     if files:
         label_key, num_classes = b"labels", 10
@@ -196,6 +190,33 @@ def cifar(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
         files, label_key, num_classes = [path / "train"], b"fine_labels", 100
     else:
         raise DataError(f"data: cifar: {path}: no CIFAR-10 'data_batch_*' or CIFAR-100 'train' file found")
+    x, y = _cifar_batches(files, label_key, num_classes)
+    return x, y, num_classes
+
+
+def cifar_test(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """CIFAR-10's ``test_batch`` or CIFAR-100's ``test``, when the folder holds it."""
+    path = _cifar_folder(path)
+    if (path / "test_batch").is_file():
+        return _cifar_batches([path / "test_batch"], b"labels", 10)
+    if (path / "test").is_file():
+        return _cifar_batches([path / "test"], b"fine_labels", 100)
+    return None
+
+
+def _cifar_folder(path: Path) -> Path:
+    """The folder holding the batches: ``path`` itself or the folder the archive unpacks to inside it."""
+    if path.is_dir() and not any((path / f).exists() for f in ("data_batch_1", "train")):
+        for child in ("cifar-10-batches-py", "cifar-100-python"):  # the folder the archive unpacks to
+            if (path / child).is_dir():
+                path = path / child
+                break
+    if not path.is_dir():
+        raise DataError(f"data: cifar: {path}: expected the directory holding the CIFAR python batches")
+    return path
+
+
+def _cifar_batches(files: list[Path], label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for file in files:
         batch = _read_cifar_batch(file)
@@ -210,7 +231,7 @@ def cifar(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
         if len(label) and label.max() >= num_classes:
             raise DataError(f"data: cifar: {file}: label {label.max()} out of range for {num_classes} classes")
         labels.append(label)
-    return np.concatenate(images), np.concatenate(labels), num_classes
+    return np.concatenate(images), np.concatenate(labels)
 
 
 def imagefolder(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -253,16 +274,16 @@ def imagefolder(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, int]:
     return np.stack(images), np.asarray(labels, dtype=np.int64), len(class_dirs)
 
 
-def npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+def npz(path: Path, keys: tuple[str, str] = ("x", "y")) -> tuple[np.ndarray, np.ndarray, int]:
     """``x``: [N,H,W] (grayscale), [N,H,W,C] or [N,C,H,W] with C in 1..4; ``y``: integer labels."""
     name = f"npz: {path}"
-    _check_npz_sizes(path, name)
+    _check_npz_sizes(path, name, keys)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in ("x", "y") if key not in archive.files]
+            missing = [key for key in keys if key not in archive.files]
             if missing:
                 raise DataError(f"data: {name}: missing array {missing[0]!r} (found: {', '.join(archive.files)})")
-            x, y = archive["x"], archive["y"]
+            x, y = archive[keys[0]], archive[keys[1]]
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as error:
@@ -281,7 +302,13 @@ def npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     return np.ascontiguousarray(to_uint8(x, name)), labels, num_classes
 
 
-def _check_npz_sizes(path: Path, name: str) -> None:
+def npz_test(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The archive's own test split, ``x_test`` and ``y_test``, checked as ``x`` and ``y`` are."""
+    x, y, _ = npz(path, ("x_test", "y_test"))
+    return x, y
+
+
+def _check_npz_sizes(path: Path, name: str, keys: tuple[str, str] = ("x", "y")) -> None:
     """Before numpy allocates anything: each ``x``/``y`` member's ``.npy`` header, its shape and dtype, must fit
     in the bytes the zip says the member holds, those must be within deflate's reach of its compressed bytes (a
     member claiming gigabytes from a few kilobytes is a bomb or a lie), and the two arrays within
@@ -292,7 +319,7 @@ def _check_npz_sizes(path: Path, name: str) -> None:
         with zipfile.ZipFile(path) as archive:
             total = 0
             for info in archive.infolist():
-                if info.filename not in ("x.npy", "y.npy"):
+                if info.filename not in (f"{keys[0]}.npy", f"{keys[1]}.npy"):
                     continue
                 if info.file_size > max(info.compress_size, 1) * DEFLATE_MAX_RATIO + 1024:
                     raise DataError(f"data: {name}: {info.filename} claims {info.file_size:,} bytes from "
@@ -313,6 +340,19 @@ def _check_npz_sizes(path: Path, name: str) -> None:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError):
         return  # np.load gives its own one-line answer
+
+
+def idx_test(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``t10k-`` (or ``test-``) pair beside the training pair, when the folder holds it."""
+    try:
+        found = read_test_set(path)
+    except IdxError as error:
+        raise DataError(f"data: idx: {error}") from None
+    if found is None:
+        return None
+    images, labels, labels_file = found
+    labels, _ = check_labels(labels, len(images), f"idx: {labels_file}")
+    return np.ascontiguousarray(to_uint8(images, f"idx: {labels_file}")[:, None]), labels
 
 
 def idx(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
