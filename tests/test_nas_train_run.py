@@ -17,7 +17,7 @@ from effnas.search_space import spec_from_dict
 
 TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16, "name": "tiny",
         "dropout": 0.1, "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]}
-# 200 synthetic 8-px images (160 train): 5 steps of 32 per epoch; sizes 8 -> 16 over 2 stages, with mixup.
+# 200 synthetic 8-px images (30 held out as the test split, 140 train): 4 steps of 32 per epoch; sizes 8 -> 16 over 2 stages, with mixup.
 CONFIG = TrainConfig(data="synthetic:200x8", epochs=3, stages=2, batch_size=32, min_image_size=8,
                      randaug=(2.0, 6.0), mixup=(0.0, 0.4), dropout=(0.0, 0.2), seed=3)
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(full_run, tmp_pa
         assert expected[key].keys() == actual[key].keys()
         for name, tensor in expected[key].items():
             assert torch.equal(tensor, actual[key][name]), f"{key}.{name} differs after resume"
-    assert expected["step"] == actual["step"] == 15
+    assert expected["step"] == actual["step"] == metrics["steps"] == 12
     assert resumed["top1"] == metrics["top1"]
     assert [r["train_loss"] for r in resumed_history(tmp_path)] == [r["train_loss"] for r in resumed_history(out)]
 
@@ -121,7 +121,7 @@ def test_checkpoint_of_another_architecture_is_refused(full_run, tmp_path):
 
 
 def test_batch_larger_than_the_data_is_a_user_error(tmp_path):
-    with pytest.raises(TrainError, match="batch size 500 exceeds the 160 training images"):
+    with pytest.raises(TrainError, match="batch size 500 exceeds the 140 training images"):
         train(spec_from_dict(TINY), TrainConfig(**{**CONFIG.__dict__, "batch_size": 500}), tmp_path, device="cpu",
               progress=False, log=quiet)
 
@@ -155,7 +155,7 @@ def test_cli_trains_and_reports_top1(tmp_path):
                  "--batch-size", "40", "--device", "cpu", "--out", str(out), "--min-image-size", "8", "--quiet")
     # Progress bars and per-epoch lines are off with --quiet: stdout is just the result.
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("top-1 0.") and "EMA weights, 16 px" in result.stdout
+    assert result.stdout.startswith("test top-1 0.") and "EMA weights, 16 px" in result.stdout
     assert (out / "final.pt").is_file() and (out / "metrics.json").is_file()
 
 
@@ -169,7 +169,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert "no such file" in run("--arch", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x"))
     assert "unknown zoo model 'efficientnetv2-q'" in run("--arch", "efficientnetv2-q")
     assert "4 stages need at least 4 epochs" in run("--arch", "efficientnetv2-s", "--epochs", "2", "--stages", "4")
-    assert "exceeds the 160 training images" in run(
+    assert "exceeds the 140 training images" in run(
         "--arch", "efficientnetv2-s", "--data", "synthetic:200x8", "--batch-size", "999", "--image-size", "32",
         "--out", str(tmp_path / "y"))
     assert "unknown source" in run("--arch", "efficientnetv2-s", "--data", "mnist", "--out", str(tmp_path / "z"))

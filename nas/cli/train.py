@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from effnas.nas.training.choices import ENGINES, OPTIMIZERS
-from effnas.search_space import load_arch
-from effnas.nas.cli.arguments import finite_number, positive_int
+from effnas.search_space import ArchSpec
+from effnas.search_space.reference import load_network
+from effnas.nas.cli.arguments import duration, finite_number, positive_int, thread_count
 
 EXAMPLES = """\
 examples:
@@ -16,12 +17,18 @@ examples:
   nas train --arch efficientnetv2-s --data imagefolder:~/flowers --epochs 350 --stages 4 --device cuda
   nas train ... --resume                  continue a stopped run from its last checkpoint
   nas train ... --no-progressive          fixed size and regularization (the last stage's), for comparison
+  nas train --arch runs/fmnist/best.json --data idx:/usr/share/datasets/fashion-mnist --time 5m
+                                          train for 5 minutes (the schedule ends when the time does)
 
 The size and regularization ranges come from the arch file's "progressive" recipe (written by nas scale),
 else the paper's EfficientNetV2-S ranges; the flags below override either. Those recipes are tuned for
 ImageNet-length runs: on runs shorter than 10,000 steps every regularizer you do not set (dropout, RandAugment,
 mixup, stochastic depth, label smoothing, crop) is scaled down in proportion, so that a short run on a small
 data set still learns; metrics.json records the recipe used ("recipe", "regularization_scale").
+
+The run selects nothing on the test split: at the end it scores the EMA weights once on the data's own test
+split (idx's t10k files, CIFAR's test_batch, an npz's x_test/y_test, an image folder's test/ beside train/),
+or, for a source without one, on images held out of every run (metrics.json: "test_top1", "test_split").
 """
 
 
@@ -32,10 +39,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "together over --stages stages; checkpoints every epoch, metrics.csv, training.html, and "
                     "at the end final.pt (EMA weights) and metrics.json in --out.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", required=True, help="spec JSON (best.json, nas scale output) or a zoo name")
-    parser.add_argument("--data", default="digits", help="digits | synthetic[:N[xS]] | cifar:DIR | "
-                        "imagefolder:DIR | npz:FILE (default digits)")
+    parser.add_argument("--arch", required=True, help="spec JSON (best.json, nas scale output), a zoo name, or a "
+                        "reference network: mnist-cnn, resnet20")
+    parser.add_argument("--data", default="digits", help="digits | synthetic[:N[xS]] | idx:DIR | cifar:DIR | "
+                        "imagefolder:DIR | npz:FILE; a file source takes :N for a stratified subset of N "
+                        "training images (default digits)")
     parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--time", type=duration, default=None, metavar="T",
+                        help="train for this long instead of --epochs: 90s, 5m, 1h (training steps only; the "
+                             "learning-rate curve and the stages follow the clock)")
+    parser.add_argument("--threads", type=thread_count, default=None,
+                        help="CPU threads (default: the cores other jobs leave free, at least 1)")
     parser.add_argument("--stages", type=positive_int, default=None,
                         help="progressive stages M (default 4, at most one per epoch)")
     parser.add_argument("--no-progressive", action="store_true",
@@ -68,7 +82,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        ("dropout", "dropout rate")):
         parser.add_argument(f"--{name}", type=finite_number, nargs=2, metavar=("START", "END"),
                             help=f"{what} at the first and last stage")
-    parser.add_argument("--no-flip", action="store_true", help="no horizontal flips (for digits, text, ...)")
+    flips = parser.add_mutually_exclusive_group()
+    flips.add_argument("--flip", dest="flip", action="store_true", default=None,
+                       help="random horizontal flips (default: on, except for digits and idx: data)")
+    flips.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
     parser.add_argument("--crop-min-area", type=finite_number, default=None,
                         help="smallest random-resized-crop area, fraction of the image (default 0.5 on runs of "
                              "10,000 steps or more, closer to 1 on shorter ones)")
@@ -81,8 +98,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from effnas.models.memory import check_fits
 
-    spec = load_arch(args.arch)  # a bad spec, and one too big for the device, are refused before torch is imported
-    check_fits(spec, args.batch_size or 16, args.device, image_size=args.image_size)
+    spec = load_network(args.arch)  # a bad spec, and one too big for the device, are refused before torch is imported
+    if isinstance(spec, ArchSpec):
+        check_fits(spec, args.batch_size or 16, args.device, image_size=args.image_size)
     from effnas.nas.training.train import TrainConfig, train  # here, not at the top: torch costs every `nas` call
 
     config = TrainConfig(
@@ -92,15 +110,18 @@ def run(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay, image_size=args.image_size, eval_image_size=args.eval_image_size,
         min_image_size=args.min_image_size, randaug=tuple(args.randaug) if args.randaug else None,
         mixup=tuple(args.mixup) if args.mixup else None, dropout=tuple(args.dropout) if args.dropout else None,
-        flip=not args.no_flip, crop_min_area=args.crop_min_area, val_fraction=args.val_fraction, seed=args.seed)
+        flip=args.flip, crop_min_area=args.crop_min_area, val_fraction=args.val_fraction, seed=args.seed,
+        time_limit=args.time)
     log = (lambda *_: None) if args.quiet else _log
     result = train(spec, config, args.out, device=args.device, engine=args.engine, resume=args.resume,
-                   stop_after=args.stop_after, progress=not args.quiet, log=log)
+                   stop_after=args.stop_after, progress=not args.quiet, threads=args.threads, log=log)
     if "stopped_after_epoch" in result:
         return 0
-    print(f"top-1 {result['top1']:.4f} (EMA weights, {result['eval_image_size']} px; raw weights "
-          f"{result['top1_raw_weights']:.4f}) after {result['epochs']} epochs in {result['stages']} stage(s), "
-          f"{result['train_seconds']:.1f} s of training")
+    test = ("" if result["test_top1"] is None else
+            f"test top-1 {result['test_top1']:.4f} ({result['test_split']}); ")
+    print(f"{test}validation top-1 {result['top1']:.4f} (EMA weights, {result['eval_image_size']} px; raw weights "
+          f"{result['top1_raw_weights']:.4f}) after {result['epochs_reached']:.2f} epochs in {result['stages']} "
+          f"stage(s), {result['train_seconds']:.1f} s of training on {result['threads']} thread(s)")
     print(f"wrote {Path(args.out) / 'final.pt'}, metrics.json, metrics.csv, training.html")
     return 0
 

@@ -23,6 +23,7 @@ tensors: :func:`make_train_step` turns the optimizer's float ``lr`` into a devic
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable, Iterator
 
 import torch
@@ -55,6 +56,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise EngineError(f"device: {device!r} is not supported (use cpu or cuda)")
     return resolved
+
+
+def default_threads() -> int:
+    """CPU threads for a training run: the cores this process may use, less those other jobs keep busy (the
+    one-minute load average). Two busy threads on one core make every step wait for the slower of them, which
+    turns a shared workstation's epoch from seconds into tens of seconds; one thread per free core never does."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cores, cores - busy))
+
+
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` CPU threads (None: :func:`default_threads`); returns the number in use."""
+    torch.set_num_threads(threads or default_threads())
+    return torch.get_num_threads()
 
 
 @contextlib.contextmanager
