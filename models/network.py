@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from effnas.search_space import ArchSpec
+from effnas.search_space.reference import ReferenceSpec
 
 from effnas.models.blocks import BLOCKS, ConvBNAct
+from effnas.models.reference import build_reference
 
 
 class EfficientNet(nn.Module):
@@ -80,6 +82,8 @@ class EfficientNet(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-def build_model(spec: ArchSpec, num_classes: int | None = None) -> EfficientNet:
-    """Build the network a spec describes (``num_classes`` overrides the spec's own)."""
+def build_model(spec: ArchSpec | ReferenceSpec, num_classes: int | None = None) -> nn.Module:
+    """Build the network a spec (or a reference network's spec) describes (``num_classes`` overrides its own)."""
+    if isinstance(spec, ReferenceSpec):
+        return build_reference(spec, num_classes)
     return EfficientNet(spec, num_classes)

@@ -326,6 +326,16 @@ class SearchSpace:
         return "\n".join(lines)
 
 
+# Spaces a user can name instead of writing a file (``--space small-images``).
+NAMED_SPACES: dict[str, dict[str, Any]] = {
+    # For images of about 32 px and less (digits, the MNIST family, CIFAR): EfficientNetV2-S's first three stages,
+    # full width and half depth, ending at a 4 x 4 map; the paper's space ends at 1 x 1 on such images and spends
+    # its time on stages that see no more than a pixel or two.
+    "small-images": {"name": "small-images", "width": 1.0, "depth": 0.5, "image_size": 28, "head_channels": 256,
+                     "backbone": ["r2_k3_s1_e1_i24_o24_c1", "r4_k3_s2_e4_i24_o48_c1", "r4_k3_s2_e4_i48_o64_c1"]},
+}
+
+
 def default_space() -> SearchSpace:
     """EfficientNetV2-S's stages at width 0.25, depth 0.5 and 32 px: the paper's space, proxy-sized."""
     return SearchSpace.from_dict({})
@@ -356,9 +366,11 @@ def _yaml(path: Path, text: str) -> Any:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Read a space file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed. Either is at most
+    """A named space (:data:`NAMED_SPACES`), or read a space file: JSON, or YAML (``.yaml``/``.yml``) when PyYAML is installed. Either is at most
     :data:`~effnas.search_space.loading.MAX_INPUT_BYTES` of a regular file, nested at most 32 deep; YAML's
     aliases are refused (a "billion laughs" file expands a few lines into gigabytes)."""
+    if str(path) in NAMED_SPACES and not Path(path).exists():
+        return SearchSpace.from_dict(NAMED_SPACES[str(path)])
     path = Path(path)
     text = read_input(path, "space file", SpaceError)
     if path.suffix.lower() in (".yaml", ".yml"):

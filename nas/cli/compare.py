@@ -6,21 +6,32 @@ import argparse
 from pathlib import Path
 
 from effnas.errors import EffnasError
+from effnas.nas.cli.arguments import duration, positive_int, thread_count
 
 EPILOG = """\
 examples:
-  nas compare runs/digits                                   winner vs EfficientNet-B0 and MobileNetV2
-  nas compare runs/digits --against efficientnetv2-s,mobilenetv2 --classical --epochs 10
-  nas compare runs/fmnist --data idx:/usr/share/datasets/fashion-mnist --scaled m.json --device cuda
+  nas compare runs/digits                                   winner vs its backbone, a small CNN, ResNet-20, ...
+  nas compare runs/fmnist --data idx:/usr/share/datasets/fashion-mnist --time 2m --classical
+                                                            every network trains for 2 minutes on the full data
+  nas compare runs/digits --against efficientnetv2-s,mobilenetv2 --epochs 10
+  nas compare runs/fmnist --scaled m.json --device cuda
 
 Every network (the winner, each --scaled spec, each --against model) trains with the same nas train recipe,
-data split, epochs, image size and device; --classical adds a random forest and a logistic regression on the
-flattened pixels of the same split. Writes RUN/compare.csv, RUN/compare.json (every model's curves) and one
-folder per model under RUN/compare/; `nas report RUN` shows the table and curves. Re-running the command
-reads finished models back and resumes a stopped one.
+data split, image size, device and threads, for the same --time (the fair race: most accuracy for the
+training time you have) or the same --epochs. --against takes zoo names, spec files, "backbone" (the search
+space's own backbone, unsearched: what the search adds) and the reference networks mnist-cnn (PyTorch's MNIST
+example) and resnet20. --classical adds a random forest and a logistic regression on the flattened pixels of
+the same split.
+
+Every row is scored once on the data's test split, which neither the search nor training reads (idx's t10k
+files, CIFAR's test_batch, an npz's x_test/y_test, an image folder's test/, else images held out of every
+run). Writes RUN/compare.csv and RUN/compare.json (columns model, kind, test_top1, top1 (validation), params,
+macs, step_time_ms, epochs, train_seconds, ...; every model's curves) and one folder per model under
+RUN/compare/; `nas report RUN` shows the table and curves. Re-running the command reads finished models back
+and resumes a stopped one.
 """
 
-DEFAULT_AGAINST = "efficientnet-b0,mobilenetv2"
+DEFAULT_AGAINST = "backbone,mnist-cnn,resnet20,efficientnet-b0,mobilenetv2"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +48,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--classical", action="store_true",
                         help="also fit a random forest and a logistic regression on the flattened pixels")
     parser.add_argument("--data", default=None, help="data source (default: the one the search used)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs for every network (default 10)")
-    parser.add_argument("--stages", type=int, default=2, help="progressive-learning stages (default 2)")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size for every network (default 64)")
+    parser.add_argument("--time", type=duration, default=None, metavar="T",
+                        help="train every network for this long instead of --epochs: 90s, 5m, 1h")
+    parser.add_argument("--epochs", type=positive_int, default=10,
+                        help="training epochs for every network, without --time (default 10)")
+    parser.add_argument("--stages", type=positive_int, default=None,
+                        help="progressive-learning stages (default 4, at most one per epoch)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="batch size for every network (default 64)")
+    parser.add_argument("--threads", type=thread_count, default=None,
+                        help="CPU threads for every network (default: the cores other jobs leave free, at least 1)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="training and evaluation size for every network (default: the winner's proxy size)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -68,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from effnas.nas.training.compare import Contender, compare
     from effnas.nas.training.train import TrainConfig
     from effnas.search_space import load_arch
+    from effnas.search_space.reference import REFERENCE_NETWORKS, load_network
 
     run_dir = Path(args.run_dir).expanduser()
     if not (run_dir / "best.json").is_file():
@@ -77,17 +96,51 @@ def run(args: argparse.Namespace) -> int:
     contenders += [Contender(Path(path).stem, "scaled", load_arch(path)) for path in args.scaled]
     if args.against.strip().lower() != "none":
         for name in filter(None, (part.strip() for part in args.against.split(","))):
-            contenders.append(Contender(Path(name).stem if name.endswith(".json") else name, "zoo", load_arch(name)))
+            if name.lower() == "backbone":
+                contenders.append(Contender("backbone", "backbone", _search_backbone(run_dir)))
+            elif name.lower() in REFERENCE_NETWORKS:
+                contenders.append(Contender(name.lower(), "reference", load_network(name)))
+            else:
+                contenders.append(Contender(Path(name).stem if name.endswith(".json") else name, "zoo",
+                                            load_arch(name)))
     size = args.image_size or winner.train_image_size
     config = TrainConfig(data=args.data or _search_data(run_dir) or "digits", epochs=args.epochs,
                          stages=args.stages, batch_size=args.batch_size, image_size=size, eval_image_size=size,
-                         seed=args.seed)
+                         seed=args.seed, time_limit=args.time)
+    config.validate()
+    if args.time is None and args.stages is not None and args.stages > args.epochs:
+        raise EffnasError(f"--stages {args.stages} needs at least {args.stages} epochs, got --epochs {args.epochs}")
     for contender in contenders:
         if size < contender.spec.total_stride:
             raise EffnasError(f"{contender.name}: image size {size} px is below its total stride "
                               f"{contender.spec.total_stride}; pass a larger --image-size")
     table = compare(contenders, config, Path(args.out).expanduser() if args.out else run_dir,
                     classical=args.classical, device=args.device, engine=args.engine, progress=not args.quiet,
-                    log=(lambda message: None) if args.quiet else print)
-    print(table.to_string(index=False, float_format=lambda value: f"{value:.4g}"))
+                    threads=args.threads, log=(lambda message: None) if args.quiet else print)
+    print(_console_table(table))
     return 0
+
+
+def _search_backbone(run_dir: Path):
+    """The search space's backbone as the study recorded it: the network the search started from."""
+    from effnas.results import ResultsError, open_study
+    from effnas.search_space import SearchSpace
+
+    try:
+        space = open_study(run_dir).user_attrs.get("space")
+    except ResultsError:
+        space = None
+    if not isinstance(space, dict):
+        raise EffnasError(f"{run_dir}: no search space recorded in its study; leave 'backbone' out of --against")
+    return SearchSpace.from_dict({k: v for k, v in space.items() if k != "stages"}).backbone
+
+
+def _console_table(table) -> str:
+    """The table as a person reads it: accuracies to 4 places, counts with separators, times to 0.1."""
+    formats = {"test_top1": "{:.4f}", "top1": "{:.4f}", "params": "{:,.0f}", "macs": "{:,.0f}",
+               "step_time_ms": "{:.1f}", "epochs": "{:.2f}", "train_seconds": "{:.1f}",
+               "images_per_second": "{:,.0f}", "image_size": "{:.0f}"}
+    shown = table.copy().astype(object)
+    for column, form in formats.items():
+        shown[column] = [("-" if value is None or value != value else form.format(value)) for value in table[column]]
+    return shown.to_string(index=False)

@@ -46,7 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL instead of OUT/study.db (postgresql://..., sqlite:///..., "
                              "journal:PATH for a journal file on a shared file system)")
-    parser.add_argument("--space", default=None, help="search space JSON file (default: the paper's space)")
+    parser.add_argument("--space", default=None, help="search space JSON file, or 'small-images' (EfficientNetV2-S's first three stages at full "
+                             "width, 28 px: for digits, the MNIST family and other images of 32 px or less); "
+                             "default: the paper's space")
     parser.add_argument("--epochs", type=int, default=None, help="proxy training epochs per candidate")
     parser.add_argument("--image-size", type=int, default=None,
                         help="proxy image size in pixels (default: the space's, 32)")

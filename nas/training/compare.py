@@ -1,5 +1,7 @@
-"""The search's winner against what the user could take instead: zoo models trained with the same recipe, data
-split, epochs and device, and classical baselines fitted on the flattened pixels of the same split.
+"""The search's winner against what the user could take instead: the unsearched backbone, a practitioner's small
+CNN and ResNet-20, zoo models, all trained with the same recipe, data split, device and epochs or seconds, and
+classical baselines fitted on the flattened pixels of the same split. Every row is scored once on the data's
+test split (validation selects; test reports).
 
 Each network trains into its own folder under ``OUT/compare/`` through :func:`effnas.nas.training.train.train`,
 so a finished model is read back instead of retrained and a stopped one resumes from its checkpoint. The
@@ -25,14 +27,16 @@ from effnas.errors import EffnasError
 from effnas.models import build_model
 from effnas.models.profile import count_macs
 from effnas.search_space import ArchSpec, spec_from_dict
+from effnas.search_space.reference import ReferenceSpec
 from effnas.writes import atomic_write
 
 from effnas.nas.training.data import ImageData, load_data
+from effnas.nas.training.engine import default_threads
 from effnas.nas.training.train import TrainConfig, train
 
 CLASSICAL = ("random-forest", "logistic-regression")
-COLUMNS = ("model", "kind", "top1", "params", "macs", "train_seconds", "images_per_second", "step_time_ms",
-           "image_size", "epochs")
+COLUMNS = ("model", "kind", "test_top1", "top1", "params", "macs", "step_time_ms", "epochs", "train_seconds",
+           "images_per_second", "image_size")
 MAX_CLASSICAL_FEATURES = 4096  # pixels per image beyond which images are pooled down for the classical fits
 
 
@@ -45,8 +49,8 @@ class Contender:
     """One network to train: a name for its row and folder, what it is, and its spec."""
 
     name: str
-    kind: str  # "searched", "scaled" or "zoo"
-    spec: ArchSpec
+    kind: str  # "searched", "scaled", "backbone", "reference" or "zoo"
+    spec: ArchSpec | ReferenceSpec
 
 
 def folder_name(name: str) -> str:
@@ -55,13 +59,14 @@ def folder_name(name: str) -> str:
 
 
 def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *, classical: bool = False,
-            device: str = "auto", engine: str = "auto", progress: bool = True,
+            device: str = "auto", engine: str = "auto", progress: bool = True, threads: int | None = None,
             log: Callable[[str], None] = print) -> pd.DataFrame:
     """Train every contender with ``config`` (and fit the classical baselines); returns the table it wrote."""
     names = [c.name for c in contenders]
     if len(set(map(folder_name, names))) != len(names):
         raise CompareError(f"two models share a name: {', '.join(names)}")
     out = Path(out)
+    threads = threads or default_threads()  # one number for every row, the classical fits included
     bar = tqdm(total=len(contenders) + (len(CLASSICAL) if classical else 0), desc="models", unit="model",
                disable=None if progress else True)
     bar.set_postfix_str("reading the data")
@@ -71,7 +76,7 @@ def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *
     for contender in contenders:
         bar.set_postfix_str(contender.name)
         row, history = _train_one(contender, config, out / "compare" / folder_name(contender.name),
-                                  len(data.train_y), device, engine, progress, log)
+                                  device, engine, progress, threads, log)
         rows.append(row)
         curves[contender.name] = history
         _write(out, rows, curves)
@@ -79,15 +84,15 @@ def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *
     if classical:
         for name in CLASSICAL:
             bar.set_postfix_str(name)
-            rows.append(_fit_classical(name, data, config.seed))
+            rows.append(_fit_classical(name, data, config.seed, threads))
             _write(out, rows, curves)
             bar.update(1)
     bar.close()
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def _train_one(contender: Contender, config: TrainConfig, folder: Path, train_images: int, device: str, engine: str,
-               progress: bool, log: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _train_one(contender: Contender, config: TrainConfig, folder: Path, device: str, engine: str, progress: bool,
+               threads: int | None, log: Callable[[str], None]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A contender's row and curves: read back when its run finished with the same recipe, else trained."""
     done = folder / "metrics.json"
     metrics = json.loads(done.read_text()) if done.is_file() else None
@@ -96,20 +101,22 @@ def _train_one(contender: Contender, config: TrainConfig, folder: Path, train_im
     if metrics is None:
         log(f"training {contender.name} ({contender.kind})")
         metrics = train(contender.spec, config, folder, device=device, engine=engine,
-                        resume=(folder / "last.pt").exists(), progress=progress, log=log)
+                        resume=(folder / "last.pt").exists(), progress=progress, threads=threads, log=log)
     else:
         log(f"{contender.name}: finished earlier, read from {done}")
     history = pd.read_csv(folder / "metrics.csv").to_dict(orient="records")
-    spec = spec_from_dict(metrics["spec"])  # as trained: the data's classes and channels, the run's sizes
-    steps = (train_images // config.batch_size) * config.epochs  # whole batches only, as train() runs them
+    trained = metrics["spec"]  # as trained: the data's classes and channels, the run's sizes
+    spec = ReferenceSpec.from_dict(trained) if "reference" in trained else spec_from_dict(trained)
+    steps = int(metrics["steps"])
+    batch = int(metrics["recipe"]["batch_size"])
     seconds = float(metrics["train_seconds"])
     row = {
-        "model": contender.name, "kind": contender.kind, "top1": float(metrics["top1"]),
-        "params": int(metrics["params"]),
+        "model": contender.name, "kind": contender.kind, "test_top1": metrics.get("test_top1"),
+        "top1": float(metrics["top1"]), "params": int(metrics["params"]),
         "macs": count_macs(build_model(spec), int(metrics["eval_image_size"]), spec.image_channels),
-        "train_seconds": seconds, "images_per_second": steps * config.batch_size / seconds if seconds else None,
-        "step_time_ms": 1000 * seconds / steps if steps else None,
-        "image_size": int(metrics["eval_image_size"]), "epochs": config.epochs,
+        "step_time_ms": 1000 * seconds / steps if steps else None, "epochs": float(metrics["epochs_reached"]),
+        "train_seconds": seconds, "images_per_second": steps * batch / seconds if seconds else None,
+        "image_size": int(metrics["eval_image_size"]),
     }
     return row, history
 
@@ -123,21 +130,25 @@ def _features(images: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1)
 
 
-def _fit_classical(name: str, data: ImageData, seed: int) -> dict[str, Any]:
-    """A classical baseline on the same train/validation split as the networks."""
+def _fit_classical(name: str, data: ImageData, seed: int, threads: int) -> dict[str, Any]:
+    """A classical baseline on the same train/validation split as the networks, scored on the same test split."""
     train_x, val_x = _features(data.train_x.numpy()), _features(data.val_x.numpy())
     train_y, val_y = data.train_y.numpy(), data.val_y.numpy()
     if name == "random-forest":
-        model = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed)
+        model = RandomForestClassifier(n_estimators=100, n_jobs=threads, random_state=seed)
     else:
         model = LogisticRegression(max_iter=200)
     started = time.perf_counter()
     model.fit(train_x, train_y)
     seconds = time.perf_counter() - started
     top1 = float((model.predict(val_x) == val_y).mean())
-    return {"model": name, "kind": "classical", "top1": top1, "params": None, "macs": None,
-            "train_seconds": seconds, "images_per_second": len(train_y) / seconds if seconds else None,
-            "step_time_ms": None, "image_size": int(data.train_x.shape[-1]), "epochs": None}
+    test_top1 = None
+    if data.test_origin != "none":
+        test_x, test_y = data.test_split()
+        test_top1 = float((model.predict(_features(test_x.numpy())) == test_y.numpy()).mean())
+    return {"model": name, "kind": "classical", "test_top1": test_top1, "top1": top1, "params": None, "macs": None,
+            "step_time_ms": None, "epochs": None, "train_seconds": seconds,
+            "images_per_second": len(train_y) / seconds if seconds else None, "image_size": int(data.train_x.shape[-1])}
 
 
 def _write(out: Path, rows: list[dict[str, Any]], curves: dict[str, list[dict[str, Any]]]) -> None:
