@@ -41,7 +41,7 @@ KINDS = {
 }
 STUDY_KINDS = ("sqlite", "journal")
 _CSV_HEADERS = (("number,state,", "trials-table"), ("epoch,stage,image_size,", "metrics-log"),
-                ("model,kind,top1,", "compare-table"))
+                ("model,kind,test_top1,", "compare-table"), ("model,kind,top1,", "compare-table"))
 # Files a command or SQLite keeps beside its outputs for a while: locks, temporaries, write probes.
 _HOUSEKEEPING = re.compile(r"^\..+\.(lock|\d+\.tmp)$|^\.write-test\.\d+$")
 _STUDY_SIDE_FILES = ("-wal", "-shm", "-journal", ".lock")

@@ -26,11 +26,12 @@ def test_compare_writes_one_row_per_model_and_baseline_and_reads_finished_models
     (run / "best.json").write_text(json.dumps({"spec": TINY, "metrics": {"accuracy": 0.5}}))
     other = tmp_path / "other.json"
     other.write_text(json.dumps(OTHER))
+    out = tmp_path / "compared"  # a folder holding only best.json is not a run the rule lets compare write into
     args = [str(run), "--data", "digits", "--against", str(other), "--classical", "--epochs", "2", "--stages", "1",
-            "--batch-size", "64", "--device", "cpu", "--quiet"]
+            "--batch-size", "64", "--device", "cpu", "--quiet", "--out", str(out)]
     first = nas_compare(*args)
     assert first.returncode == 0, first.stderr[-2000:]
-    table = pd.read_csv(run / "compare.csv")
+    table = pd.read_csv(out / "compare.csv")
     assert list(table["model"]) == ["searched", "other", "random-forest", "logistic-regression"]
     assert list(table["kind"]) == ["searched", "zoo", "classical", "classical"]
     assert table["top1"].between(0.0, 1.0).all()
@@ -38,15 +39,15 @@ def test_compare_writes_one_row_per_model_and_baseline_and_reads_finished_models
     networks = table[table["kind"] != "classical"]
     assert (networks["params"] > 0).all() and (networks["macs"] > 0).all() and (networks["step_time_ms"] > 0).all()
     assert networks["params"].nunique() == 2  # two different architectures, each counted
-    curves = json.loads((run / "compare.json").read_text())["curves"]
+    curves = json.loads((out / "compare.json").read_text())["curves"]
     assert set(curves) == {"searched", "other"} and all(len(rows) == 2 for rows in curves.values())
 
-    finished = run / "compare" / "searched" / "final.pt"
+    finished = out / "compare" / "searched" / "final.pt"
     stamp = finished.stat().st_mtime_ns
     second = nas_compare(*args)
     assert second.returncode == 0, second.stderr[-2000:]
     assert finished.stat().st_mtime_ns == stamp  # read back, not retrained
-    again = pd.read_csv(run / "compare.csv")
+    again = pd.read_csv(out / "compare.csv")
     pd.testing.assert_series_equal(again["top1"].iloc[:2], table["top1"].iloc[:2])
 
 

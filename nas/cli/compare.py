@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from effnas.errors import EffnasError
+from effnas.outputs import claim_run_dir
 from effnas.nas.cli.arguments import duration, positive_int, thread_count
 
 EPILOG = """\
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir).expanduser()
     if not (run_dir / "best.json").is_file():
         raise EffnasError(f"{run_dir}: no best.json (give the run directory of a search with a completed trial)")
+    out = Path(args.out).expanduser() if args.out else run_dir
+    claim_run_dir(out, "compare", "--out")  # a folder of the user's files, or another kind of run, is refused
     winner = load_arch(run_dir)
     contenders = [Contender("searched", "searched", winner)]
     contenders += [Contender(Path(path).stem, "scaled", load_arch(path)) for path in args.scaled]
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if size < contender.spec.total_stride:
             raise EffnasError(f"{contender.name}: image size {size} px is below its total stride "
                               f"{contender.spec.total_stride}; pass a larger --image-size")
-    table = compare(contenders, config, Path(args.out).expanduser() if args.out else run_dir,
+    table = compare(contenders, config, out,
                     classical=args.classical, device=args.device, engine=args.engine, progress=not args.quiet,
                     threads=args.threads, log=(lambda message: None) if args.quiet else print)
     print(_console_table(table))

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from effnas.nas.training.choices import ENGINES, OPTIMIZERS
+from effnas.outputs import claim_run_dir
 from effnas.search_space import ArchSpec
 from effnas.search_space.reference import load_network
 from effnas.nas.cli.arguments import duration, finite_number, positive_int, thread_count
@@ -98,6 +99,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from effnas.models.memory import check_fits
 
+    claim_run_dir(args.out, "train", "--out")  # a folder of the user's files, or another kind of run, is refused
     spec = load_network(args.arch)  # a bad spec, and one too big for the device, are refused before torch is imported
     if isinstance(spec, ArchSpec):
         check_fits(spec, args.batch_size or 16, args.device, image_size=args.image_size)

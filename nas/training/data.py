@@ -51,6 +51,7 @@ SOURCES = ("digits", "synthetic[:N[xS]]", "cifar:DIR[:N]", "imagefolder:DIR[:N]"
 SUBSET_SEED = 0  # a ':N' subset is part of the data set's identity, not of a run's seed
 TEST_SEED = 0  # so is a held-out test split
 TEST_FRACTION = 0.15  # of each class, held out as the test split of a source that has none of its own
+MIN_CLASS_FOR_TEST = 3  # images a class needs before one is held out: one to test, one to validate, one to train
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,9 @@ def load_data(source: str, seed: int = 0, val_fraction: float = 0.2, data_size: 
         raise DataError(f"data: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     if read_test is not None:
         return _split(x, y, num_classes, seed, val_fraction, name, "the source's own test files", read_test)
-    keep, test = _stratified(y, TEST_FRACTION, np.random.default_rng(TEST_SEED))
-    if len(test) == 0 or len(np.unique(y[keep])) < len(np.unique(y)):
+    if np.unique(y, return_counts=True)[1].min() < MIN_CLASS_FOR_TEST:
         return _split(x, y, num_classes, seed, val_fraction, name)  # too small to hold any out: no test split
+    keep, test = _stratified(y, TEST_FRACTION, np.random.default_rng(TEST_SEED))
     held_x, held_y = x[test], y[test]
     return _split(x[keep], y[keep], num_classes, seed, val_fraction, name,
                   f"held out ({TEST_FRACTION:.0%} of the images, the same for every run)", lambda: (held_x, held_y))
