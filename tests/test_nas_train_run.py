@@ -1,11 +1,13 @@
 """`nas train` end to end on a tiny network: augmentation, exact resume, refusal of foreign checkpoints, CLI."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,3 +175,52 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         "--arch", "efficientnetv2-s", "--data", "synthetic:200x8", "--batch-size", "999", "--image-size", "32",
         "--out", str(tmp_path / "y"))
     assert "unknown source" in run("--arch", "efficientnetv2-s", "--data", "mnist", "--out", str(tmp_path / "z"))
+
+
+def test_cli_bad_time_and_threads_are_one_line_exit_2(capsys):
+    def refused(*argv: str) -> str:
+        with pytest.raises(SystemExit) as stop:  # argparse's own refusal, before any work
+            main(["train", "--arch", "efficientnetv2-s", *argv])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("nas train: error: ")
+        return err
+
+    for bad_time, why in (("0", "more than 0"), ("-5m", "more than 0"), ("soon", "expected a time"),
+                          ("10y", "expected a time"), ("8d", "at most 7 days"), ("nan", "more than 0")):
+        assert why in refused(f"--time={bad_time}"), bad_time
+    assert "expected one argument" in refused("--time", "-5m")  # argparse reads -5m as an option: refused too
+    assert "must be >= 1" in refused("--threads", "0")
+
+
+def test_a_time_run_trains_for_its_time_and_walks_every_stage(tmp_path):
+    """--time: the training clock ends the run within 10 % of the time asked, whatever the step time, and the
+    stages follow the clock (all of them trained, the last one last)."""
+    config = TrainConfig(data="synthetic:200x8", stages=2, batch_size=32, min_image_size=8, seed=1, time_limit=2.0)
+    metrics = train(spec_from_dict(TINY), config, tmp_path, device="cpu", progress=False, log=quiet, threads=1)
+    assert abs(metrics["train_seconds"] - 2.0) <= 0.2
+    assert metrics["time_limit"] == 2.0 and metrics["steps"] > 0 and metrics["epochs"] == pytest.approx(
+        metrics["steps"] / 4, abs=1e-3)  # 140 training images: 4 steps of 32 an epoch
+    history = resumed_history(tmp_path)
+    assert [row["stage"] for row in history][-1] == 1 and history[0]["stage"] == 0
+
+
+def test_the_test_split_is_read_only_by_the_final_evaluation(tmp_path):
+    """An npz whose x_test cannot be read as test images: a proxy trial (the search) never notices, and training
+    runs every epoch before the final evaluation refuses it; with a readable x_test the run reports test top-1."""
+    from effnas.nas.search.trial import run_trial
+    from effnas.nas.training.data import DataError
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (120, 8, 8), dtype=np.uint8), np.arange(120) % 4
+    np.savez(tmp_path / "bad.npz", x=x, y=y, x_test=x[:20, :4, :4], y_test=y[:20])
+    data = f"npz:{tmp_path / 'bad.npz'}"
+    trial = run_trial(TINY, {"data": data, "epochs": 1, "batch_size": 16, "timing_steps": 2}, seed=0)
+    assert 0.0 <= trial["accuracy"] <= 1.0
+    config = TrainConfig(data=data, epochs=2, stages=1, batch_size=16, seed=0)
+    with pytest.raises(DataError, match="test images are"):
+        train(spec_from_dict(TINY), config, tmp_path / "run", device="cpu", progress=False, log=quiet)
+    assert len(resumed_history(tmp_path / "run")) == 2 and not (tmp_path / "run" / "metrics.json").exists()
+    np.savez(tmp_path / "good.npz", x=x, y=y, x_test=x[:20], y_test=y[:20])
+    metrics = train(spec_from_dict(TINY), dataclasses.replace(config, data=f"npz:{tmp_path / 'good.npz'}"),
+                    tmp_path / "good", device="cpu", progress=False, log=quiet)
+    assert metrics["test_split"] == "the source's own test files" and 0.0 <= metrics["test_top1"] <= 1.0
