@@ -8,7 +8,7 @@ import re
 import signal
 from typing import Any
 
-from effnas.nas.cli.arguments import finite_number
+from effnas.nas.cli.arguments import duration, finite_number
 
 MAX_WORKERS_PER_CORE = 4  # --workers on the local backend: at most 4 trials per CPU core of this machine
 
@@ -50,6 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "width, 28 px: for digits, the MNIST family and other images of 32 px or less); "
                              "default: the paper's space")
     parser.add_argument("--epochs", type=int, default=None, help="proxy training epochs per candidate")
+    parser.add_argument("--proxy-time", type=duration, default=None, metavar="T",
+                        help="equal-time proxies: each candidate trains for T (e.g. 10s) of its own measured step "
+                             "time instead of --epochs, so a faster network gets more steps, as it would in the "
+                             "training time you have; --reward-w and --reward-v then default to 0 (the reward is "
+                             "the accuracy reached in that time)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="proxy image size in pixels (default: the space's, 32)")
     parser.add_argument("--batch-size", type=int, default=None, help="proxy batch size")
@@ -74,8 +79,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "few steps in), and, with 6 or more --epochs, Optuna's Hyperband on the reward from "
                              "epoch 2 (default on; nsga2 always trains every candidate to the end)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the controller, data split and training")
-    parser.add_argument("--reward-w", type=finite_number, default=-0.07, help="step-time exponent w (default -0.07)")
-    parser.add_argument("--reward-v", type=finite_number, default=-0.05, help="params exponent v (default -0.05)")
+    parser.add_argument("--reward-w", type=finite_number, default=None,
+                        help="step-time exponent w (default -0.07; 0 with --proxy-time)")
+    parser.add_argument("--reward-v", type=finite_number, default=None,
+                        help="params exponent v (default -0.05; 0 with --proxy-time)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     # --- scaling out on Ray (nas/search/backends/ray.py) ---
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -115,11 +122,17 @@ def _search(args: argparse.Namespace) -> int:
     # Optuna (and, with --backend ray, Ray), which only `nas search` itself needs.
     from effnas.nas.search.session import Search
     from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
+    from effnas.results.reward import DEFAULT_V, DEFAULT_W
 
     trial = {"data": args.data, **{name: getattr(args, name) for name in ("epochs", "batch_size", "data_size")
                                    if getattr(args, name) is not None}}
+    if args.proxy_time is not None:
+        trial["seconds"] = args.proxy_time
+    # With equal-time proxies the accuracy already pays for a slow step: no second penalty unless asked for.
+    w_default, v_default = (0.0, 0.0) if args.proxy_time is not None else (DEFAULT_W, DEFAULT_V)
     recipe = SearchRecipe(controller=args.controller, space=args.space, image_size=args.image_size,
-                          reward_w=args.reward_w, reward_v=args.reward_v, trial=trial,
+                          reward_w=w_default if args.reward_w is None else args.reward_w,
+                          reward_v=v_default if args.reward_v is None else args.reward_v, trial=trial,
                           early_stopping=args.early_stopping == "on")
     runtime = SearchRuntime(out=args.out or _default_out(args.controller, args.data), storage=args.storage,
                             budget=args.budget, seed=args.seed, workers=args.workers, trial_timeout=args.trial_timeout,

@@ -38,6 +38,7 @@ from effnas.models.profile import count_macs, count_params
 from effnas.search_space import ArchSpec, spec_from_dict
 from effnas.errors import EffnasError
 
+from effnas.nas.training.budget import measure_step_seconds
 from effnas.nas.training.data import DeviceData, load_data, to_device
 from effnas.nas.training.engine import (ENGINES, OPTIMIZERS, classification_loss, cudnn_benchmark, evaluate,
                                         make_optimizer, make_train_step, prepare_model, resolve_device)
@@ -56,6 +57,8 @@ class TrialSettingsError(EffnasError):
 
 
 RUNTIME = {"runtime": True}  # a TrialSettings field that is not part of the recipe (see TrialSettings.recipe)
+MAX_PROXY_SECONDS = 86_400.0
+MAX_PROXY_EPOCHS = 100  # an equal-time proxy of a very fast candidate stops here
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class TrialSettings:
 
     data: str = "digits"
     epochs: int = 3
+    # Equal-time proxies: each candidate trains for this many seconds of its own step time (measured alone before
+    # it starts) instead of for ``epochs``, so a faster network gets more steps, as it would with the user's time.
+    seconds: float | None = None
     batch_size: int = 64
     optimizer: str = "rmsprop"  # trained the proxy best in 3 epochs on digits (SGD 0.42, AdamW 0.87, RMSProp 0.92)
     lr: float = 0.002
@@ -113,6 +119,10 @@ class TrialSettings:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise TrialSettingsError(f"trial settings: {name} must be in [0, 1) or null, got {value!r}")
+        if self.seconds is not None and not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds)
+                                             and 0 < self.seconds <= MAX_PROXY_SECONDS):
+            raise TrialSettingsError(f"trial settings: seconds must be in (0, {MAX_PROXY_SECONDS}], "
+                                     f"got {self.seconds!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise TrialSettingsError(f"trial settings: val_fraction must be in (0, 1), got {self.val_fraction!r}")
         for name in ("threads", "workers"):
@@ -256,32 +266,40 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     count = len(data.train_x)
     batch = min(settings.batch_size, count)
     steps_per_epoch = count // batch  # the last partial batch is dropped: the graph needs one shape
-    total = settings.epochs * steps_per_epoch
+    lock, sync = DeviceLock(settings.timing_lock), device_sync(device)  # the same discipline on CPU and GPU
+    epochs, total = settings.epochs, settings.epochs * steps_per_epoch
+    if settings.seconds is not None:  # equal time: the steps this candidate's own step time buys
+        with lock.exclusive(sync):
+            step_seconds = measure_step_seconds(model, settings.optimizer, settings.lr, batch, spec.image_channels,
+                                                spec.train_image_size, spec.num_classes, device, settings.engine)
+        total = min(MAX_PROXY_EPOCHS * steps_per_epoch, max(4, round(settings.seconds / step_seconds)))
+        epochs = -(-total // steps_per_epoch)
     rates = lr_schedule(settings.lr, total, settings.warmup_fraction)
     timed = min(settings.timing_steps, max(1, total - 2))  # at least two untimed steps first when possible
     if device.type == "cpu" and settings.timing_lock is None:
         timed = max(timed, total - 2)  # every step after two warm-up steps (see the module docs)
     rule = _early_stopping(settings.early_stopping) if settings.early_stopping else None
     # Spread: every epoch has timed steps, so the rule knows the step time early; on a shared CPU see timing_windows.
-    windows = timing_windows(settings.epochs, steps_per_epoch, timed,
+    windows = timing_windows(epochs, steps_per_epoch, timed,
                              spread=(device.type == "cpu" and settings.timing_lock is not None) or rule is not None)
     # A lone CPU worker's windows are whole epochs: the rule is asked a few timed steps in, as in short windows.
-    first_run = -(-settings.timing_steps // settings.epochs) if rule is not None else steps_per_epoch
+    first_run = -(-settings.timing_steps // epochs) if rule is not None else steps_per_epoch
 
     build_start = time.perf_counter()
     step = make_train_step(model, optimizer, classification_loss(settings.label_smoothing),
                            data.train_x[:batch], data.train_y[:batch], engine=settings.engine)
     build_seconds = time.perf_counter() - build_start
 
-    lock, sync = DeviceLock(settings.timing_lock), device_sync(device)  # the same discipline on CPU and GPU
     timer = StepTimer(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     train_start = time.perf_counter()
     k, epoch_loss, epochs_trained, accuracy = 0, math.nan, settings.epochs, None
-    for epoch in range(settings.epochs):
+    for epoch in range(epochs):
         order = torch.randperm(count, device=device, generator=generator)
         running, done, cannot_win = torch.zeros((), device=device), 0, False
-        for is_timed, indices in segments(windows[epoch], steps_per_epoch, first_run):
+        length = min(steps_per_epoch, total - epoch * steps_per_epoch)  # an equal-time proxy's last epoch is short
+        window = range(windows[epoch].start, min(windows[epoch].stop, length))
+        for is_timed, indices in segments(window, length, first_run):
             with lock.exclusive(sync) if is_timed else contextlib.nullcontext():
                 for chunk in shared_chunks(indices, device, is_timed):
                     with contextlib.nullcontext() if is_timed else lock.shared(sync):
@@ -304,7 +322,7 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
         if cannot_win:
             epochs_trained = epoch + (done == steps_per_epoch)  # whole epochs trained
             break
-        if rule is not None and rule.hyperband and epoch + 1 < settings.epochs:
+        if rule is not None and rule.hyperband and epoch + 1 < epochs:
             with lock.shared(sync):
                 accuracy = evaluate(model, data.val_x, data.val_y)
             if rule.falls_behind(epoch + 1, accuracy, timer.result().median_ms, params):

@@ -137,9 +137,16 @@ def effective_recipe(config: TrainConfig, train_images: int, steps: int | None =
 
 
 def scaled_ranges(ranges: Ranges, config: TrainConfig, scale: float) -> Ranges:
-    """Regularization ranges the user did not give, scaled by the run's length (see :func:`effective_recipe`)."""
-    changes = {name: tuple(value * scale for value in getattr(ranges, name))
-               for name in ("randaug", "mixup", "dropout") if getattr(config, name) is None}
+    """Regularization ranges the user did not give, scaled by the run's length (see :func:`effective_recipe`).
+
+    The first stage's image size too: small early images buy a long run many cheap epochs, but a short run spends
+    a large share of its steps learning features at a size it is not evaluated at. So, unless given, the start
+    size moves from the recipe's towards the final size as the run gets shorter."""
+    changes: dict = {name: tuple(value * scale for value in getattr(ranges, name))
+                     for name in ("randaug", "mixup", "dropout") if getattr(config, name) is None}
+    if config.min_image_size is None:
+        final, start = ranges.max_image_size, ranges.min_image_size
+        changes["min_image_size"] = max(start, round(final - (final - start) * scale))
     if "randaug" in changes:  # equalize, auto-contrast and invert ignore the magnitude: below it, no RandAugment
         changes["randaug"] = tuple(value if value >= MIN_RANDAUG_MAGNITUDE else 0.0 for value in changes["randaug"])
     return dataclasses.replace(ranges, **changes)

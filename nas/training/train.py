@@ -71,11 +71,14 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
     eval_size = eval_size_for(spec, config)
     if eval_size < spec.total_stride:
         raise TrainError(f"eval image size {eval_size} px is below the network's total stride {spec.total_stride}")
+    log(f"reading {config.data}")  # a large data set takes seconds: say so from the first one
     data = load_data(config.data, seed=config.seed, val_fraction=config.val_fraction)
     n_train = len(data.train_y)
     budget = None
     if config.time_limit is not None:  # the epochs a time run expects come from its own measured step time
         budget, config = _plan_time_run(spec, config, data.num_classes, data.channels, n_train, torch_device, engine)
+        log(f"{budget.seconds:.0f} s of training at about {1000 * budget.step_seconds:.0f} ms a step: "
+            f"about {budget.planned_steps} steps")
     config, scale = effective_recipe(config, n_train, steps=budget and budget.planned_steps)
     ranges = scaled_ranges(ranges_for(spec, image_size=config.image_size, min_image_size=config.min_image_size,
                                       randaug=config.randaug, mixup=config.mixup, dropout=config.dropout),
