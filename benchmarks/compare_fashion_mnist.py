@@ -1,28 +1,45 @@
-"""The whole path on real data: search Fashion-MNIST, then train the winner against zoo models and classical
-baselines with one recipe (``nas compare``), and keep the table with every row's wall time.
+"""The decisive race: does the search's winner beat what a practitioner would train, at equal training time, on
+the data's own test split?
 
-Reads Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); ``--subset`` keeps a CPU run
-short (a stratified subset of the training files, split into train and validation as every effnas run does).
+1. Two ``nas search`` runs on a stratified subset of Fashion-MNIST's 60,000 training images (selection sees only
+   the subset's validation split): with equal-time proxies (``--proxy-time``, T scaled by the subset's share of
+   the data), and in the paper's form (3 epochs, reward with w = -0.07, v = -0.05), both in the same space.
+2. ``nas compare --time T --classical`` on all 60,000 training images, once per seed: every network (the
+   equal-time search's winner as "searched", the paper-form search's winner, the space's unsearched backbone,
+   PyTorch's MNIST-example CNN, ResNet-20 and zoo models) trains for T seconds of training steps with one recipe,
+   split, device and one thread; each is scored once on the 10,000 t10k test images, which neither the searches
+   nor training read.
 
-    python -m benchmarks.compare_fashion_mnist                      # CPU defaults
-    python -m benchmarks.compare_fashion_mnist --subset 0 --budget 200 --epochs 30 --device cuda
+Compares run two at a time, one thread each, so the two cores are busy alike for every network; the table gives
+each row's mean and standard deviation over the seeds, and every row's lead or lag against the winner in units
+of the standard error of the difference.
+
+    python -m benchmarks.compare_fashion_mnist                          # CPU defaults (about 40 minutes)
+    python -m benchmarks.compare_fashion_mnist --search-run RUN         # reuse a finished search
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from benchmarks.common import print_report, write_result
+from effnas.nas.cli.arguments import duration, positive_int
 from effnas.results import open_study
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+TRAINING_IMAGES = 60_000
+AGAINST = "backbone,mnist-cnn,resnet20,efficientnet-b0,mobilenetv2"
 
 
 def nas(*argv: str) -> float:
@@ -42,43 +59,96 @@ def study_seconds(run: Path) -> float:
     return (max(ends) - min(starts)).total_seconds()
 
 
+def summarise(tables: list[pd.DataFrame]) -> list[dict]:
+    """One row per model: test top-1 mean ± std over seeds, and its distance from the searched winner in standard
+    errors of the difference (negative: behind the winner)."""
+    frame = pd.concat(tables)
+    winner = frame[frame["model"] == "searched"]["test_top1"].tolist()
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        accs = group["test_top1"].tolist()
+        mean, std = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+        gap = ""
+        if model != "searched" and len(accs) > 1 and len(winner) > 1:
+            se = math.sqrt(statistics.variance(winner) / len(winner) + statistics.variance(accs) / len(accs))
+            gap = f"{(statistics.fmean(winner) - mean) / se:+.1f}" if se else "inf"
+        first = group.iloc[0]
+        rows.append({"model": model, "kind": first["kind"], "test top-1": f"{mean:.4f} ± {std:.4f}",
+                     "winner ahead by (SE of diff.)": gap,
+                     "params": None if pd.isna(first["params"]) else int(first["params"]),
+                     "step ms": None if pd.isna(first["step_time_ms"]) else round(group["step_time_ms"].mean(), 1),
+                     "epochs": None if pd.isna(first["epochs"]) else round(group["epochs"].mean(), 2),
+                     "train s": round(group["train_seconds"].mean(), 1),
+                     "train s range": f"{group['train_seconds'].min():.1f}-{group['train_seconds'].max():.1f}",
+                     "val top-1": round(group["top1"].mean(), 4)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(FASHION_MNIST))
-    parser.add_argument("--subset", type=int, default=6000, help="training-file images used (0: all 60,000)")
-    parser.add_argument("--budget", type=int, default=24, help="search trials")
-    parser.add_argument("--epochs", type=int, default=10, help="nas compare's epochs for every network")
-    parser.add_argument("--against", default="efficientnet-b0,mobilenetv2,mnasnet-a1")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="folder for the run (default: a temporary one)")
-    parser.add_argument("--search-run", default=None,
-                        help="an existing search's run directory to compare from (its time comes from its study)")
+    parser.add_argument("--subset", type=positive_int, default=6000, help="training images the search sees")
+    parser.add_argument("--budget", type=positive_int, default=24, help="search trials")
+    parser.add_argument("--space", default="small-images", help="the search space (default small-images)")
+    parser.add_argument("--time", default="90s", help="training time of every network (default 90s)")
+    parser.add_argument("--seeds", type=positive_int, default=4, help="compares, one per seed (default 4)")
+    parser.add_argument("--parallel", type=positive_int, default=2, help="compares at once, one thread each")
+    parser.add_argument("--against", default=AGAINST)
+    parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument("--search-run", default=None, help="a finished equal-time search's run directory")
+    parser.add_argument("--paper-search-run", default=None, help="a finished paper-form search's run directory")
     args = parser.parse_args(argv)
     if not Path(args.data_dir).is_dir():
         raise SystemExit(f"{args.data_dir}: not found (apt-get install dataset-fashion-mnist)")
-    data = f"idx:{args.data_dir}" + (f":{args.subset}" if args.subset else "")
-    if args.search_run:
-        run = Path(args.search_run)
-        search_seconds = study_seconds(run)
-    else:
-        run = Path(args.out or tempfile.mkdtemp(prefix="effnas-fmnist-")) / "run"
-        search_seconds = nas("search", "--data", data, "--budget", str(args.budget), "--device", args.device,
-                             "--out", str(run), "--quiet")
-    compare_seconds = nas("compare", str(run), "--data", data, "--against", args.against, "--classical",
-                          "--epochs", str(args.epochs), "--device", args.device, "--quiet")
-    table = pd.read_csv(run / "compare.csv")
-    rows = [{"model": r.model, "kind": r.kind, "top-1": r.top1,
-             "params": None if pd.isna(r.params) else int(r.params),
-             "MACs": None if pd.isna(r.macs) else int(r.macs), "train s": r.train_seconds,
-             "images/s": None if pd.isna(r.images_per_second) else r.images_per_second,
-             "step ms": None if pd.isna(r.step_time_ms) else r.step_time_ms} for r in table.itertuples()]
-    notes = [f"data: {data}; every network {args.epochs} epochs at the winner's proxy size with nas train's "
-             "defaults (one recipe, split and device); classical baselines on the flattened pixels of the same split",
-             f"search: {len(open_study(run).trials)} trials in {search_seconds:.0f} s; nas compare: "
-             f"{compare_seconds:.0f} s in all",
-             "top-1 is on the validation split held out of the training files (the t10k files are not read)"]
-    print_report("nas compare on Fashion-MNIST", args.device, rows, notes)
-    path = write_result("compare_fashion_mnist", "nas compare on Fashion-MNIST", args.device, rows, notes)
+    out = Path(args.out or tempfile.mkdtemp(prefix="effnas-fmnist-"))
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=2 + args.seeds, desc="searches, then compares", unit="step")
+    seconds = duration(args.time)
+    proxy_time = f"{seconds * args.subset / TRAINING_IMAGES:.3g}s"  # as many epochs in the proxy as in the run
+
+    def search(given: str | None, name: str, *flags: str) -> Path:
+        run = Path(given) if given else out / name
+        if not given:
+            bar.set_postfix_str(f"{name}: {args.budget} trials")
+            nas("search", "--data", f"idx:{args.data_dir}:{args.subset}", "--space", args.space, "--budget",
+                str(args.budget), "--device", "cpu", "--out", str(run), "--quiet", *flags)
+        bar.update(1)
+        return run
+
+    run = search(args.search_run, "search-equal-time", "--proxy-time", proxy_time)
+    paper = search(args.paper_search_run, "search-paper-form")
+    paper_winner = out / "paper-form-winner.json"
+    paper_winner.write_text((paper / "best.json").read_text())
+    search_seconds, paper_seconds = study_seconds(run), study_seconds(paper)
+
+    def compare(seed: int) -> pd.DataFrame:
+        folder = out / f"compare-seed{seed}"
+        nas("compare", str(run), "--data", f"idx:{args.data_dir}", "--time", args.time, "--threads", "1",
+            "--against", f"{paper_winner},{args.against}", "--classical", "--seed", str(seed), "--device", "cpu", "--out", str(folder),
+            "--quiet")
+        bar.update(1)
+        return pd.read_csv(folder / "compare.csv")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.parallel) as pool:
+        tables = list(pool.map(compare, range(args.seeds)))
+    bar.close()
+    rows = summarise(tables)
+    notes = [
+        f"data: Fashion-MNIST from {args.data_dir}; the search saw a stratified {args.subset:,}-image subset of the "
+        f"training files ({args.budget} trials each, space {args.space}): 'searched' with equal-time proxies "
+        f"(--proxy-time {proxy_time}, {search_seconds:.0f} s), 'paper-form-winner' with the paper's 3-epoch proxies "
+        f"and reward ({paper_seconds:.0f} s); every network then "
+        f"trained on all 60,000 training images (48,000 train, 12,000 validation) for --time {args.time} of training "
+        "steps, one thread, with nas train's recipe; classical baselines on the same split's flattened pixels",
+        "test top-1: the 10,000 t10k images, read once per finished model; mean ± standard deviation over "
+        f"{args.seeds} seeds (seed sets the validation split and the training); 'winner ahead by' is the difference "
+        "of means over the standard error of the difference",
+        f"{args.parallel} compares at once, one thread each; compares took {time.perf_counter() - started:.0f} s",
+        f"search runs: {run}, {paper}",
+    ]
+    print_report("Equal-time race on Fashion-MNIST", "cpu", rows, notes)
+    path = write_result("compare_fashion_mnist", "Equal-time race on Fashion-MNIST", "cpu", rows, notes)
     print(f"wrote {path}")
 
 

@@ -57,7 +57,7 @@ def epoch_seconds(threads: str, data: str, folder: Path) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="idx:/usr/share/datasets/fashion-mnist:6000")
+    parser.add_argument("--data", default="idx:/usr/share/datasets/fashion-mnist:3000")
     parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args(argv)
     conditions = [(load, threads) for load in ("idle", "beside one busy thread")

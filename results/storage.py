@@ -62,21 +62,27 @@ def _optuna_tables() -> set[str]:
     return set(models.BaseModel.metadata.tables) | {"alembic_version"}
 
 
+def _existing_regular_file(path: Path, opened: str, kind: str) -> bool:
+    """Whether ``path`` holds a non-empty regular file to look into; a missing or empty one is a new store (whether
+    it can be made is asked later), anything but a regular file is refused (a FIFO would hang, a device be written)."""
+    try:
+        status = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as error:
+        raise StorageError(f"{path}: cannot open {opened} ({error.strerror or error})") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise StorageError(f"{path}: not a regular file, so not {kind}")
+    return status.st_size > 0
+
+
 def refuse_foreign_sqlite(path: str | Path) -> None:
     """Refuse, before Optuna adds its tables to it, a database file that is not ours to write: not a regular file
     (a FIFO would hang SQLite, a device would be written to), not SQLite, or holding tables that are not Optuna's
     (another program's database: a search must not mix its tables into it). A missing or empty file, or one
     that another search process is creating Optuna's tables in right now, is fine."""
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):  # nothing there: whether it can be made is asked later
-        return
-    except OSError as error:
-        raise StorageError(f"{path}: cannot open the study ({error.strerror or error})") from None
-    if not stat.S_ISREG(mode):
-        raise StorageError(f"{path}: not a regular file, so not a study database")
-    if path.stat().st_size == 0:
+    if not _existing_regular_file(path, "the study", "a study database"):
         return
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)) as db:
@@ -98,14 +104,8 @@ def refuse_foreign_journal(path: str | Path) -> None:
     file whose first line is not an Optuna journal operation (a text file, another program's JSON lines, an SQLite
     database). A missing or empty file is a new journal. Read-only: the file keeps every byte."""
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):  # nothing there: whether it can be made is asked later
+    if not _existing_regular_file(path, "the journal", "an Optuna journal"):
         return
-    except OSError as error:
-        raise StorageError(f"{path}: cannot open the journal ({error.strerror or error})") from None
-    if not stat.S_ISREG(mode):
-        raise StorageError(f"{path}: not a regular file, so not an Optuna journal")
     try:
         with path.open("rb") as handle:
             first = handle.readline(1 << 20)

@@ -27,20 +27,22 @@ def test_compare_writes_one_row_per_model_and_baseline_and_reads_finished_models
     other = tmp_path / "other.json"
     other.write_text(json.dumps(OTHER))
     out = tmp_path / "compared"  # a folder holding only best.json is not a run the rule lets compare write into
-    args = [str(run), "--data", "digits", "--against", str(other), "--classical", "--epochs", "2", "--stages", "1",
+    args = [str(run), "--data", "digits", "--against", f"{other},mnist-cnn", "--classical", "--epochs", "2", "--stages", "1",
             "--batch-size", "64", "--device", "cpu", "--quiet", "--out", str(out)]
     first = nas_compare(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     table = pd.read_csv(out / "compare.csv")
-    assert list(table["model"]) == ["searched", "other", "random-forest", "logistic-regression"]
-    assert list(table["kind"]) == ["searched", "zoo", "classical", "classical"]
-    assert table["top1"].between(0.0, 1.0).all()
+    assert list(table["model"]) == ["searched", "other", "mnist-cnn", "random-forest", "logistic-regression"]
+    assert list(table["kind"]) == ["searched", "zoo", "reference", "classical", "classical"]
+    assert list(table.columns[:4]) == ["model", "kind", "test_top1", "top1"]
+    assert table["top1"].between(0.0, 1.0).all() and table["test_top1"].between(0.0, 1.0).all()
     assert table.loc[table["kind"] == "classical", "top1"].min() > 0.8  # digits are easy for a forest
     networks = table[table["kind"] != "classical"]
     assert (networks["params"] > 0).all() and (networks["macs"] > 0).all() and (networks["step_time_ms"] > 0).all()
-    assert networks["params"].nunique() == 2  # two different architectures, each counted
+    assert networks["params"].nunique() == 3  # three different architectures, each counted
+    assert (networks["epochs"] == 2).all()
     curves = json.loads((out / "compare.json").read_text())["curves"]
-    assert set(curves) == {"searched", "other"} and all(len(rows) == 2 for rows in curves.values())
+    assert set(curves) == {"searched", "other", "mnist-cnn"} and all(len(rows) == 2 for rows in curves.values())
 
     finished = out / "compare" / "searched" / "final.pt"
     stamp = finished.stat().st_mtime_ns
@@ -48,7 +50,7 @@ def test_compare_writes_one_row_per_model_and_baseline_and_reads_finished_models
     assert second.returncode == 0, second.stderr[-2000:]
     assert finished.stat().st_mtime_ns == stamp  # read back, not retrained
     again = pd.read_csv(out / "compare.csv")
-    pd.testing.assert_series_equal(again["top1"].iloc[:2], table["top1"].iloc[:2])
+    pd.testing.assert_series_equal(again["top1"].iloc[:3], table["top1"].iloc[:3])
 
 
 def test_compare_without_a_winner_is_a_one_line_error(tmp_path):

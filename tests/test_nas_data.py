@@ -90,13 +90,33 @@ def test_cifar10_batches(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()
     batches = [_write_cifar_batch(root / f"data_batch_{i}", 30, b"labels", 10, rng) for i in (1, 2)]
-    _write_cifar_batch(root / "test_batch", 10, b"labels", 10, rng)  # never read: validation comes from train
+    test = _write_cifar_batch(root / "test_batch", 10, b"labels", 10, rng)  # the test split: validation is train's
     data = load_data(f"cifar:{tmp_path}", seed=0, val_fraction=0.25)  # parent folder also accepted
     _assert_valid(data, 3, 32, 10)
     assert len(data.train_x) + len(data.val_x) == 60
     # Pixel layout survives: every stored image is one of the written rows, reshaped to [3, 32, 32].
     written = {bytes(row) for b in batches for row in b[b"data"]}
     assert all(bytes(img.flatten().numpy()) in written for img in data.val_x)
+    test_x, test_y = data.test_split()
+    assert data.test_origin == "the source's own test files" and test_y.tolist() == test[b"labels"]
+    assert [bytes(img.flatten().numpy()) for img in test_x] == [bytes(row) for row in test[b"data"]]
+
+
+def test_npz_and_imagefolder_bring_their_own_test_split(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 256, (40, 6, 6), dtype=np.uint8), np.arange(40) % 4
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x[:8], y_test=y[:8])
+    data = load_data(f"npz:{tmp_path / 'd.npz'}")
+    assert _count(data) == 48 and torch.equal(data.test_split()[1], torch.from_numpy(y[:8]).long())
+    for split, count in (("train", 3), ("test", 2)):
+        for name in ("cat", "dog"):
+            (tmp_path / "photos" / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)).save(
+                    tmp_path / "photos" / split / name / f"{i}.png")
+    photos = load_data(f"imagefolder:{tmp_path / 'photos'}", data_size=8)
+    assert photos.num_classes == 2 and len(photos.train_y) + len(photos.val_y) == 6
+    assert photos.test_origin == "the source's own test files" and photos.test_split()[1].tolist() == [0, 0, 1, 1]
 
 
 def test_cifar100_train_file(tmp_path):

@@ -168,3 +168,14 @@ def test_params_outside_the_space_are_rejected() -> None:
         space.spec_from_params({k: v for k, v in params.items() if k != "s0_kernel"})
     with pytest.raises(SpaceError, match="stage 1 layers=2 is outside the space"):
         space.params_from_spec(space.backbone)  # its 2-layer stage 1 is not among the choices [1, 3]
+
+
+def test_the_small_images_space_ends_on_a_4_by_4_map():
+    from effnas.search_space.space import load_space
+
+    space = load_space("small-images")
+    backbone = space.backbone
+    assert len(space.stages) == 3 and backbone.train_image_size == 28 and backbone.head_channels == 256
+    assert [s.out_channels for s in backbone.stages] == [24, 48, 64] and [s.layers for s in backbone.stages] == [1, 2, 2]
+    assert -(-28 // backbone.total_stride) == 4
+

@@ -10,6 +10,7 @@ table (``compare.csv``) and every model's curves (``compare.json``) are rewritte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -75,8 +76,8 @@ def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *
     curves: dict[str, list[dict[str, Any]]] = {}
     for contender in contenders:
         bar.set_postfix_str(contender.name)
-        row, history = _train_one(contender, config, out / "compare" / folder_name(contender.name),
-                                  device, engine, progress, threads, log)
+        row, history = _train_one(contender, _config_for(contender, config, log),
+                                  out / "compare" / folder_name(contender.name), device, engine, progress, threads, log)
         rows.append(row)
         curves[contender.name] = history
         _write(out, rows, curves)
@@ -89,6 +90,17 @@ def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *
             bar.update(1)
     bar.close()
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _config_for(contender: Contender, config: TrainConfig, log: Callable[[str], None]) -> TrainConfig:
+    """``config``, unless the network's total stride is larger than the image size (an ImageNet model on 28 px
+    digits): it then trains and is evaluated at its stride, the images upsampled, and its row says so."""
+    stride = contender.spec.total_stride
+    if config.image_size is None or config.image_size >= stride:
+        return config
+    log(f"{contender.name}: its total stride {stride} is above {config.image_size} px; it trains at {stride} px")
+    return dataclasses.replace(config, image_size=stride, eval_image_size=stride,
+                               min_image_size=None if config.min_image_size is None else max(stride, config.min_image_size))
 
 
 def _train_one(contender: Contender, config: TrainConfig, folder: Path, device: str, engine: str, progress: bool,

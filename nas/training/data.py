@@ -144,7 +144,7 @@ def load_data(source: str, seed: int = 0, val_fraction: float = 0.2, data_size: 
         raise DataError(f"data: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     if read_test is not None:
         return _split(x, y, num_classes, seed, val_fraction, name, "the source's own test files", read_test)
-    if np.unique(y, return_counts=True)[1].min() < MIN_CLASS_FOR_TEST:
+    if len(y) == 0 or np.unique(y, return_counts=True)[1].min() < MIN_CLASS_FOR_TEST:
         return _split(x, y, num_classes, seed, val_fraction, name)  # too small to hold any out: no test split
     keep, test = _stratified(y, TEST_FRACTION, np.random.default_rng(TEST_SEED))
     held_x, held_y = x[test], y[test]
