@@ -113,10 +113,6 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     if args.time is None and args.stages is not None and args.stages > args.epochs:
         raise EffnasError(f"--stages {args.stages} needs at least {args.stages} epochs, got --epochs {args.epochs}")
-    for contender in contenders:
-        if size < contender.spec.total_stride:
-            raise EffnasError(f"{contender.name}: image size {size} px is below its total stride "
-                              f"{contender.spec.total_stride}; pass a larger --image-size")
     table = compare(contenders, config, out,
                     classical=args.classical, device=args.device, engine=args.engine, progress=not args.quiet,
                     threads=args.threads, log=(lambda message: None) if args.quiet else print)
