@@ -298,7 +298,8 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
         order = torch.randperm(count, device=device, generator=generator)
         running, done, cannot_win = torch.zeros((), device=device), 0, False
         length = min(steps_per_epoch, total - epoch * steps_per_epoch)  # an equal-time proxy's last epoch is short
-        window = range(windows[epoch].start, min(windows[epoch].stop, length))
+        shift = max(0, windows[epoch].stop - length)  # a short epoch's window moves back to end with it
+        window = range(max(0, windows[epoch].start - shift), windows[epoch].stop - shift)
         for is_timed, indices in segments(window, length, first_run):
             with lock.exclusive(sync) if is_timed else contextlib.nullcontext():
                 for chunk in shared_chunks(indices, device, is_timed):
