@@ -42,8 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN", help="a search's run directory (its best.json is the winner)")
     parser.add_argument("--against", default=DEFAULT_AGAINST,
-                        help=f"comma-separated zoo names or spec files to train alongside (default {DEFAULT_AGAINST};"
-                             " 'none' for no zoo model)")
+                        help="comma-separated networks to train alongside: backbone (the space's, unsearched), "
+                             "mnist-cnn, resnet20, zoo names, spec files (default "
+                             f"{DEFAULT_AGAINST}; 'none' for the winner alone)")
     parser.add_argument("--scaled", action="append", default=[], metavar="SPEC",
                         help="a scaled family member (nas scale's output) to train too; may repeat")
     parser.add_argument("--classical", action="store_true",

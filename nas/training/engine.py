@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -59,12 +61,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def default_threads() -> int:
-    """CPU threads for a training run: the cores this process may use, less those other jobs keep busy (the
-    one-minute load average). Two busy threads on one core make every step wait for the slower of them, which
-    turns a shared workstation's epoch from seconds into tens of seconds; one thread per free core never does."""
+    """CPU threads for a training run: the cores this process may use, less those other jobs keep busy right now.
+    Two busy threads on one core make every step wait for the slower of them, which turns a shared workstation's
+    epoch from seconds into tens of seconds; one thread per free core never does."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-    return max(1, min(cores, cores - busy))
+    return max(1, min(cores, cores - round(busy_cores())))
+
+
+def busy_cores(seconds: float = 0.25) -> float:
+    """Cores busy with other work now: the machine's CPU time over a short look (``/proc/stat``), else the
+    one-minute load average, which lags by about a minute behind a job that starts or stops."""
+    def ticks() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy_before, total_before = ticks()
+        time.sleep(seconds)
+        busy_after, total_after = ticks()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    cores = os.cpu_count() or 1
+    return cores * (busy_after - busy_before) / max(1, total_after - total_before)
 
 
 def set_threads(threads: int | None) -> int:
