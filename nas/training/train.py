@@ -269,12 +269,11 @@ def _train_epoch(run: _Run, train_x: torch.Tensor, train_y: torch.Tensor, order:
         if budget is None:
             bar.update(1)
         else:
-            bar.n = round(budget.spent)
-            bar.refresh()
+            bar.update(round(budget.spent) - bar.n)  # tqdm redraws at most a few times a second
         if b % 25 == 24:
             bar.set_postfix(loss=f"{loss_sum.item() / done:.3f}")
     if budget is not None:
-        budget.tick()
+        budget.tick(final=True)
     bar.close()
     return (loss_sum.item() / done if done else 0.0), global_step
 
