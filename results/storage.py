@@ -56,10 +56,14 @@ def redact(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
-def _optuna_tables() -> set[str]:
-    from optuna.storages._rdb import models  # the schema Optuna creates, so a newer Optuna's tables count too
-
-    return set(models.BaseModel.metadata.tables) | {"alembic_version"}
+@functools.lru_cache(maxsize=1)
+def _optuna_tables() -> frozenset[str]:
+    """The tables Optuna makes, read off a fresh in-memory storage (its public API), so a newer Optuna's count too."""
+    engine = optuna.storages.RDBStorage("sqlite:///:memory:").engine
+    try:
+        return frozenset(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def _existing_regular_file(path: Path, opened: str, kind: str) -> bool:

@@ -78,8 +78,8 @@ def test_the_rule_stops_only_what_falls_behind_in_a_bracket_that_stops(tmp_path)
                              reward_v=-0.05, epochs=9)
         assert rule.hyperband and rule.falls_behind(1, accuracy, step_time_ms, 1000) is False  # no rung yet
         stop = rule.falls_behind(2, accuracy, step_time_ms, 1000)
-        loaded, pruner = early_stopping._study(url, 9, 3)
-        bracket = pruner._get_bracket_id(loaded, loaded._storage.get_trial(trial._trial_id))
+        loaded, storage, pruner = early_stopping._study(url, 9, 3)
+        bracket = pruner._get_bracket_id(loaded, storage.get_trial(trial._trial_id))
         study.tell(trial, state=TrialState.PRUNED)
         return bracket, stop
 

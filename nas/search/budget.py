@@ -23,6 +23,12 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def trial_id_of(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number``: a storage addresses trials by id, which Optuna keeps private on a
+    trial, so it is asked of the storage by the study's name and the trial's number."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
 def counts_against_budget(trial: optuna.trial.FrozenTrial) -> bool:
     """Completed, stopped early, or failed through the candidate's own fault; not a reuse of a trained
     architecture (it cost no training) and not a trial cut off by a stopped search."""
@@ -78,14 +84,13 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
     of processes on other hosts: a search there recovers them.
     """
     recovered = []
-    study_id = storage.get_study_id_from_name(study.study_name)
     queued = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
     for trial in _orphaned(study):
         # The retry is queued first: a recovery killed in between leaves the trial RUNNING, to be marked by
         # the next one (which finds the retry queued), never FAIL with its architecture not re-run.
         if trial.params and trial.number not in queued:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        trial_id = trial_id_of(storage, study, trial.number)
         storage.set_trial_user_attr(trial_id, "interrupted", True)
         storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the search process stopped")
         storage.set_trial_state_values(trial_id, TrialState.FAIL)

@@ -97,10 +97,9 @@ class EarlyStopping:
         if not (self.hyperband and math.isfinite(value)):
             return False  # a non-finite reward: the trial's own checks fail it
         try:
-            study, pruner = _study(self.storage, self.epochs, self.reduction_factor)
+            study, storage, pruner = _study(self.storage, self.epochs, self.reduction_factor)
         except Exception:  # noqa: BLE001 - e.g. a cluster node that cannot reach the run's SQLite file
             return False  # train to the end: a trial is never lost to its early-stopping report
-        storage = study._storage
         storage.set_trial_intermediate_value(self.trial_id, epoch, value)
         return pruner.prune(study, storage.get_trial(self.trial_id))
 
@@ -108,7 +107,7 @@ class EarlyStopping:
         """Whether even every validation image right would leave the trial's reward below the best finished one:
         its step-time and size factors alone already lose, whatever more training does to its accuracy."""
         try:
-            study, _ = _study(self.storage, self.epochs, self.reduction_factor)
+            study, _, _ = _study(self.storage, self.epochs, self.reduction_factor)
             best = study.best_value
         except Exception:  # noqa: BLE001 - nothing finished yet (ValueError), or a study this node cannot read
             return False
@@ -121,14 +120,17 @@ def runs_hyperband(epochs: int, reduction_factor: int = REDUCTION_FACTOR) -> boo
 
 
 @functools.lru_cache(maxsize=2)
-def _study(storage_url: str, epochs: int, reduction_factor: int) -> tuple[optuna.Study, optuna.pruners.BasePruner]:
-    """The study as this process sees it, opened once per worker (a rung reads every trial's last report)."""
+def _study(storage_url: str, epochs: int,
+           reduction_factor: int) -> tuple[optuna.Study, optuna.storages.BaseStorage, optuna.pruners.BasePruner]:
+    """The study as this process sees it, with its storage (which addresses a trial by id) and pruner, opened once
+    per worker (a rung reads every trial's last report)."""
     if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).is_file():
         raise FileNotFoundError(storage_url)  # another machine's file: never create an empty one here
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()  # the cost bound alone
     if runs_hyperband(epochs, reduction_factor):
         pruner = optuna.pruners.HyperbandPruner(min_resource=FIRST_RUNG, max_resource=epochs,
                                                 reduction_factor=reduction_factor)
-    study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(storage_url),
-                              sampler=optuna.samplers.RandomSampler(), pruner=pruner)
-    return study, pruner
+    storage = open_storage(storage_url)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=optuna.samplers.RandomSampler(),
+                              pruner=pruner)
+    return study, storage, pruner

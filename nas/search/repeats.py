@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 
 from effnas.results.record import REUSE_ATTR, REWARD_ATTR, TrialMetrics, architecture_key
 
+from effnas.nas.search.budget import trial_id_of
+
 # A controller that proposes this many architectures in a row that the study already trained has run out of
 # new ones it wants to try: the search ends there rather than spin.
 MAX_REPEATS = 100
@@ -66,8 +68,7 @@ class Repeats:
 
     def settle(self, trial: optuna.trial.Trial, original: int) -> bool:
         """Record ``trial`` as a reuse of trial ``original`` if that one has ended (False while it runs)."""
-        source = self.storage.get_trial(self.storage.get_trial_id_from_study_id_trial_number(
-            self.study._study_id, original))
+        source = self.storage.get_trial(trial_id_of(self.storage, self.study, original))
         if not source.state.is_finished():
             return False
         trial.set_user_attr("duration_s", 0.0)
@@ -87,7 +88,8 @@ class Repeats:
             trial.set_user_attr(key, value)
         if source.state == TrialState.PRUNED:
             for step, value in source.intermediate_values.items():
-                self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+                self.storage.set_trial_intermediate_value(trial_id_of(self.storage, self.study, trial.number),
+                                                          step, value)
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, source.values)

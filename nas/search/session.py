@@ -42,7 +42,7 @@ from effnas.results.storage import open_storage, probe_storage, search_storage_u
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
 from effnas.nas.search.backends.local import LocalBackend, default_threads, default_workers
-from effnas.nas.search.budget import counted_trials, recover_interrupted, taken_trials, worker_id
+from effnas.nas.search.budget import counted_trials, recover_interrupted, taken_trials, trial_id_of, worker_id
 from effnas.nas.search import streams
 from effnas.nas.search.controllers import is_multi_objective, make_sampler, study_directions, study_objectives
 from effnas.nas.search import repeats
@@ -208,7 +208,8 @@ class Search:
         asked = self._asked
         if asked is None or asked.number in running or asked.number in self.repeats.waiting:
             return []
-        return [asked] if self.storage.get_trial(asked._trial_id).state == TrialState.RUNNING else []
+        state = self.storage.get_trial(trial_id_of(self.storage, self.study, asked.number)).state
+        return [asked] if state == TrialState.RUNNING else []
 
     def _feed(self, backend: Backend, running: dict[int, optuna.trial.Trial]) -> None:
         """Give the backend candidates while the budget allows (trials running in any process count, so that
@@ -236,7 +237,8 @@ class Search:
         if not self.early_stopping:
             return self.trial_settings
         reference, recipe = Reference.from_dict(self.reference), self.config.recipe
-        rule = EarlyStopping(self.storage_url, trial._trial_id, reference.step_time_ms, reference.params,
+        trial_id = trial_id_of(self.storage, self.study, trial.number)
+        rule = EarlyStopping(self.storage_url, trial_id, reference.step_time_ms, reference.params,
                              recipe.reward_w, recipe.reward_v, recipe.trial["epochs"])
         return {**self.trial_settings, "early_stopping": rule.to_dict()}
 
