@@ -16,10 +16,10 @@ from effnas.errors import SpecError, shown
 from effnas.search_space.loading import load_arch
 from effnas.search_space.spec import ArchSpec, ProgressiveRecipe
 
-# name -> (what it is, total stride)
-REFERENCE_NETWORKS: dict[str, tuple[str, int]] = {
-    "mnist-cnn": ("the CNN of PyTorch's MNIST example: two 3x3 convs (32, 64), max-pool, dense 128", 2),
-    "resnet20": ("ResNet-20 for CIFAR (He et al., 2016): 3 stages of 3 basic blocks, 16/32/64 channels", 4),
+# name -> (what it is, total stride, the image size it was designed for)
+REFERENCE_NETWORKS: dict[str, tuple[str, int, int]] = {
+    "mnist-cnn": ("the CNN of PyTorch's MNIST example: two 3x3 convs (32, 64), max-pool, dense 128", 2, 28),
+    "resnet20": ("ResNet-20 for CIFAR (He et al., 2016): 3 stages of 3 basic blocks, 16/32/64 channels", 4, 32),
 }
 
 
@@ -66,6 +66,8 @@ class ReferenceSpec:
 def load_network(reference: str) -> ArchSpec | ReferenceSpec:
     """What ``nas train --arch`` and ``nas compare --against`` accept: a reference network's name, or anything
     :func:`~effnas.search_space.loading.load_arch` reads (a spec file, a run directory, a zoo name)."""
-    if str(reference).strip().lower() in REFERENCE_NETWORKS:
-        return ReferenceSpec(str(reference).strip().lower())
+    name = str(reference).strip().lower()
+    if name in REFERENCE_NETWORKS:
+        size = REFERENCE_NETWORKS[name][2]
+        return ReferenceSpec(name, train_image_size=size, eval_image_size=size)
     return load_arch(reference)

@@ -31,3 +31,9 @@ def test_names_round_trip_and_unknown_ones_are_refused():
     assert load_network("efficientnetv2-s").name == "efficientnetv2-s"  # everything else is load_arch's
     with pytest.raises(SpecError, match="unknown network"):
         ReferenceSpec("vgg-16")
+
+
+def test_each_network_trains_by_default_at_the_size_it_was_designed_for():
+    # nas train --arch mnist-cnn on 28 px data must not upsample to CIFAR's 32 px (a third more work per step).
+    assert load_network("mnist-cnn").train_image_size == load_network("mnist-cnn").eval_image_size == 28
+    assert load_network("resnet20").train_image_size == 32
