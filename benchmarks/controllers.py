@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import add_device_args, keep_result, print_report, setup_device
+from effnas.nas.search.controllers.registry import CONTROLLERS as REGISTRY
 
-CONTROLLERS = ("random", "tpe", "nsga2", "rl", "evolution")
-SYNTHETIC_CONTROLLERS = ("random", "tpe", "evolution", "rl")
+CONTROLLERS = tuple(REGISTRY)
+SYNTHETIC_CONTROLLERS = tuple(name for name, entry in REGISTRY.items() if not entry.multi_objective)  # one reward
 LAST = 40  # trials at the end of a synthetic run whose mean reward is reported
 
 

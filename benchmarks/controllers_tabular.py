@@ -30,13 +30,14 @@ from optuna.distributions import CategoricalDistribution
 from tqdm import tqdm
 
 from benchmarks.common import print_report, write_result
+from effnas.nas.search.controllers import CONTROLLERS as REGISTRY
 from effnas.nas.search.controllers import make_sampler, study_directions, study_objectives
 from effnas.nas.search.repeats import MAX_REPEATS
 from effnas.results.reward import DEFAULT_V, DEFAULT_W
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nas-bench-macro-cifar10.json"
 LAYERS, CHOICES = 8, (0, 1, 2)  # identity, MBConv e3 k3, MBConv e6 k5
-CONTROLLERS = ("random", "tpe", "nsga2", "rl", "evolution")
+CONTROLLERS = tuple(REGISTRY)
 BUDGETS = (50, 100, 200)
 # (w, v) of each objective: accuracy alone is the reward with both exponents 0.
 EXPONENTS = {"accuracy": (0.0, 0.0), "reward": (DEFAULT_W, DEFAULT_V)}

@@ -51,7 +51,7 @@ def rewards(study: optuna.Study) -> list[float]:
 
 
 def test_names_and_errors() -> None:
-    assert CONTROLLERS == ("random", "tpe", "nsga2", "rl", "evolution")
+    assert tuple(CONTROLLERS) == ("random", "tpe", "nsga2", "rl", "evolution")
     assert [is_multi_objective(n) for n in CONTROLLERS] == [False, False, True, False, False]
     assert study_directions("nsga2") == ["maximize", "minimize", "minimize"]
     for name in CONTROLLERS:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from effnas.errors import EffnasError
 from effnas.outputs import claim_run_dir
+from effnas.nas.training.sources import data_help
 from effnas.nas.cli.arguments import duration, positive_int, thread_count
 
 EPILOG = """\
@@ -49,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="a scaled family member (nas scale's output) to train too; may repeat")
     parser.add_argument("--classical", action="store_true",
                         help="also fit a random forest and a logistic regression on the flattened pixels")
-    parser.add_argument("--data", default=None, help="data source (default: the one the search used)")
+    parser.add_argument("--data", default=None, help=data_help("the one the search used"))
     parser.add_argument("--time", type=duration, default=None, metavar="T",
                         help="train every network for this long instead of --epochs: 90s, 5m, 1h")
     parser.add_argument("--epochs", type=positive_int, default=10,

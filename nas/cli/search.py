@@ -9,6 +9,8 @@ import signal
 from typing import Any
 
 from effnas.nas.cli.arguments import duration, finite_number
+from effnas.nas.search.controllers.registry import CONTROLLERS, ControllerError, controllers_help, get_controller
+from effnas.nas.training.sources import data_help
 
 MAX_WORKERS_PER_CORE = 4  # --workers on the local backend: at most 4 trials per CPU core of this machine
 
@@ -36,12 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "search", help="search architectures (training-aware, resumable)",
         description="Sample architectures, train each briefly on your data and device, keep the best.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=f"{EPILOG}\ncontrollers (--controller):\n{controllers_help()}\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=200, help="trials to finish in total (default 200)")
-    parser.add_argument("--controller", default="tpe",
-                        help="random | tpe | nsga2 | rl | evolution (default tpe)")
-    parser.add_argument("--data", default="digits",
-                        help="digits | synthetic[:N] | cifar:DIR | imagefolder:DIR | npz:FILE (default digits)")
+    parser.add_argument("--controller", default="tpe", type=_controller, choices=list(CONTROLLERS),
+                        help="which sampler proposes candidates (default tpe; each is listed below)")
+    parser.add_argument("--data", default="digits", help=data_help("digits"))
     parser.add_argument("--out", default=None, help="run directory: new, empty, or a search run to resume (default runs/CONTROLLER-DATA)")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL instead of OUT/study.db (postgresql://..., sqlite:///..., "
@@ -106,6 +108,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _default_out(controller: str, data: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", data.split("/")[-1] if "/" in data else data).strip("-") or "data"
     return f"runs/{controller}-{slug}"
+
+
+def _controller(name: str) -> str:
+    """A registered controller's name; another is argparse's one-line error, naming the ones there are."""
+    try:
+        return get_controller(name).name
+    except ControllerError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run(args: argparse.Namespace) -> int:

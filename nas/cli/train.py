@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from effnas.nas.training.choices import ENGINES, OPTIMIZERS
+from effnas.nas.training.sources import data_help
 from effnas.outputs import claim_run_dir
 from effnas.search_space import ArchSpec
 from effnas.search_space.reference import load_network
@@ -42,9 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", required=True, help="spec JSON (best.json, nas scale output), a zoo name, or a "
                         "reference network: mnist-cnn, resnet20")
-    parser.add_argument("--data", default="digits", help="digits | synthetic[:N[xS]] | idx:DIR | cifar:DIR | "
-                        "imagefolder:DIR | npz:FILE; a file source takes :N for a stratified subset of N "
-                        "training images (default digits)")
+    parser.add_argument("--data", default="digits", help=data_help("digits"))
     parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
     parser.add_argument("--time", type=duration, default=None, metavar="T",
                         help="train for this long instead of --epochs: 90s, 5m, 1h (training steps only; the "

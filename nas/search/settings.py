@@ -41,7 +41,7 @@ class SearchRecipe:
     early_stopping: bool = True  # stop weak candidates after an epoch (see nas.search.early_stopping)
 
     def __post_init__(self) -> None:
-        if self.controller not in CONTROLLERS:
+        if not isinstance(self.controller, str) or self.controller not in CONTROLLERS:
             raise SearchError(f"unknown controller {shown(self.controller)} (choose from {', '.join(CONTROLLERS)})")
         for name in ("reward_w", "reward_v"):  # NaN would make every reward NaN: the budget spent on failed trials
             value = getattr(self, name)

@@ -6,10 +6,10 @@ records. So each process, as it joins, takes the next stream index under the stu
 study (:data:`STREAMS_ATTR`: index, seed and process, in joining order). A resumed search joins again and so does not
 replay its first run's draws either. What a run proposed can be replayed from what the study records.
 
-Optuna's own samplers (random, TPE, NSGA-II) hold one running generator per process: stream ``k`` seeds it with
-``seed + k * STREAM_STRIDE``. The rl and evolution controllers draw each trial from ``(seed, trial number)`` and
-trial numbers are unique in a study, so their streams differ already and the seed stays ``--seed`` (a resume
-replays their updates by trial number).
+Optuna's own samplers (random, TPE, NSGA-II: ``per_process_rng`` in the controller registry) hold one running
+generator per process: stream ``k`` seeds it with ``seed + k * STREAM_STRIDE``. The rl and evolution controllers
+draw each trial from ``(seed, trial number)`` and trial numbers are unique in a study, so their streams differ
+already and the seed stays ``--seed`` (a resume replays their updates by trial number).
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ from typing import Any
 import optuna
 
 from effnas.nas.search.budget import worker_id
+from effnas.nas.search.controllers.registry import CONTROLLERS
 
 STREAMS_ATTR = "seed_streams"  # study user attr: [{"index", "seed", "worker"}, ...] in joining order
 STREAM_STRIDE = 1_000_003  # a prime: stream k of --seed s does not meet stream 0 of a nearby --seed
-PER_PROCESS_RNG = ("random", "tpe", "nsga2")  # Optuna's samplers: one running generator, seeded per process
 
 
 def stream_seed(controller: str, seed: int, index: int) -> int:
-    """The sampler seed of stream ``index`` of a search seeded with ``seed`` (stream 0: ``seed`` itself)."""
-    if controller not in PER_PROCESS_RNG:
+    """The sampler seed of stream ``index`` of a search seeded with ``seed`` (stream 0: ``seed`` itself); only a
+    controller whose registry entry keeps one running generator per process moves it."""
+    entry = CONTROLLERS.get(controller)
+    if entry is None or not entry.per_process_rng:
         return seed
     return (seed + index * STREAM_STRIDE) % 2**31
 

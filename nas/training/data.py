@@ -14,7 +14,7 @@ Images keep their own channel count (digits are
 grayscale, 1 channel); the trial builds its network with the data's channels, so no compute is spent on
 replicated planes.
 
-Sources (``--data``):
+Sources (``--data``, each an entry of :data:`effnas.nas.training.sources.SOURCES`):
   ``digits``                 scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)
   ``synthetic[:N[xS]]``      N deterministic S-px RGB images of 10 class-dependent patterns (default 2000x32)
   ``cifar:DIR``              CIFAR-10 ``data_batch_1..5`` or CIFAR-100 ``train`` python pickles
@@ -36,18 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import zipfile
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from effnas.nas.training.idx import IdxError, find_test_pair
-from effnas.nas.training.sources import (DataError, cifar, cifar_test, digits, idx, idx_test, imagefolder, npz,
-                                         npz_test, synthetic, synthetic_shape)
+from effnas.nas.training.readers import DataError
+from effnas.nas.training.sources import SOURCES, source_usages
 
-SOURCES = ("digits", "synthetic[:N[xS]]", "cifar:DIR[:N]", "imagefolder:DIR[:N]", "npz:FILE[:N]",
-           "idx:DIR[:N]")
 SUBSET_SEED = 0  # a ':N' subset is part of the data set's identity, not of a run's seed
 TEST_SEED = 0  # so is a held-out test split
 TEST_FRACTION = 0.15  # of each class, held out as the test split of a source that has none of its own
@@ -111,37 +106,30 @@ class DeviceData:
 def load_data(source: str, seed: int = 0, val_fraction: float = 0.2, data_size: int = 64) -> ImageData:
     """Read ``source`` and split it; ``data_size`` is the common size imagefolder images are resized to."""
     if not isinstance(source, str) or not source.strip():
-        raise DataError(f"data: empty source (expected one of {', '.join(SOURCES)})")
+        raise DataError(f"data: empty source (expected one of {source_usages()})")
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"data: val_fraction must be in (0, 1), got {val_fraction}")
     kind, _, arg = source.strip().partition(":")
     kind = kind.lower()
     name = source.strip()
     read_test: Callable[[], tuple[np.ndarray, np.ndarray] | None] | None = None
-    if kind == "digits" and not arg:
-        x, y, num_classes = digits()
-    elif kind == "synthetic":
-        x, y, num_classes = synthetic(*synthetic_shape(arg))
-    elif kind in ("cifar", "imagefolder", "npz", "idx"):
+    entry = SOURCES.get(kind)
+    if entry is None or (arg and not entry.argument):
+        raise DataError(f"data: unknown source {source!r} (expected one of {source_usages()})")
+    if not entry.takes_path:
+        x, y, num_classes = entry.read(arg, data_size)
+    else:
         if not arg:
-            raise DataError(f"data: {kind}: needs a path, e.g. '{kind}:{'FILE' if kind == 'npz' else 'DIR'}'")
+            raise DataError(f"data: {kind}: needs a path, e.g. '{kind}:{entry.argument}'")
         arg, limit = _path_and_limit(kind, arg)
         path = Path(arg).expanduser()
-        if not path.exists() and not (kind == "idx" and path.parent.is_dir()):  # idx:DIR/PREFIX picks a set
+        if not path.exists() and not (entry.prefix and path.parent.is_dir()):  # idx:DIR/PREFIX picks a set
             raise DataError(f"data: {kind}: {path}: no such file or directory")
-        if kind == "imagefolder" and (path / "train").is_dir() and (path / "test").is_dir():
-            x, y, num_classes = imagefolder(path / "train", data_size)
-            read_test = lambda: _imagefolder_test(path / "test", data_size, num_classes)  # noqa: E731
-        else:
-            reader = {"cifar": cifar, "npz": npz, "idx": idx, "imagefolder": lambda p: imagefolder(p, data_size)}
-            x, y, num_classes = reader[kind](path)
-            test_reader = {"cifar": cifar_test, "npz": npz_test, "idx": idx_test}.get(kind)
-            if test_reader is not None and _has_test(kind, path):
-                read_test = lambda: test_reader(path)  # noqa: E731
+        x, y, num_classes = entry.read(path, data_size)
+        if entry.has_test is not None and entry.read_test is not None and entry.has_test(path):
+            read_test = lambda: entry.read_test(path, data_size, num_classes)  # noqa: E731
         if limit is not None:
             x, y = _subset(x, y, limit)
-    else:
-        raise DataError(f"data: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     if read_test is not None:
         return _split(x, y, num_classes, seed, val_fraction, name, "the source's own test files", read_test)
     if len(y) == 0 or np.unique(y, return_counts=True)[1].min() < MIN_CLASS_FOR_TEST:
@@ -184,30 +172,6 @@ def to_device(data: ImageData, image_size: int, device: str | torch.device,
 
 
 # ----------------------------------------------------------------------------- splitting
-def _has_test(kind: str, path: Path) -> bool:
-    """Whether the source has a test split of its own, by file names only: no test image is read here."""
-    if kind == "cifar":
-        folders = [path, path / "cifar-10-batches-py", path / "cifar-100-python"]
-        return any((folder / name).is_file() for folder in folders for name in ("test_batch", "test"))
-    if kind == "npz":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                return {"x_test.npy", "y_test.npy"} <= set(archive.namelist())
-        except (OSError, zipfile.BadZipFile):
-            return False
-    try:
-        return find_test_pair(path) is not None
-    except IdxError:
-        return False
-
-
-def _imagefolder_test(path: Path, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    x, y, classes = imagefolder(path, size)
-    if classes != num_classes:
-        raise DataError(f"data: imagefolder: {path}: {classes} class folders, the train/ folder has {num_classes}")
-    return x, y
-
-
 def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(kept, taken) indices: each class gives ``round(n * fraction)`` of its images, at least one and never all."""
     taken = []

@@ -37,7 +37,7 @@ MIN_RANDAUG_MAGNITUDE = 5.0  # the paper's smallest; RandAugment's magnitude-fre
 BASE_LR = {"rmsprop": 0.008, "sgd": 0.1, "adamw": 0.002}
 WEIGHT_DECAY = {"rmsprop": 1e-5, "sgd": 5e-5, "adamw": 0.05}
 MAX_TIME_LIMIT = 7 * 86400  # seconds: a longer --time is a typo, not a plan
-NO_FLIP_SOURCES = ("digits", "idx")  # handwriting and characters: a mirrored glyph is another glyph or none
+from effnas.nas.training.sources import NO_FLIP_SOURCES  # noqa: E402 - each source's entry says if flips suit it
 
 
 class TrainError(EffnasError):

@@ -1,365 +1,105 @@
-"""Readers of each data source: raw arrays (uint8 images ``[N, C, H, W]``, int64 labels, class count) from
-scikit-learn's digits, generated patterns, CIFAR pickles, image folders, ``.npz`` files and IDX files, each
-validated so a bad file is a one-line :class:`DataError`. :mod:`effnas.nas.training.data` splits them."""
+"""The data sources, by name: one entry each in :data:`SOURCES`, with what the rest of the code asks of it.
+
+A name -> entry table in the manner of Ray Tune's scheduler table: :func:`~effnas.nas.training.data.load_data`
+reads a ``--data NAME[:ARGUMENT]`` through its entry's reader, the ``--data`` help of ``nas search``, ``nas train``
+and ``nas compare`` lists the table, and the training recipe asks it whether flips suit a source. Adding a source
+is its reader (in :mod:`.readers`, or anywhere) plus one :func:`register_source` line. The readers load numpy and
+torch; they are imported only when a source is read, so listing the table (as every ``nas`` command's parser
+does) stays light.
+"""
 
 from __future__ import annotations
 
-import math
-import os
-import pickle
-import warnings
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import numpy as np
-import torch
-
-from effnas.errors import EffnasError, escape_controls
-from effnas.nas.training.idx import MAX_BYTES as IDX_MAX_BYTES
-from effnas.nas.training.idx import IdxError, read_test_set, read_training_set
-
-SYNTHETIC_DEFAULT = (2000, 32)
-SYNTHETIC_CLASSES = 10
-MAX_CLASSES = 100_000
-MAX_IMAGE_PIXELS = 50_000_000  # one image file's width x height: a header may claim far more than it holds
-MAX_DATA_SIZE = 1024  # imagefolder's --data-size, as synthetic's S
-DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one compressed byte into more than this
+if TYPE_CHECKING:
+    import numpy as np
 
 
-def data_limit() -> int:
-    """Bytes a data set may take in memory, checked before it is read: it is held whole (and copied once to the
-    device), so at most half this machine's memory and never more than the largest IDX set allowed (8 GiB)."""
-    try:
-        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        physical = 2 * IDX_MAX_BYTES
-    return min(IDX_MAX_BYTES, physical // 2)
+@dataclass(frozen=True)
+class DataSource:
+    """One ``--data`` kind, ``NAME[:ARGUMENT]``, and what the rest of the code asks of it."""
+
+    name: str
+    read: Callable[[Any, int], tuple[np.ndarray, np.ndarray, int]]  # (path or argument, data_size) -> x, y, classes
+    argument: str = ""  # as --help shows it: 'DIR' or 'FILE' for a path, e.g. '[:N[xS]]' else; '' takes none
+    takes_path: bool = True  # NAME:PATH[:N]: a file or folder, and ':N' keeps a stratified subset of N images
+    channels: int | None = None  # of its images; None: the file's own
+    has_test: Callable[[Path], bool] | None = None  # finds its own test split by file names (None: it has none)
+    read_test: Callable[[Path, int, int], tuple[np.ndarray, np.ndarray] | None] | None = None  # (path, size, classes)
+    flips: bool = True  # horizontal flips suit its images (not digits or characters: a mirrored glyph is none)
+    prefix: bool = False  # PATH may also be a file-name prefix in an existing folder (idx:DIR/PREFIX picks a set)
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name}:{self.argument}[:N]" if self.takes_path else f"{self.name}{self.argument}"
 
 
-def check_data_bytes(nbytes: int, name: str) -> None:
-    """Refuse a data set whose size, known from a header or a request before anything is allocated, exceeds
-    :func:`data_limit`."""
-    limit = data_limit()
-    if nbytes > limit:
-        raise DataError(f"data: {name}: would take {nbytes / 2**30:,.2f} GiB in memory, more than the "
-                        f"{limit / 2**30:.2f} GiB a data set may take here (half this machine's memory, at most 8 GiB)")
+SOURCES: dict[str, DataSource] = {}
 
 
-class DataError(EffnasError):
-    """A data source that cannot be read or cannot be trained on."""
+def register_source(source: DataSource) -> DataSource:
+    """Add ``source`` to the table (a name is taken once)."""
+    if source.name in SOURCES:
+        raise ValueError(f"data source {source.name!r} is already registered")
+    SOURCES[source.name] = source
+    return source
 
 
-def to_uint8(x: np.ndarray, name: str) -> np.ndarray:
-    """Images as uint8 0..255: floats in [0, 1] are scaled, other numbers must already be in 0..255."""
-    if x.dtype == np.uint8:
-        return x
-    if x.dtype.kind not in "fiub":
-        raise DataError(f"data: {name}: images must be numbers, got dtype {x.dtype}")
-    values = x.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise DataError(f"data: {name}: images contain NaN or infinite values")
-    low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
-    if x.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
-        values = values * 255.0
-    elif low < 0.0 or high > 255.0:
-        raise DataError(f"data: {name}: pixel values must be in [0, 1] or [0, 255], got [{low:g}, {high:g}]")
-    return np.rint(values).astype(np.uint8)
+def source_usages() -> str:
+    """Every source's form, comma-separated, for messages."""
+    return ", ".join(source.usage for source in SOURCES.values())
 
 
-def check_labels(y: np.ndarray, count: int, name: str) -> tuple[np.ndarray, int]:
-    """Validate integer class labels ``0..K-1``; returns them as int64 with ``K``."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise DataError(f"data: {name}: labels must be a 1-D array, got shape {tuple(y.shape)}")
-    if len(y) != count:
-        raise DataError(f"data: {name}: {count} images but {len(y)} labels")
-    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
-        y = y.astype(np.int64)
-    if y.dtype.kind not in "iu":
-        raise DataError(f"data: {name}: labels must be integers, got dtype {y.dtype}")
-    if len(y) == 0:
-        return y.astype(np.int64), 0
-    if y.min() < 0 or y.max() >= MAX_CLASSES:
-        raise DataError(f"data: {name}: labels must be in [0, {MAX_CLASSES}), got range [{y.min()}, {y.max()}]")
-    return y.astype(np.int64), int(y.max()) + 1
+def data_help(default: str) -> str:
+    """The ``--data`` help of every command that reads data."""
+    return (f"{' | '.join(source.usage for source in SOURCES.values())}; a file source takes :N for a stratified "
+            f"subset of N training images (default: {default})")
 
 
-# ----------------------------------------------------------------------------- sources
-def digits() -> tuple[np.ndarray, np.ndarray, int]:
-    from sklearn.datasets import load_digits  # scikit-learn's import is slow; only this source needs it
+class _SourceNames:
+    """The names of the registered sources whose entry passes ``test``, read when asked (so a source registered
+    later counts too)."""
 
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # [N, 1, 8, 8], 0..16 -> 0..255
-    return images, bunch.target.astype(np.int64), 10
+    def __init__(self, test: Callable[[DataSource], bool]) -> None:
+        self._test = test
 
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in SOURCES and self._test(SOURCES[name])
 
-def synthetic_shape(arg: str) -> tuple[int, int]:
-    if not arg:
-        return SYNTHETIC_DEFAULT
-    count, _, size = arg.lower().partition("x")
-    try:
-        n, s = int(count), int(size) if size else SYNTHETIC_DEFAULT[1]
-    except ValueError:
-        raise DataError(f"data: synthetic:{arg}: expected synthetic:N or synthetic:NxS (e.g. synthetic:50000x32)") \
-            from None
-    if n < 2 * SYNTHETIC_CLASSES or not 4 <= s <= 1024:
-        raise DataError(f"data: synthetic:{arg[:40]}: need N >= {2 * SYNTHETIC_CLASSES} images and 4 <= S <= 1024 px")
-    check_data_bytes(n * s * s * 3, f"synthetic:{arg[:40]}")  # N x S x S x 3 bytes, refused before generating
-    return n, s
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, source in SOURCES.items() if self._test(source))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
 
 
-def synthetic(count: int, size: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, int]:
-    """Oriented colour gratings: class c sets orientation, frequency and colour; each image draws its own
-    phase, contrast and pixel noise. Learnable, not trivial, and identical on every machine (fixed seed)."""
-    generator = torch.Generator().manual_seed(12345)
-    classes = torch.arange(SYNTHETIC_CLASSES, dtype=torch.float32)
-    angle = classes * (torch.pi / SYNTHETIC_CLASSES)
-    frequency = 1.5 + (classes % 3)
-    colour = torch.rand((SYNTHETIC_CLASSES, 3), generator=generator) * 0.8 + 0.2
-    y = torch.arange(count) % SYNTHETIC_CLASSES
-    y = y[torch.randperm(count, generator=generator)]
-    grid = torch.linspace(0.0, 1.0, size)
-    rows, cols = torch.meshgrid(grid, grid, indexing="ij")
-    images = torch.empty((count, 3, size, size), dtype=torch.uint8)
-    for start in range(0, count, chunk):
-        label = y[start:start + chunk]
-        n = len(label)
-        phase = torch.rand((n, 1, 1), generator=generator) * 2 * torch.pi
-        contrast = torch.rand((n, 1, 1, 1), generator=generator) * 0.5 + 0.5
-        direction = (cols * torch.cos(angle[label])[:, None, None] + rows * torch.sin(angle[label])[:, None, None])
-        wave = torch.sin(2 * torch.pi * frequency[label][:, None, None] * direction + phase)[:, None]
-        pixels = 0.5 + 0.35 * contrast * wave * colour[label][:, :, None, None]
-        pixels += 0.12 * torch.randn((n, 3, size, size), generator=generator)
-        images[start:start + n] = pixels.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-    return images.numpy(), y.numpy().astype(np.int64), SYNTHETIC_CLASSES
+NO_FLIP_SOURCES = _SourceNames(lambda source: not source.flips)
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Unpickle only what CIFAR's batches contain (dicts, lists, bytes and numpy arrays): a batch file is
-    the one pickle effnas ever reads, and a crafted one must not be able to run code."""
+# ----------------------------------------------------------------------------- the built-in sources
+def _readers() -> ModuleType:
+    from effnas.nas.training import readers  # numpy and torch: when a source is read, not when one is listed
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
-
-    def __init__(self, handle, limit: int, **kwargs) -> None:
-        super().__init__(handle, **kwargs)
-        self.limit = limit  # bytes one array may claim: the file holds its data, so at most the file's size
-
-    def find_class(self, module: str, name: str):  # type: ignore[override]
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        found = super().find_class(module, name)
-        if name == "_reconstruct":  # allocates the shape it is asked for: check the claim first
-            return self._bounded(found)
-        return found
-
-    def _bounded(self, reconstruct):
-        def bounded(subtype, shape, dtype):
-            dims = shape if isinstance(shape, (tuple, list)) else (shape,)
-            if not all(isinstance(d, int) and 0 <= d for d in dims):
-                raise pickle.UnpicklingError("an array with an invalid shape")
-            itemsize = np.dtype(dtype).itemsize if isinstance(dtype, (str, bytes, np.dtype)) else 1
-            if math.prod(dims) * max(1, itemsize) > self.limit:
-                raise pickle.UnpicklingError(f"an array of {math.prod(dims):,} elements, more than the file holds")
-            return reconstruct(subtype, shape, dtype)
-        return bounded
+    return readers
 
 
-def _read_cifar_batch(path: Path) -> dict:
-    try:
-        size = path.stat().st_size
-        check_data_bytes(size, f"cifar: {path}")
-        with path.open("rb") as handle:
-            batch = _CifarUnpickler(handle, limit=size + 4096, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, MemoryError,
-            IndexError, KeyError, RecursionError) as error:
-        raise DataError(f"data: cifar: {path}: not a CIFAR python batch ({str(error)[:200]})") from None
-    if not isinstance(batch, dict) or b"data" not in batch:
-        raise DataError(f"data: cifar: {path}: not a CIFAR python batch (no 'data' entry)")
-    return batch
-
-
-def cifar(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """CIFAR-10 (``data_batch_1..5``, 10 classes) or CIFAR-100 (``train``, 100 fine classes)."""
-    path = _cifar_folder(path)
-    files = sorted(path.glob("data_batch_[0-9]*"))
-    if files:
-        label_key, num_classes = b"labels", 10
-    elif (path / "train").is_file():
-        files, label_key, num_classes = [path / "train"], b"fine_labels", 100
-    else:
-        raise DataError(f"data: cifar: {path}: no CIFAR-10 'data_batch_*' or CIFAR-100 'train' file found")
-    x, y = _cifar_batches(files, label_key, num_classes)
-    return x, y, num_classes
-
-
-def cifar_test(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """CIFAR-10's ``test_batch`` or CIFAR-100's ``test``, when the folder holds it."""
-    path = _cifar_folder(path)
-    if (path / "test_batch").is_file():
-        return _cifar_batches([path / "test_batch"], b"labels", 10)
-    if (path / "test").is_file():
-        return _cifar_batches([path / "test"], b"fine_labels", 100)
-    return None
-
-
-def _cifar_folder(path: Path) -> Path:
-    """The folder holding the batches: ``path`` itself or the folder the archive unpacks to inside it."""
-    if path.is_dir() and not any((path / f).exists() for f in ("data_batch_1", "train")):
-        for child in ("cifar-10-batches-py", "cifar-100-python"):  # the folder the archive unpacks to
-            if (path / child).is_dir():
-                path = path / child
-                break
-    if not path.is_dir():
-        raise DataError(f"data: cifar: {path}: expected the directory holding the CIFAR python batches")
-    return path
-
-
-def _cifar_batches(files: list[Path], label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = [], []
-    for file in files:
-        batch = _read_cifar_batch(file)
-        data = np.asarray(batch[b"data"])
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise DataError(f"data: cifar: {file}: 'data' must be uint8 [N, 3072], got {data.dtype} "
-                            f"{list(data.shape)}")
-        if label_key not in batch:
-            raise DataError(f"data: cifar: {file}: no {label_key.decode()!r} entry")
-        images.append(data.reshape(-1, 3, 32, 32))
-        label, _ = check_labels(np.asarray(batch[label_key]), len(data), f"cifar: {file}")
-        if len(label) and label.max() >= num_classes:
-            raise DataError(f"data: cifar: {file}: label {label.max()} out of range for {num_classes} classes")
-        labels.append(label)
-    return np.concatenate(images), np.concatenate(labels)
-
-
-def imagefolder(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """``DIR/<class>/<image>``: classes are the sorted sub-folder names; unreadable files are skipped."""
-    from PIL import Image, UnidentifiedImageError  # only this source decodes image files
-
-    if not path.is_dir():
-        raise DataError(f"data: imagefolder: {path}: not a directory")
-    if not 1 <= int(size) <= MAX_DATA_SIZE:
-        raise DataError(f"data: imagefolder: data_size must be in [1, {MAX_DATA_SIZE}], got {size}")
-    extensions = {ext.lower() for ext in Image.registered_extensions()}
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"data: imagefolder: {path}: no class sub-folders (expected DIR/<class>/<image>)")
-    listing = [(label, sorted(f for f in class_dir.rglob("*") if f.is_file() and f.suffix.lower() in extensions))
-               for label, class_dir in enumerate(class_dirs)]
-    check_data_bytes(sum(len(files) for _, files in listing) * size * size * 3, f"imagefolder: {path}")
-    images, labels = [], []
-    for label, files in listing:
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    width, height = image.size  # the header's claim: checked before a pixel is decoded
-                    if width * height > MAX_IMAGE_PIXELS:
-                        raise ValueError(f"its header claims {width} x {height} pixels, more than "
-                                         f"{MAX_IMAGE_PIXELS:,}")
-                    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, MemoryError,
-                    Image.DecompressionBombError, EOFError, IndexError, TypeError) as error:
-                warnings.warn(escape_controls(f"imagefolder: skipping unreadable image {file} ({str(error)[:200]})"),
-                              stacklevel=2)
-                continue
-            images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
-            labels.append(label)
-    if not images:
-        raise DataError(f"data: imagefolder: {path}: no readable images in {len(class_dirs)} class folder(s)")
-    missing = sorted(set(range(len(class_dirs))) - set(labels))
-    if missing:
-        raise DataError(f"data: imagefolder: {class_dirs[missing[0]]}: class folder has no readable images")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), len(class_dirs)
-
-
-def npz(path: Path, keys: tuple[str, str] = ("x", "y")) -> tuple[np.ndarray, np.ndarray, int]:
-    """``x``: [N,H,W] (grayscale), [N,H,W,C] or [N,C,H,W] with C in 1..4; ``y``: integer labels."""
-    name = f"npz: {path}"
-    _check_npz_sizes(path, name, keys)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in keys if key not in archive.files]
-            if missing:
-                raise DataError(f"data: {name}: missing array {missing[0]!r} (found: {', '.join(archive.files)})")
-            x, y = archive[keys[0]], archive[keys[1]]
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as error:
-        raise DataError(f"data: {name}: not a readable .npz file ({str(error)[:200]})") from None
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4:
-        if x.shape[3] <= 4:
-            x = x.transpose(0, 3, 1, 2)
-        elif x.shape[1] > 4:
-            raise DataError(f"data: {name}: cannot tell the channel axis of x with shape {list(x.shape)} "
-                            "(expected [N,H,W], [N,H,W,C] or [N,C,H,W] with C <= 4)")
-    else:
-        raise DataError(f"data: {name}: x must have 3 or 4 dimensions, got shape {list(x.shape)}")
-    labels, num_classes = check_labels(y, len(x), name)
-    return np.ascontiguousarray(to_uint8(x, name)), labels, num_classes
-
-
-def npz_test(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The archive's own test split, ``x_test`` and ``y_test``, checked as ``x`` and ``y`` are."""
-    x, y, _ = npz(path, ("x_test", "y_test"))
-    return x, y
-
-
-def _check_npz_sizes(path: Path, name: str, keys: tuple[str, str] = ("x", "y")) -> None:
-    """Before numpy allocates anything: each ``x``/``y`` member's ``.npy`` header, its shape and dtype, must fit
-    in the bytes the zip says the member holds, those must be within deflate's reach of its compressed bytes (a
-    member claiming gigabytes from a few kilobytes is a bomb or a lie), and the two arrays within
-    :func:`data_limit`. Anything else (not a zip, no header) is left for np.load to refuse in its own words."""
-    if not zipfile.is_zipfile(path):
-        return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            total = 0
-            for info in archive.infolist():
-                if info.filename not in (f"{keys[0]}.npy", f"{keys[1]}.npy"):
-                    continue
-                if info.file_size > max(info.compress_size, 1) * DEFLATE_MAX_RATIO + 1024:
-                    raise DataError(f"data: {name}: {info.filename} claims {info.file_size:,} bytes from "
-                                    f"{info.compress_size:,} compressed, more than deflate can hold")
-                check_data_bytes(info.file_size, name)
-                with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(member)
-                nbytes = math.prod(shape) * dtype.itemsize
-                if nbytes > info.file_size:
-                    raise DataError(f"data: {name}: {info.filename}'s header claims {math.prod(shape):,} elements "
-                                    f"({nbytes:,} bytes), more than the file's {info.file_size:,} bytes hold")
-                total += nbytes
-            check_data_bytes(total, name)
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError):
-        return  # np.load gives its own one-line answer
-
-
-def idx_test(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ``t10k-`` (or ``test-``) pair beside the training pair, when the folder holds it."""
-    try:
-        found = read_test_set(path)
-    except IdxError as error:
-        raise DataError(f"data: idx: {error}") from None
-    if found is None:
-        return None
-    images, labels, labels_file = found
-    labels, _ = check_labels(labels, len(images), f"idx: {labels_file}")
-    return np.ascontiguousarray(to_uint8(images, f"idx: {labels_file}")[:, None]), labels
-
-
-def idx(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """MNIST-family IDX training files (:mod:`.idx`): grayscale, so [N, 1, H, W]."""
-    try:
-        images, labels, labels_file = read_training_set(path)
-    except IdxError as error:
-        raise DataError(f"data: idx: {error}") from None
-    labels, num_classes = check_labels(labels, len(images), f"idx: {labels_file}")
-    return np.ascontiguousarray(to_uint8(images, f"idx: {path}")[:, None]), labels, num_classes
+register_source(DataSource("digits", lambda arg, size: _readers().digits(), takes_path=False, channels=1,
+                           flips=False))
+register_source(DataSource("synthetic", lambda arg, size: _readers().synthetic(*_readers().synthetic_shape(arg)),
+                           "[:N[xS]]", takes_path=False, channels=3))
+register_source(DataSource("cifar", lambda path, size: _readers().cifar(path), "DIR", channels=3,
+                           has_test=lambda path: _readers().cifar_has_test(path),
+                           read_test=lambda path, size, classes: _readers().cifar_test(path)))
+register_source(DataSource("imagefolder", lambda path, size: _readers().imagefolder_train(path, size), "DIR",
+                           channels=3, has_test=lambda path: _readers().has_split_folders(path),
+                           read_test=lambda path, size, classes: _readers().imagefolder_test(path, size, classes)))
+register_source(DataSource("npz", lambda path, size: _readers().npz(path), "FILE",
+                           has_test=lambda path: _readers().npz_has_test(path),
+                           read_test=lambda path, size, classes: _readers().npz_test(path)))
+register_source(DataSource("idx", lambda path, size: _readers().idx(path), "DIR", channels=1,
+                           has_test=lambda path: _readers().idx_has_test(path),
+                           read_test=lambda path, size, classes: _readers().idx_test(path), flips=False, prefix=True))
