@@ -2,7 +2,7 @@
 
 Rewritten after every trial, each atomically (temporary file + rename), so a search killed at any
 moment leaves complete, valid files behind: the previous version or the new one, never half of one; on a
-full or read-only disk the write is a one-line :class:`~search_space.writes.WriteError` and the old file stays.
+full or read-only disk the write is a one-line :class:`~effnas.writes.WriteError` and the old file stays.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Base vs scaled target side by side: params, MACs, image sizes, recipe and every stage.
 
-Counting uses :func:`models.profile.profile_spec` without timing, which builds the network on the
-``meta`` device: shapes only, so even an XL-sized target is counted in about a second.
-(Not imported by ``scaling/__init__`` because ``models.zoo`` imports ``scaling``.)
+Counting uses :func:`effnas.models.profile.count_spec`, which builds the network on the ``meta`` device: shapes
+only, so even an XL-sized target is counted without allocating its weights. Not imported by ``scaling/__init__``:
+counting needs torch, which the rule itself does not.
 """
 
 from __future__ import annotations

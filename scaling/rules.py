@@ -1,61 +1,12 @@
-"""Scaling a base spec into a bigger family member: EfficientNetV2's non-uniform rule, or compound.
+"""Scaling a base spec into a bigger family member: EfficientNetV2's non-uniform rule, or EfficientNet's compound one.
 
-One entry point, :func:`scale_spec`. A target is a compound coefficient ``phi``; the named targets
-are ``s`` = 0 (the base itself, with S's training recipe), ``m`` = 1, ``l`` = 2, ``xl`` = 3.
-
-**The ``v2`` rule** (default) follows EfficientNetV2 section 5.1: compound scaling plus two changes,
-"the maximum inference image size is restricted to 480" and "more layers are added gradually to
-later stages"; M and L also gain a 7th stage. The paper gives no formula (its M/L/XL are
-hand-written block strings), so the rule is ours. Each constant is read off the published S/M/L/XL
-block strings (``models/zoo.py``) and then checked: ``efficientnetv2-s`` scaled to ``m``, ``l`` and
-``xl`` lands within 10 % of the published params and MACs (measured: M +0.3 % params, +5.9 % MACs;
-L -6.9 %, -6.5 %; XL under a 512 cap +2.5 %, +9.1 %; tests/test_scaling_rules.py keeps it that way).
-
-* Width. Stage ``i`` of ``n`` (position ``t = i / (n - 1)``) multiplies its channels by
-  ``(WIDTH_FIRST ** (1 - t) * WIDTH_LAST ** t) ** phi``, rounded with the official V2
-  ``round_filters`` (multiples of 8, never below the base's); the stem follows the first stage.
-  ``WIDTH_FIRST = 1.1``, ``WIDTH_LAST = 1.2``: published M keeps S's first widths (24, 48) and
-  widens the late stages by 1.1-1.25 (176/160, 160/128, 304/256); L widens the first by 1.33 and
-  the late ones by 1.4-1.5 (about 1.2 ** 2). The head is left alone: every published V2 keeps
-  its 1280-channel head.
-* Depth. Same geometric ramp with ``DEPTH_FIRST = 1.3``, ``DEPTH_LAST = 1.5``, raised to
-  ``phi ** DEPTH_PHI_POWER`` (0.9) rather than ``phi``, because each published step deepens less: S's
-  last stage (15 layers) is 18 + 5 = 23 layers in M (x1.53), 25 + 7 = 32 in L (x2.13) and 32 + 8 = 40
-  in XL (x2.67). The rule gives 23, 32 and 45 (with ``phi`` itself: 23, 34 and 51, which made XL 18 %
-  too big). The early stages grow x1.17-1.25 in M and x1.5-1.75 in L (1.3 ** 2 = 1.69). Layer counts round
-  up (official ``round_repeats``), from the last stage backwards, and an earlier stage is clamped so
-  that its relative gain never exceeds the next stage's: later stages never gain relatively fewer
-  layers than earlier ones.
-* Extra stage (``phi >= EXTRA_STAGE_PHI = 1``: M and up). The scaled last stage is split: its last
-  ``ceil(EXTRA_STAGE_SHARE * layers)`` layers (``0.2``) become a new stride-1 stage with
-  ``EXTRA_STAGE_WIDTH = 5/3`` times the channels. Published: M 23 -> 18 + 5 layers, 304 -> 512
-  channels; L 32 -> 25 + 7, 384 -> 640; XL 40 -> 32 + 8 (share exact for all three). For the
-  depth property the new stage counts as part of the stage it was split from.
-* Image sizes. Eval = base eval x ``RESOLUTION_BASE ** phi`` (``1.25``: S evaluates at 384, M at
-  480), rounded half up to a step that grows with the size (:func:`image_step`: the power of two
-  nearest below an eighth of the size, from ``MIN_IMAGE_STEP = 4`` to ``IMAGE_DIVISOR = 32``, so
-  32 from 256 px up), never below the base's, then capped at ``max_image_size`` (paper: 480). A
-  fixed step of 32 would round a 32 px base's 40 back to 32; a step of at most an eighth of the
-  size lets every unit of phi move it (32 px: 40, 52, 64 for M, L, XL). Train = ratio x eval
-  rounded down to its step, never below the base's train size, where ratio is the base's own
-  train/eval ratio held between ``TRAIN_EVAL_RATIO = 0.8`` (paper: "max train size about 20 %
-  below the eval size"; S's 300/384 is below it) and 1 (a searched base that trains at its eval
-  size keeps doing so): M and L get 384/480, XL 384/512 under a 512 cap, as published. A cap
-  below the base's train size is an error.
-
-``phi = 0`` (target ``s``) keeps the base's architecture and sizes as they are (only the cap
-applies) and gives it S's regularization, under either rule.
-
-**The ``compound`` rule** is EfficientNet's (Tan & Le 2019): every stage alike, depth
-``ALPHA ** phi`` (1.2), width ``BETA ** phi`` (1.1, head included, V1 rounding), resolution
-``GAMMA ** phi`` (1.15) (:func:`scaling.compound.scale_uniform`); image sizes round and cap as above.
-
-**Regularization** depends only on ``phi`` (both rules): linear between the published S (phi 0),
-M (1) and L (2), held at L's beyond (the official XL reuses L's). Classifier dropout 0.2 / 0.3 /
-0.4 (official configs); stochastic depth 0.2 (every official V2 and B0-B7); and the paper's Table 6
-progressive-learning ranges as a :class:`ProgressiveRecipe`: RandAugment 5 -> 15 / 20 / 25, mixup
-0 -> 0 / 0.2 / 0.4, dropout 0.1 -> 0.3 / 0.4 / 0.5, starting at 128 px (or at the base recipe's
-start size), never above the train size.
+One entry point, :func:`scale_spec`. A target is a compound coefficient ``phi``; the named targets are in
+:data:`TARGETS` (``s`` is the base itself with S's training recipe). The paper gives no formula for its M, L and XL
+(they are hand-written block strings), so the ``v2`` rule is ours: width and depth ramp geometrically from the first
+stage to the last, M and up gain an extra last stage, image sizes grow and are capped, and regularization follows
+the published S, M and L. Where each constant comes from, and how close the rule lands to the published models
+(which ``tests/test_scaling_rules.py`` holds it to), is in docs/scaling.md. The ``compound`` rule scales every
+stage alike (:func:`effnas.search_space.compound.scale_uniform`).
 """
 
 from __future__ import annotations
@@ -73,7 +24,7 @@ RULES = ("v2", "compound")
 MAX_PHI = 6.0  # phi 3 is XL; beyond 6 layer counts and channels leave any sensible range
 DEFAULT_MAX_IMAGE_SIZE = 480
 
-# --- v2 rule (see module docstring for where each comes from)
+# --- v2 rule (docs/scaling.md says where each comes from)
 WIDTH_FIRST, WIDTH_LAST = 1.1, 1.2  # per unit of phi, first and last stage
 DEPTH_FIRST, DEPTH_LAST = 1.3, 1.5
 DEPTH_PHI_POWER = 0.9  # depth grows with phi ** 0.9: published L -> XL deepens less than S -> M

@@ -1,4 +1,4 @@
-"""The ``nas`` command: one sub-command per job, each defined in its own ``nas/cmd_*.py`` module.
+"""The ``nas`` command: one sub-command per job, each defined in its own ``nas/cli/*.py`` module.
 
 Heavy imports (torch, optuna, ray) happen inside the commands so ``nas --help`` answers at once.
 Bad input of any kind (an :class:`EffnasError`) becomes one line on stderr and exit code 2 (passwords in URLs
@@ -59,7 +59,7 @@ def disk_error_message(error: BaseException) -> str | None:
     """One line for an exception that is, at its root, the disk refusing a write: an ``OSError`` with a disk
     errno, or an SQLite "database or disk is full" under Optuna's and SQLAlchemy's wrappers. None otherwise.
 
-    The write paths name their files themselves (:mod:`search_space.writes`); this catches the rest (a
+    The write paths name their files themselves (:mod:`effnas.writes`); this catches the rest (a
     journal storage, a library's own files) so that no full disk ever ends in a traceback."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:

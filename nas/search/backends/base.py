@@ -68,9 +68,9 @@ class Backend(Protocol):
 def failure_reason(error: BaseException) -> str:
     """The reason a failed trial is recorded with, in the study and the report.
 
-    A :class:`nas.trial.TrialError` ("out of memory: ...", "diverged: ...") and effnas's own errors already say
-    what went wrong in words meant for the user, so they are recorded as they are; anything else keeps its class
-    name ("ZeroDivisionError: division by zero"), and one without a message the line that raised it.
+    A :class:`effnas.nas.search.trial.TrialError` ("out of memory: ...", "diverged: ...") and effnas's own errors
+    already say what went wrong in words meant for the user, so they are recorded as they are; anything else keeps
+    its class name ("ZeroDivisionError: division by zero"), and one without a message the line that raised it.
     """
     message = str(error).strip()
     if message and isinstance(error, (EffnasError, _trial_error())):
@@ -83,7 +83,7 @@ def failure_reason(error: BaseException) -> str:
 
 
 def _trial_error() -> type[BaseException]:
-    """nas.trial's TrialError, imported late: that module pulls in torch and the models, which only a worker
+    """The trial module's TrialError, imported late: that module pulls in torch and the models, which only a worker
     needs (a pool that runs another function should not pay for them until a task actually fails)."""
     from effnas.nas.search.trial import TrialError
 

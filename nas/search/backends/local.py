@@ -269,8 +269,8 @@ class LocalBackend:
     the search process stores a result, asks the controller and rewrites the run files.
 
     ``timing`` decides how concurrent trials time their steps. ``exclusive`` (the default): one at a time,
-    while the others wait at an epoch boundary (:class:`~effnas.nas.search.device_sharing.DeviceLock`), so candidates
-    are timed alone as the reference is. ``pinned``: each worker on disjoint cores, no turns; ``unlocked``:
+    while the others finish their current step (on a GPU, their current run of untimed steps) and wait
+    (:class:`~effnas.nas.search.device_sharing.DeviceLock`), so candidates are timed alone as the reference is. ``pinned``: each worker on disjoint cores, no turns; ``unlocked``:
     neither. The last two are kept so ``benchmarks.step_time_fidelity`` can show why ``exclusive`` won.
     """
 
