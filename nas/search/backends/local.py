@@ -53,10 +53,10 @@ def limit_memory(gib: float | None) -> str | None:
 
 
 def freeze_imports() -> None:
-    """Take what is alive now (torch, the models, ~170,000 long-lived objects) out of the garbage collector's
-    view. Otherwise every full collection rescans them all (65 ms on a 2-core CPU), landing in a random phase
-    of a random trial: it was the "MAC counting took 250 ms" outlier. Only for a process of its own (a worker, the
-    ``nas search`` command): what is frozen is never collected, garbage cycles among it included."""
+    """Take what is alive now (torch, the models: many long-lived objects) out of the garbage collector's view.
+    Otherwise every full collection rescans them all, landing in a random phase of a random trial and slowing
+    it (docs/performance.md has the figures). Only for a process of its own (a worker, the ``nas search``
+    command): what is frozen is never collected, garbage cycles among it included."""
     gc.collect()
     gc.freeze()
 
