@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each benchmark's smallest run: searches and timed trials
+
 TINY = ["--device", "cpu", "--threads", "1", "--width", "0.125"]
 
 

@@ -28,6 +28,8 @@ import torch
 from effnas.writes import LOW_SPACE_BYTES
 from tests.test_faults_inputs import assert_one_line_error
 
+pytestmark = pytest.mark.slow  # real full and read-only disks under whole searches and training runs
+
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16, "name": "tiny",
         "dropout": 0.1, "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]}

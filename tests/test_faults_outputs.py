@@ -20,6 +20,8 @@ import pytest
 from tests.cli_driver import run_commands
 from tests.test_faults_inputs import TINY, assert_one_line_error
 
+pytestmark = pytest.mark.slow  # one module fixture runs a search and trains a model for every case
+
 SEARCH = ["search", "--device", "cpu", "--quiet", "--budget", "1", "--epochs", "1", "--data", "synthetic:60x8"]
 SCALE = ["scale", "--base", "tiny.json", "--target", "m"]
 REPORT_PAGE = "<!DOCTYPE html>\n<html><head><title>effnas report: run</title></head><body></body></html>\n"

@@ -27,6 +27,8 @@ from typing import Callable
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # kill -9 of whole searches at six moments, and their resumes
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 BUDGET = 14  # more than the killed runs can finish between them, so each is still running when killed

@@ -24,6 +24,8 @@ from tests.cli_driver import run_commands
 from tests.test_faults_inputs import assert_one_line_error
 from tests.test_faults_search import ROOT, SPACE, load, search_argv, valid_file
 
+pytestmark = pytest.mark.slow  # whole searches past their time limit or diverging, and resumed ones
+
 FINISHED = 2  # trials of the finished study; each case resumes it
 
 

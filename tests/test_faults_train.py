@@ -19,6 +19,8 @@ import torch
 from tests.cli_driver import run_commands
 from tests.test_faults_inputs import assert_one_line_error
 
+pytestmark = pytest.mark.slow  # training runs killed and resumed
+
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny network and settings of tests/test_nas_train_run.py, with more epochs so a kill lands mid-run.
 TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16, "name": "tiny",

@@ -20,6 +20,8 @@ import pytest
 
 from tests.test_faults_inputs import assert_one_line_error
 
+pytestmark = pytest.mark.slow  # three searches with planted faults, each a process of its own
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32,
          "choices": {"kernel": [3], "expand": [1], "se": [False]}, "stages": {"0": {"kernel": [3, 5]}}}

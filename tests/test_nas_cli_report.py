@@ -100,6 +100,7 @@ def _chromium(page: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedPr
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
 def test_html_report_renders_in_headless_chromium_without_errors(html_report, tmp_path):
     path, page = html_report
@@ -206,6 +207,7 @@ def searched_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
+@pytest.mark.slow
 def test_report_of_a_real_search_has_every_trial_and_front_point(searched_run, tmp_path):
     frame = trials_frame(open_study(searched_run))
     done = set(completed(frame)["number"])
@@ -230,6 +232,7 @@ def test_report_of_a_real_search_has_every_trial_and_front_point(searched_run, t
         assert not [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
 
 
+@pytest.mark.slow
 def test_best_of_a_real_search_builds_and_runs(searched_run, tmp_path):
     import torch
 

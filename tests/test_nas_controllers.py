@@ -75,6 +75,7 @@ def test_controller_is_seeded_and_deterministic(name) -> None:
         SPACE.spec_from_params(trial.params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONTROLLERS)
 def test_controller_resumes_from_a_sqlite_study(name, tmp_path) -> None:
     """A fresh sampler continuing a stored study: SQLite and in-memory agree, and rl/evolution rebuild

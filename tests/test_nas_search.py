@@ -31,6 +31,7 @@ def config(tmp_path, budget=3, controller="random", trial=TINY, **runtime):
                         SearchRuntime(out=str(tmp_path / "run"), budget=budget, progress=False, **runtime))
 
 
+@pytest.mark.slow
 def test_search_runs_to_budget_and_writes_outputs(tmp_path):
     summary = Search(config(tmp_path, budget=3)).run()
     run = tmp_path / "run"
@@ -50,6 +51,7 @@ def test_search_runs_to_budget_and_writes_outputs(tmp_path):
     assert isinstance(json.loads((run / "pareto.json").read_text()), (list, dict))
 
 
+@pytest.mark.slow
 def test_a_workers_next_candidate_is_queued_before_the_run_files_are_written(tmp_path):
     """A worker's next candidate waits in its queue, and the bookkeeping after a trial (store, ask, run files,
     progress, on_trial) happens while the worker trains it."""
@@ -64,6 +66,7 @@ def test_a_workers_next_candidate_is_queued_before_the_run_files_are_written(tmp
     assert [running for _, running in seen] == [[1, 2], [2], []]  # running and queued, within the budget
 
 
+@pytest.mark.slow
 def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
     """With early stopping on (2 epochs): stopped trials count, so the resumed search ends at exactly the budget."""
     trial = {**TINY, "epochs": 2}
@@ -92,6 +95,7 @@ def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
     assert summary.best["metrics"]["epochs"] == 2  # never a stopped trial
 
 
+@pytest.mark.slow
 def test_failed_trial_is_recorded_with_reason_and_not_lost(tmp_path):
     search = Search(config(tmp_path, budget=2))
     search.prepare(lambda spec: {"step_time_ms": 1.0, "params": 1000, "accuracy": 0.5})
@@ -103,6 +107,7 @@ def test_failed_trial_is_recorded_with_reason_and_not_lost(tmp_path):
     assert counted_trials(search.study) == 1  # a candidate's own failure counts against the budget
 
 
+@pytest.mark.slow
 def test_changed_settings_refuse_to_mix_studies(tmp_path):
     Search(config(tmp_path, budget=1)).run()
     with pytest.raises(SearchError, match="different settings"):
@@ -138,6 +143,7 @@ def test_cli_bad_arguments(bad_argument_results, index):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_image_size_is_the_size_best_json_says_the_trial_trained_at(tmp_path):
     """--image-size overrides the space's; the sampled spec carries it, so best.json states the size trained at."""
     space = tmp_path / "space.json"
@@ -157,6 +163,7 @@ def test_cli_image_size_is_the_size_best_json_says_the_trial_trained_at(tmp_path
     assert study.user_attrs["reference"]["spec"]["train_image_size"] == 64
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_cli_search_like_ctrl_c(tmp_path):
     """kill (SIGTERM) ends `nas search` as Ctrl-C does: running trials recorded interrupted, exit 130, resumable."""
     space = tmp_path / "space.json"
@@ -200,6 +207,7 @@ def test_trial_asked_but_never_named_is_recovered(tmp_path, monkeypatch):
     assert study.trials[named.number].state == TrialState.RUNNING
 
 
+@pytest.mark.slow
 def test_nsga2_tells_its_study_accuracy_and_each_cost_the_reward_weighs(tmp_path):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
@@ -212,6 +220,7 @@ def test_nsga2_tells_its_study_accuracy_and_each_cost_the_reward_weighs(tmp_path
     assert all(t.values == [t.user_attrs["accuracy"], t.user_attrs["step_time_ms"]] for t in done)
 
 
+@pytest.mark.slow
 def test_each_process_joining_a_study_takes_its_own_recorded_seed_stream(tmp_path):
     """Processes on one study (started together, or a resume) propose from different streams; the study records
     each stream, so what a run proposed can be replayed."""

@@ -50,6 +50,7 @@ def two_worker_run(tmp_path_factory):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_reference_and_candidates_are_timed_alike_and_say_how(two_worker_run):
     study = load(two_worker_run)
     reference = study.user_attrs["reference"]
@@ -68,6 +69,7 @@ def test_reference_and_candidates_are_timed_alike_and_say_how(two_worker_run):
 
 @pytest.mark.parametrize("change", [{"engine": "eager"}, {"threads": 2}, {"workers": 1}],
                          ids=["engine", "threads", "workers"])
+@pytest.mark.slow
 def test_a_resume_under_other_timing_conditions_is_refused_untouched(two_worker_run, change):
     before = snapshot(two_worker_run)
     name, value = next(iter(change.items()))
@@ -76,6 +78,7 @@ def test_a_resume_under_other_timing_conditions_is_refused_untouched(two_worker_
     assert snapshot(two_worker_run) == before
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_in_one_line_with_exit_2(two_worker_run):
     before = snapshot(two_worker_run)
     result = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--out", str(two_worker_run / "run"),

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from effnas.nas.training.train import TrainConfig, effective_recipe, train
 from effnas.search_space import load_arch, spec_from_dict
 
@@ -20,6 +22,7 @@ def quiet(*_: object) -> None:
     pass
 
 
+@pytest.mark.slow
 def test_a_small_net_reaches_90_percent_on_digits_within_8_epochs_with_the_defaults(tmp_path):
     metrics = train(spec_from_dict(SMALL), TrainConfig(data="digits", epochs=8, **NO_AUGMENTATION), tmp_path,
                     device="cpu", progress=False, log=quiet)
@@ -39,6 +42,7 @@ def test_the_defaults_adapt_to_the_data_size_and_the_run_length():
     assert chosen.batch_size == 64 and chosen.label_smoothing == 0.2 and chosen.stages == 2  # the user's choices stay
 
 
+@pytest.mark.slow
 def test_a_searched_winner_trained_for_its_proxy_epochs_is_as_accurate_as_its_proxy(tmp_path):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))

@@ -73,6 +73,7 @@ def full_run(tmp_path_factory):
     return out, metrics
 
 
+@pytest.mark.slow
 def test_run_writes_checkpoints_log_and_plot(full_run):
     out, metrics = full_run
     assert {"last.pt", "final.pt", "metrics.json", "metrics.csv", "training.html"} <= {p.name for p in out.iterdir()}
@@ -87,6 +88,7 @@ def test_run_writes_checkpoints_log_and_plot(full_run):
     assert final["spec"]["num_classes"] == 10 and "classifier.weight" in final["model"]
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_an_uninterrupted_run(full_run, tmp_path):
     out, metrics = full_run
     stopped = train(spec_from_dict(TINY), CONFIG, tmp_path, device="cpu", progress=False, log=quiet, stop_after=2)
@@ -108,6 +110,7 @@ def resumed_history(out):
     return torch.load(out / "last.pt", weights_only=True)["history"]
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_architecture_is_refused(full_run, tmp_path):
     out, _ = full_run
     shutil.copy(out / "last.pt", tmp_path / "last.pt")
@@ -149,6 +152,7 @@ def nas(*argv: str) -> subprocess.CompletedProcess:
                           timeout=240, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports_top1(tmp_path):
     arch = tmp_path / "tiny.json"
     arch.write_text(json.dumps(TINY))
@@ -192,6 +196,7 @@ def test_cli_bad_time_and_threads_are_one_line_exit_2(capsys):
     assert "must be >= 1" in refused("--threads", "0")
 
 
+@pytest.mark.slow
 def test_a_time_run_trains_for_its_time_and_walks_every_stage(tmp_path):
     """--time: the training clock ends the run within 10 % of the time asked, whatever the step time, and the
     stages follow the clock (all of them trained, the last one last)."""
@@ -204,6 +209,7 @@ def test_a_time_run_trains_for_its_time_and_walks_every_stage(tmp_path):
     assert [row["stage"] for row in history][-1] == 1 and history[0]["stage"] == 0
 
 
+@pytest.mark.slow
 def test_the_test_split_is_read_only_by_the_final_evaluation(tmp_path):
     """An npz whose x_test cannot be read as test images: a proxy trial (the search) never notices, and training
     runs every epoch before the final evaluation refuses it; with a readable x_test the run reports test top-1."""

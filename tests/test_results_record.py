@@ -32,6 +32,7 @@ def searched(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow  # reads a real 4-trial search, run once for the module
 def test_every_stored_reward_is_the_papers_formula_of_the_stored_metrics(searched):
     study = open_study(searched)
     reference = study.user_attrs["reference"]
@@ -46,6 +47,7 @@ def test_every_stored_reward_is_the_papers_formula_of_the_stored_metrics(searche
     assert any(trial.user_attrs["params"] != reference["params"] for trial in completed)
 
 
+@pytest.mark.slow  # reads a real 4-trial search, run once for the module
 def test_the_summary_best_and_best_json_agree(searched):
     study = open_study(searched)
     top = best_trial(study.get_trials(deepcopy=False))
@@ -55,6 +57,7 @@ def test_the_summary_best_and_best_json_agree(searched):
     assert best_json["metrics"]["trial"] == top.number
 
 
+@pytest.mark.slow  # reads a real 4-trial search, run once for the module
 def test_stored_metrics_read_back_as_the_record(searched):
     study = open_study(searched)
     assert study.study_name == STUDY_NAME
