@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import json
 
 import optuna
@@ -179,3 +180,34 @@ def test_the_small_images_space_ends_on_a_4_by_4_map():
     assert [s.out_channels for s in backbone.stages] == [24, 48, 64] and [s.layers for s in backbone.stages] == [1, 2, 2]
     assert -(-28 // backbone.total_stride) == 4
 
+
+
+def test_whole_network_width_and_activation_are_decisions_only_where_offered() -> None:
+    plain = SearchSpace.from_dict(TINY)
+    assert not any(name.startswith("net_") for name in plain.param_names())  # old studies' parameters stay valid
+    space = SearchSpace.from_dict({**TINY, "network": {"width": [1.0, 2.0], "activation": ["silu", "relu"]}})
+    assert space.param_names()[-2:] == ["net_width", "net_activation"]
+    assert space.size() == brute_force_count(space) == plain.size() * 4
+    params = {**{name: space.choices(name)[0] for name in space.param_names()}, "net_width": 2.0,
+              "net_activation": "relu"}
+    wide = space.spec_from_params(params)
+    assert wide.stem_channels == 16 and [s.out_channels for s in wide.stages] == [16, 32]
+    assert wide.head_channels == space.backbone.head_channels and wide.activation == "relu"
+    assert space.params_from_spec(wide) == params  # a stored winner maps back (resumed and seeded searches)
+    assert build_model(wide)(torch.zeros(2, 3, 16, 16)).shape == (2, wide.num_classes)
+    assert SearchSpace.from_dict(space.to_dict()).network == space.network
+    assert max(space.spec_from_params(p).stem_channels for p in space.largest_params()) == 16
+    assert "whole network: width {1.0,2.0}  activation {silu,relu}" in space.describe()
+
+
+@pytest.mark.parametrize("network, fragment", [
+    ({"width": [0.5]}, "network.width: must include 1"),
+    ({"width": [1, 9]}, "network.width[1]"),
+    ({"width": []}, "network.width: must be a non-empty list"),
+    ({"activation": ["gelu"]}, "network.activation[0]: unknown activation 'gelu'"),
+    ({"activation": ["relu", "relu"]}, "network.activation: duplicate"),
+    ({"depth": [1]}, "network: unknown field 'depth'"),
+])
+def test_bad_whole_network_choices_name_the_field(network, fragment) -> None:
+    with pytest.raises(SpaceError, match=re.escape(fragment)):
+        SearchSpace.from_dict({**TINY, "network": network})
