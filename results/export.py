@@ -42,9 +42,8 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def to_markdown(frame: pd.DataFrame, info: dict[str, Any], source: str) -> str:
     """A terminal-sized summary: counts, the Pareto front and the failures."""
     done = completed(frame)
-    settings = info.get("settings") or {}
     lines = [f"# effnas search report: {source}", "",
-             f"- controller: {settings.get('controller', 'unknown')}",
+             f"- controller: {info.get('controller') or 'unknown'}",
              f"- trials: {len(frame)} ({', '.join(f'{n} {state}' for state, n in state_counts(frame).items() if n)})"]
     if not done.empty:
         best = best_by_reward(frame)

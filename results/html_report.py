@@ -214,7 +214,7 @@ def render_html(frame: pd.DataFrame, info: dict[str, Any], source: str, compare:
                            for r in failures.itertuples())
     failure_html = (f"<table><tr><th>reason</th><th>trials</th></tr>{failure_rows}</table>" if len(failures)
                     else "<p>No trial failed.</p>")
-    controller = settings.get("controller", "unknown controller")
+    controller = info.get("controller") or "unknown controller"
     generated = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     subtitle = (f"{html.escape(str(controller))} search, study <code>{html.escape(info.get('study_name', ''))}</code> "
                 f"in <code>{html.escape(source)}</code>, "

@@ -148,11 +148,24 @@ def study_info(study: optuna.Study) -> dict[str, Any]:
     """What the runner recorded about the search: settings, reference, directions, trial counts."""
     frame_states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
     counts = {state: frame_states.count(state) for state in sorted(set(frame_states))}
+    settings = study.user_attrs.get("settings", {})
     return {
         "study_name": study.study_name,
         "directions": [direction.name.lower() for direction in study.directions],
-        "settings": study.user_attrs.get("settings", {}),
+        "controller": controller_of(settings),
+        "settings": settings,
         "reference": study.user_attrs.get("reference", {}),
         "space": study.user_attrs.get("space"),
         "states": counts,
     }
+
+
+def controller_of(settings: Any) -> str | None:
+    """The controller a study's settings name: the recipe's (as searches store them), or a flat settings dict's."""
+    if not isinstance(settings, dict):
+        return None
+    recipe = settings.get("recipe")
+    for holder in (recipe if isinstance(recipe, dict) else {}, settings):
+        if isinstance(holder.get("controller"), str):
+            return holder["controller"]
+    return None
