@@ -38,6 +38,7 @@ KINDS = {
     "checkpoint": "a training checkpoint", "training-metrics": "a training run's metrics (JSON)",
     "metrics-log": "a training run's metrics log (CSV)", "compare-table": "nas compare's table (CSV)",
     "compare-results": "nas compare's results (JSON)",
+    "onnx-model": "an ONNX model (nas export)", "torchscript-model": "a TorchScript model (nas export)",
 }
 STUDY_KINDS = ("sqlite", "journal")
 _CSV_HEADERS = (("number,state,", "trials-table"), ("epoch,stage,image_size,", "metrics-log"),
@@ -145,7 +146,11 @@ def file_kind(path: str | Path) -> str | None:
                 names = archive.namelist()[:10_000]
         except (zipfile.BadZipFile, OSError, ValueError):
             return None
+        if any("/code/" in n or n.startswith("code/") for n in names):  # TorchScript: nas export's, or another's
+            return "torchscript-model" if any(n.endswith("/extra/effnas.json") for n in names) else None
         return "checkpoint" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) else None
+    if head[:1] == b"\x08" and b"\x12\x06effnas" in head[:16]:  # ONNX: ir_version, then nas export's producer
+        return "onnx-model"
     return _text_kind(path, head, info.st_size)
 
 

@@ -14,15 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"effnas": "effnas", "search_space": "effnas.search_space", "models": "effnas.models",
            "scaling": "effnas.scaling", "results": "effnas.results", "nas": "effnas.nas"}
 
-# Lowest first. A module may import its own layer's modules and lower layers' only.
+# Lowest first. A module may import its own layer's modules and lower layers' only. The package's face, ``effnas``
+# itself, sits on top: it re-exports the Python API, loading it on first use.
 LAYERS = (
-    ("effnas.errors", "effnas.writes", "effnas"),
+    ("effnas.errors", "effnas.writes", "effnas.outputs"),
     ("effnas.search_space",),
     ("effnas.models",),
     ("effnas.scaling", "effnas.nas.training"),
     ("effnas.results",),
     ("effnas.nas.search",),
-    ("effnas.nas.cli", "effnas.nas.__main__", "effnas.nas"),
+    ("effnas.api", "effnas.inference", "effnas.exporting"),
+    ("effnas.nas.cli", "effnas.nas.__main__", "effnas.nas", "effnas"),
 )
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from effnas.errors import EffnasError
-from effnas.outputs import claim_run_dir
+from effnas import api
+from effnas.api import DEFAULT_AGAINST
 from effnas.nas.training.sources import data_help
 from effnas.nas.cli.arguments import duration, positive_int, thread_count
 
@@ -33,8 +32,6 @@ RUN/compare/; `nas report RUN` shows the table and curves. Re-running the comman
 and resumes a stopped one.
 """
 
-DEFAULT_AGAINST = "backbone,mnist-cnn,resnet20,efficientnet-b0,mobilenetv2"
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -57,8 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="training epochs for every network, without --time (default 10)")
     parser.add_argument("--stages", type=positive_int, default=None,
                         help="progressive-learning stages (default 4, at most one per epoch)")
-    parser.add_argument("--batch-size", type=positive_int, default=64,
-                        help="batch size for every network (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="batch size for every network (default: the search's; every network trains with the "
+                        "optimizer, rate and decay the search's candidates trained with)")
     parser.add_argument("--threads", type=thread_count, default=None,
                         help="CPU threads for every network (default: the cores other jobs leave free, at least 1)")
     parser.add_argument("--image-size", type=int, default=None,
@@ -71,69 +69,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _search_data(run_dir: Path) -> str | None:
-    """The data source the search trained its candidates on, as its study recorded it."""
-    from effnas.results import ResultsError, open_study
-
-    try:
-        settings = open_study(run_dir).user_attrs.get("settings") or {}
-    except ResultsError:
-        return None
-    for holder in (settings, settings.get("trial") or {}, settings.get("recipe") or {}):
-        if isinstance(holder, dict) and isinstance(holder.get("data"), str):
-            return holder["data"]
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
-    from effnas.nas.training.compare import Contender, compare
-    from effnas.nas.training.train import TrainConfig
-    from effnas.search_space import load_arch
-    from effnas.search_space.reference import REFERENCE_NETWORKS, load_network
-
-    run_dir = Path(args.run_dir).expanduser()
-    if not (run_dir / "best.json").is_file():
-        raise EffnasError(f"{run_dir}: no best.json (give the run directory of a search with a completed trial)")
-    out = Path(args.out).expanduser() if args.out else run_dir
-    claim_run_dir(out, "compare", "--out")  # a folder of the user's files, or another kind of run, is refused
-    winner = load_arch(run_dir)
-    contenders = [Contender("searched", "searched", winner)]
-    contenders += [Contender(Path(path).stem, "scaled", load_arch(path)) for path in args.scaled]
-    if args.against.strip().lower() != "none":
-        for name in filter(None, (part.strip() for part in args.against.split(","))):
-            if name.lower() == "backbone":
-                contenders.append(Contender("backbone", "backbone", _search_backbone(run_dir)))
-            elif name.lower() in REFERENCE_NETWORKS:
-                contenders.append(Contender(name.lower(), "reference", load_network(name)))
-            else:
-                contenders.append(Contender(Path(name).stem if name.endswith(".json") else name, "zoo",
-                                            load_arch(name)))
-    size = args.image_size or winner.train_image_size
-    config = TrainConfig(data=args.data or _search_data(run_dir) or "digits", epochs=args.epochs,
-                         stages=args.stages, batch_size=args.batch_size, image_size=size, eval_image_size=size,
-                         seed=args.seed, time_limit=args.time)
-    config.validate()
-    if args.time is None and args.stages is not None and args.stages > args.epochs:
-        raise EffnasError(f"--stages {args.stages} needs at least {args.stages} epochs, got --epochs {args.epochs}")
-    table = compare(contenders, config, out,
-                    classical=args.classical, device=args.device, engine=args.engine, progress=not args.quiet,
-                    threads=args.threads, log=(lambda message: None) if args.quiet else print)
-    print(_console_table(table))
+    options = {name: value for name, value in vars(args).items() if name not in ("command", "run", "run_dir")}
+    result = api.compare(args.run_dir, **options)
+    print(_console_table(result.table))
     return 0
-
-
-def _search_backbone(run_dir: Path):
-    """The search space's backbone as the study recorded it: the network the search started from."""
-    from effnas.results import ResultsError, open_study
-    from effnas.search_space import SearchSpace
-
-    try:
-        space = open_study(run_dir).user_attrs.get("space")
-    except ResultsError:
-        space = None
-    if not isinstance(space, dict):
-        raise EffnasError(f"{run_dir}: no search space recorded in its study; leave 'backbone' out of --against")
-    return SearchSpace.from_dict({k: v for k, v in space.items() if k != "stages"}).backbone
 
 
 def _console_table(table) -> str:

@@ -10,7 +10,9 @@ write the disk refuses (full, read-only, over quota, not permitted) wherever it 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import sys
 
 from effnas.errors import EffnasError, one_line
@@ -25,6 +27,7 @@ COMMANDS = {
     "report": "effnas.nas.cli.report",
     "best": "effnas.nas.cli.best",
     "compare": "effnas.nas.cli.compare",
+    "export": "effnas.nas.cli.export",
 }
 
 DESCRIPTION = """\
@@ -36,14 +39,47 @@ A typical session:
   nas scale --base runs/digits/best.json --target m --out m.json
   nas train --arch m.json --data cifar:~/cifar-10-batches-py --epochs 30
   nas profile efficientnetv2-s                  params, FLOPs and step time of any spec
+  nas export runs/train --format onnx --out model.onnx    to ONNX or TorchScript, checked against torch
 """
 
 
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)")
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is a single line (and still exit code 2)."""
+    """argparse, but a usage mistake is a single line (and still exit code 2), with a "did you mean" for a mistyped
+    sub-command, choice or flag (difflib; argparse of Python 3.11 has none)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        self._given = list(sys.argv[1:] if args is None else args)  # what error() looks at for suggestions
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, one_line(f"{self.prog}: error: {message} (see '{self.prog} --help')") + "\n")
+        prog, hint = self._suggestion(message)
+        self.exit(2, one_line(f"{self.prog}: error: {message}{hint} (see '{prog} --help')") + "\n")
+
+    def _suggestion(self, message: str) -> tuple[str, str]:
+        """The command whose help to point at, and " (did you mean ...?)" for the closest known spelling."""
+        choice = _INVALID_CHOICE.search(message)
+        if choice:
+            known = [name.strip().strip("'") for name in choice["choices"].split(",")]  # quoted before 3.12.8
+            close = difflib.get_close_matches(choice["value"], known, n=1)
+            return self.prog, f" (did you mean '{close[0]}'?)" if close else ""
+        if not message.startswith("unrecognized arguments:"):
+            return self.prog, ""
+        parser = self  # unknown flags of a sub-command surface here, in the top parser: look in the sub-command's
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                command = next((word for word in getattr(self, "_given", []) if word in action.choices), None)
+                parser = action.choices[command] if command else self
+        known = [flag for action in parser._actions for flag in action.option_strings]
+        words = message.split(":", 1)[1].split()
+        for word in words:
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.6) \
+                if word.startswith("-") else []
+            if close:
+                return parser.prog, f" (did you mean {close[0]}?)"
+        return parser.prog, ""
 
 
 def build_parser() -> argparse.ArgumentParser:

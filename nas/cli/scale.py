@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from effnas.search_space import load_arch
+from effnas import api
 from effnas.nas.cli.arguments import finite_number
 
 
@@ -50,28 +50,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnas.scaling import ScaleError, scale_spec
-    from effnas.search_space import save_spec
-
-    target = args.target if args.target is not None or args.phi is not None else "m"
-    if args.target is not None and args.phi is not None:
-        raise ScaleError("give either --target or --phi, not both")
-    if args.out:  # a study, another file, a directory, a device: refused before any work
-        from effnas.outputs import claim_output
-
-        claim_output(args.out, "spec", "--out", force=args.force)
-    base = load_arch(args.base)
-    scaled = scale_spec(base, target, phi=args.phi, rule=args.rule, max_image_size=args.max_image_size,
-                        extra_stage=args.extra_stage)
-    if args.out:
-        save_spec(scaled, args.out)  # a missing folder, a full or read-only disk: one-line errors
-
     from effnas.scaling.compare import comparison_table, image_size_line
-    from effnas.scaling.rules import resolution_multiplier, resolve_phi
+    from effnas.scaling.rules import resolution_multiplier
 
-    print(comparison_table(base, scaled))
-    _, phi = resolve_phi(target, args.phi)
-    print(image_size_line(base, scaled, resolution_multiplier(args.rule, phi), args.max_image_size))
-    if args.out:
+    options = {name: value for name, value in vars(args).items() if name not in ("command", "run", "base")}
+    result = api.scale(args.base, **options)
+    print(comparison_table(result.base, result.spec))
+    print(image_size_line(result.base, result.spec, resolution_multiplier(result.rule, result.phi),
+                          result.max_image_size))
+    if result.out is not None:
         print(f"wrote {args.out}")
     return 0

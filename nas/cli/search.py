@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import signal
-from typing import Any
 
+from effnas import api
+from effnas.api import MAX_WORKERS_PER_CORE
 from effnas.nas.cli.arguments import duration, finite_number
 from effnas.nas.search.controllers.registry import CONTROLLERS, ControllerError, controllers_help, get_controller
+from effnas.nas.training.choices import OPTIMIZERS
 from effnas.nas.training.sources import data_help
-
-MAX_WORKERS_PER_CORE = 4  # --workers on the local backend: at most 4 trials per CPU core of this machine
 
 
 EPILOG = """\
@@ -60,6 +58,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="proxy image size in pixels (default: the space's, 32)")
     parser.add_argument("--batch-size", type=int, default=None, help="proxy batch size")
+    parser.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                        help="the candidates' optimizer (default rmsprop); nas train and nas compare of this search "
+                        "use it too")
+    parser.add_argument("--lr", type=finite_number, default=None,
+                        help="the candidates' peak learning rate (default 0.002 at batch 64; with --optimizer, "
+                        "that optimizer's nas train rate)")
+    parser.add_argument("--weight-decay", type=finite_number, default=None,
+                        help="the candidates' weight decay (default 1e-5; with --optimizer, that optimizer's)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--engine", default="auto",
                         help="auto | eager | graph | compile: how a training step runs (auto: graph on CUDA)")
@@ -105,11 +111,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _default_out(controller: str, data: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", data.split("/")[-1] if "/" in data else data).strip("-") or "data"
-    return f"runs/{controller}-{slug}"
-
-
 def _controller(name: str) -> str:
     """A registered controller's name; another is argparse's one-line error, naming the ones there are."""
     try:
@@ -128,71 +129,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: every `nas` command builds this parser, and the search pulls in torch,
-    # Optuna (and, with --backend ray, Ray), which only `nas search` itself needs.
-    from effnas.nas.search.session import Search
-    from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
-    from effnas.results.reward import DEFAULT_V, DEFAULT_W
-
-    trial = {"data": args.data, **{name: getattr(args, name) for name in ("epochs", "batch_size", "data_size")
-                                   if getattr(args, name) is not None}}
-    if args.proxy_time is not None:
-        trial["seconds"] = args.proxy_time
-    # With equal-time proxies the accuracy already pays for a slow step: no second penalty unless asked for.
-    w_default, v_default = (0.0, 0.0) if args.proxy_time is not None else (DEFAULT_W, DEFAULT_V)
-    recipe = SearchRecipe(controller=args.controller, space=args.space, image_size=args.image_size,
-                          reward_w=w_default if args.reward_w is None else args.reward_w,
-                          reward_v=v_default if args.reward_v is None else args.reward_v, trial=trial,
-                          early_stopping=args.early_stopping == "on")
-    runtime = SearchRuntime(out=args.out or _default_out(args.controller, args.data), storage=args.storage,
-                            budget=args.budget, seed=args.seed, workers=args.workers, trial_timeout=args.trial_timeout,
-                            trial_memory=args.trial_memory, device=args.device, engine=args.engine,
-                            threads=args.threads, progress=not args.quiet)
-    ray_flags = [flag for flag, value in (("--address", args.address), ("--gpus-per-trial", args.gpus_per_trial),
-                                          ("--cpus-per-trial", args.cpus_per_trial)) if value is not None]
-    if args.backend != "ray" and ray_flags:
-        raise SearchError(f"{ray_flags[0]} only applies to --backend ray")
-    if args.backend == "ray":
-        from effnas.nas.search.backends.ray import RayBackend, RayOptions  # Ray's start-up: only when asked for
-
-        RayBackend.refuse_unsupported(args.trial_memory)  # before the search writes anything
-        backend = RayBackend(RayOptions(args.address, args.cpus_per_trial, args.gpus_per_trial))
-    else:
-        from effnas.nas.search.backends.local import LocalBackend, freeze_imports
-
-        backend = LocalBackend()
-        cores = os.cpu_count() or 1
-        if args.workers is not None and args.workers > MAX_WORKERS_PER_CORE * cores:
-            raise SearchError(f"--workers {args.workers}: at most {MAX_WORKERS_PER_CORE} trials per CPU core run on "
-                              f"this machine ({MAX_WORKERS_PER_CORE * cores} on its {cores} cores)")
-    _refuse_networks_too_big(recipe, runtime)
-    search = Search(SearchConfig(recipe, runtime))
-    if args.backend != "ray":
-        freeze_imports()  # this process's bookkeeping runs beside the workers: no full collections over torch's objects
-    summary = search.run(backend)
-    _print_summary(summary)
-    return 130 if summary.stopped_early else 0
-
-
-def _refuse_networks_too_big(recipe: Any, runtime: Any) -> None:
-    """Before the data is read or the study written: the backbone (the reference, trained first) and the space's
-    largest candidates must fit the device, or ``--trial-memory``, by the estimate of effnas.models.memory."""
-    from effnas.models.memory import check_fits
-    from effnas.nas.search.settings import build_space
-
-    space = build_space(recipe.space, recipe.image_size)
-    batch = int(recipe.trial.get("batch_size", 64))
-    check_fits(space.backbone, batch, runtime.device, limit_gib=runtime.trial_memory, what="the backbone")
-    for prefer in ("mbconv", "fused"):
-        params: dict[str, Any] = {}
-        for index, allowed in enumerate(space.stages):
-            params.update({f"s{index}_op": prefer if prefer in allowed.op else allowed.op[0],
-                           f"s{index}_kernel": max(allowed.kernel), f"s{index}_expand": max(allowed.expand),
-                           f"s{index}_layers": max(allowed.layers), f"s{index}_se": True in allowed.se})
-            if params[f"s{index}_se"] not in allowed.se:
-                params[f"s{index}_se"] = allowed.se[0]
-        check_fits(space.spec_from_params(params, num_classes=2), batch, runtime.device,
-                   what="the space's largest candidate")
+    options = {name: value for name, value in vars(args).items() if name not in ("command", "run")}
+    options["early_stopping"] = args.early_stopping == "on"
+    result = api.search(**options, own_process=True)  # torch, Optuna (and Ray) load inside: only for a search
+    _print_summary(result)
+    return 130 if result.interrupted else 0
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
@@ -201,23 +142,23 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _print_summary(summary: Any) -> None:
-    reference = summary.reference
-    extra = ", ".join(f"{count} {what}" for count, what in ((summary.stopped, "stopped early"),
-                                                          (summary.reused, "not retrained: seen before")) if count)
-    print(f"\n{summary.counted}/{summary.budget} trials{f' ({extra})' if extra else ''} in {summary.run_dir} "
-          f"({summary.seconds:.0f} s this run)")
-    if summary.stopped_early:
+def _print_summary(result: api.SearchResult) -> None:
+    reference = result.reference
+    extra = ", ".join(f"{count} {what}" for count, what in ((result.stopped, "stopped early"),
+                                                          (result.reused, "not retrained: seen before")) if count)
+    print(f"\n{result.counted}/{result.budget} trials{f' ({extra})' if extra else ''} in {result.run_dir} "
+          f"({result.seconds:.0f} s this run)")
+    if result.interrupted:
         print("stopped early; re-run the same command to resume")
-    if summary.best is None:
+    if result.best_metrics is None:
         print("no completed trial yet")
         return
-    metrics = summary.best["metrics"]
-    rows = [("", "best (trial %d)" % summary.best["trial"], "backbone"),
+    metrics = result.best_metrics
+    rows = [("", "best (trial %d)" % result.best_trial, "backbone"),
             ("reward", f"{metrics['reward']:.4f}", f"{reference['accuracy']:.4f}"),
             ("accuracy", f"{metrics['accuracy']:.4f}", f"{reference['accuracy']:.4f}"),
             ("step time (ms)", f"{metrics['step_time_ms']:.2f}", f"{reference['step_time_ms']:.2f}"),
             ("params", f"{metrics['params']:,}", f"{reference['params']:,}")]
     for name, best, ref in rows:
         print(f"  {name:<15} {best:>16} {ref:>16}")
-    print(f"best spec: {summary.run_dir / 'best.json'}   report: nas report {summary.run_dir}")
+    print(f"best spec: {result.run_dir / 'best.json'}   report: nas report {result.run_dir}")

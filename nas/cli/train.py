@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from effnas import api
 from effnas.nas.training.choices import ENGINES, OPTIMIZERS
 from effnas.nas.training.sources import data_help
-from effnas.outputs import claim_run_dir
-from effnas.search_space import ArchSpec
-from effnas.search_space.reference import load_network
 from effnas.nas.cli.arguments import duration, finite_number, positive_int, thread_count
 
 EXAMPLES = """\
@@ -63,8 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="training step engine (default auto: CUDA graph on GPU, eager on CPU)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="default 64 (the proxy trials'), halved (down to 16) until an epoch has at least 16 steps")
-    parser.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
-    parser.add_argument("--lr", type=finite_number, help="peak learning rate (default: 0.008 / 0.1 / 0.002 "
+    parser.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                        help="default: when --arch is a search's run directory or its best.json, the optimizer, "
+                        "rate, decay and batch its candidates trained with (unless any of the four is given); "
+                        "else rmsprop")
+    parser.add_argument("--lr", type=finite_number, help="peak learning rate (default: 0.008 / 0.1 / 0.008 "
                         "x batch/256 for rmsprop / sgd / adamw)")
     parser.add_argument("--weight-decay", type=finite_number, help="default 1e-5 / 5e-5 / 0.05 per optimizer")
     parser.add_argument("--schedule", default="cosine", choices=("cosine", "exponential"),
@@ -96,39 +97,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnas.models.memory import check_fits
-
-    claim_run_dir(args.out, "train", "--out")  # a folder of the user's files, or another kind of run, is refused
-    spec = load_network(args.arch)  # a bad spec, and one too big for the device, are refused before torch is imported
-    if isinstance(spec, ArchSpec):
-        check_fits(spec, args.batch_size or 16, args.device, image_size=args.image_size)
-    from effnas.nas.training.train import TrainConfig, train  # here, not at the top: torch costs every `nas` call
-
-    config = TrainConfig(
-        data=args.data, epochs=args.epochs, stages=args.stages, progressive=not args.no_progressive,
-        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-        schedule=args.schedule, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-        ema_decay=args.ema_decay, image_size=args.image_size, eval_image_size=args.eval_image_size,
-        min_image_size=args.min_image_size, randaug=tuple(args.randaug) if args.randaug else None,
-        mixup=tuple(args.mixup) if args.mixup else None, dropout=tuple(args.dropout) if args.dropout else None,
-        flip=args.flip, crop_min_area=args.crop_min_area, val_fraction=args.val_fraction, seed=args.seed,
-        time_limit=args.time)
-    log = (lambda *_: None) if args.quiet else _log
-    result = train(spec, config, args.out, device=args.device, engine=args.engine, resume=args.resume,
-                   stop_after=args.stop_after, progress=not args.quiet, threads=args.threads, log=log)
-    if "stopped_after_epoch" in result:
+    options = {name: value for name, value in vars(args).items() if name not in ("command", "run", "no_progressive")}
+    result = api.train(**options, progressive=not args.no_progressive)
+    if result.stopped_after_epoch is not None:
         return 0
-    test = ("" if result["test_top1"] is None else
-            f"test top-1 {result['test_top1']:.4f} ({result['test_split']}); ")
-    print(f"{test}validation top-1 {result['top1']:.4f} (EMA weights, {result['eval_image_size']} px; raw weights "
-          f"{result['top1_raw_weights']:.4f}) after {result['epochs_reached']:.2f} epochs in {result['stages']} "
-          f"stage(s), {result['train_seconds']:.1f} s of training on {result['threads']} thread(s)")
+    metrics = result.metrics
+    test = ("" if metrics["test_top1"] is None else
+            f"test top-1 {metrics['test_top1']:.4f} ({metrics['test_split']}); ")
+    print(f"{test}validation top-1 {metrics['top1']:.4f} (EMA weights, {metrics['eval_image_size']} px; raw weights "
+          f"{metrics['top1_raw_weights']:.4f}) after {metrics['epochs_reached']:.2f} epochs in {metrics['stages']} "
+          f"stage(s), {metrics['train_seconds']:.1f} s of training on {metrics['threads']} thread(s)")
     print(f"wrote {Path(args.out) / 'final.pt'}, metrics.json, metrics.csv, training.html")
     return 0
-
-
-def _log(message: str) -> None:
-    from tqdm import tqdm  # only when training runs: the parser path stays light for every `nas` call
-
-    tqdm.write(message)
-
