@@ -36,8 +36,7 @@ def setup_device(args: argparse.Namespace) -> torch.device:
 def search_defaults(device: str) -> tuple[int, int]:
     """``(workers, torch threads per worker)`` that ``nas search`` picks on this machine for ``device`` when the
     user passes neither, taken from the search itself so a benchmark measures what a search runs."""
-    from effnas.nas.search.session import default_workers
-    from effnas.nas.search.backends.local import default_threads
+    from effnas.nas.search.backends.local import default_threads, default_workers
 
     workers = default_workers(device)
     return workers, default_threads(workers)

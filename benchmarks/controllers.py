@@ -71,6 +71,7 @@ def synthetic_rewards(controller: str, seed: int, budget: int) -> tuple[list[flo
 
 def run_search(controller: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, float]:
     """One complete ``nas search``; its best reward and wall time."""
+    from effnas.nas.search.backends.local import LocalBackend
     from effnas.nas.search.session import Search
     from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
 
@@ -79,7 +80,7 @@ def run_search(controller: str, seed: int, args: argparse.Namespace, root: Path)
                             workers=args.workers, device=str(args.device_resolved), threads=args.threads,
                             progress=False)
     start = time.perf_counter()
-    summary = Search(SearchConfig(recipe, runtime)).run()
+    summary = Search(SearchConfig(recipe, runtime)).run(LocalBackend())
     best = summary.best["metrics"]["reward"] if summary.best else float("nan")
     return {"best": best, "seconds": time.perf_counter() - start}
 

@@ -97,13 +97,14 @@ def measure_end_to_end(config: Any, trials: int) -> dict[str, Any]:
 
     from optuna.trial import TrialState
 
+    from effnas.nas.search.backends.local import LocalBackend
     from effnas.nas.search.session import Search
     from effnas.nas.search.settings import SearchConfig
 
     runtime = dataclasses.replace(config.runtime, budget=config.runtime.budget + trials)
     search = Search(SearchConfig(config.recipe, runtime))
     before = len(search.study.trials)
-    search.run()
+    search.run(LocalBackend())
     new = [t for t in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number >= before]
     new.sort(key=lambda t: t.datetime_complete)
     timed = new[1:]  # from the first completion on: the worker's start-up and first ask are not a steady state

@@ -48,7 +48,9 @@ def _run(backend: str, workers: int, args: argparse.Namespace, root: Path) -> di
         gpus = None if args.device != "cpu" else 0.0
         summary = search.run(RayBackend(RayOptions(cpus_per_trial=args.threads, gpus_per_trial=gpus)))
     else:
-        summary = search.run()
+        from effnas.nas.search.backends.local import LocalBackend
+
+        summary = search.run(LocalBackend())
     wall = time.perf_counter() - start
     done = search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
     counted = [t for t in done if not t.user_attrs.get("interrupted")]

@@ -144,6 +144,7 @@ def test_diverging_candidates_are_recorded_failed_and_the_search_finishes(finish
     run = out.parent / "diverge" / "run"
     script = f"""
 import optuna, sys
+from effnas.nas.search.backends.local import LocalBackend
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
 reference = optuna.load_study(study_name="effnas", storage="sqlite:///{out / 'study.db'}").user_attrs["reference"]
@@ -152,7 +153,7 @@ recipe = SearchRecipe(controller="random", space="{out.parent / 'space.json'}",
 search = Search(SearchConfig(recipe, SearchRuntime(out="{run}", budget=2, workers=1, device="cpu", threads=1,
                                                    progress=False)))
 search.study.set_user_attr("reference", reference)
-print(search.run().counted)
+print(search.run(LocalBackend()).counted)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]

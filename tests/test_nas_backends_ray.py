@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from effnas.nas.search.budget import counted_trials
+from effnas.nas.search.backends.local import LocalBackend
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
 from effnas.search_space import load_spec
@@ -123,7 +124,7 @@ def test_ray_search_survives_a_killed_worker_and_matches_the_local_backend(tmp_p
 
     # The local backend continues the same study (one more trial, timed as Ray timed: 2 workers of 1 thread) and
     # leaves outputs of the same form.
-    Search(config(tmp_path, budget=4, workers=2)).run()
+    Search(config(tmp_path, budget=4, workers=2)).run(LocalBackend())
     study = load(tmp_path)
     assert counted_trials(study) == 4 and form(tmp_path / "run", study) == ray_form
     by_local = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number >= 3]

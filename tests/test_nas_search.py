@@ -14,6 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from effnas.nas.search.budget import counted_trials
+from effnas.nas.search.backends.local import LocalBackend
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
 from effnas.results.storage import StorageError, open_storage
@@ -33,7 +34,7 @@ def config(tmp_path, budget=3, controller="random", trial=TINY, **runtime):
 
 @pytest.mark.slow
 def test_search_runs_to_budget_and_writes_outputs(tmp_path):
-    summary = Search(config(tmp_path, budget=3)).run()
+    summary = Search(config(tmp_path, budget=3)).run(LocalBackend())
     run = tmp_path / "run"
     study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{run / 'study.db'}")
     assert counted_trials(study) == 3 == summary.counted
@@ -61,7 +62,7 @@ def test_a_workers_next_candidate_is_queued_before_the_run_files_are_written(tmp
         study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
         seen.append((trial.number, [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]))
 
-    Search(config(tmp_path, budget=3, workers=1), on_trial=on_trial).run()
+    Search(config(tmp_path, budget=3, workers=1), on_trial=on_trial).run(LocalBackend())
     assert [number for number, _ in seen] == [0, 1, 2]
     assert [running for _, running in seen] == [[1, 2], [2], []]  # running and queued, within the budget
 
@@ -70,7 +71,7 @@ def test_a_workers_next_candidate_is_queued_before_the_run_files_are_written(tmp
 def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
     """With early stopping on (2 epochs): stopped trials count, so the resumed search ends at exactly the budget."""
     trial = {**TINY, "epochs": 2}
-    Search(config(tmp_path, budget=2, trial=trial)).run()
+    Search(config(tmp_path, budget=2, trial=trial)).run(LocalBackend())
     storage_url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     study = optuna.load_study(study_name="effnas", storage=storage_url)
     # A trial left RUNNING by a search process that was killed (a pid that no longer exists).
@@ -79,7 +80,7 @@ def test_resume_extends_to_new_budget_and_recovers_dead_trials(tmp_path):
         orphan.suggest_categorical(name, distribution.choices)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{int(dead.stdout)}")
-    summary = Search(config(tmp_path, budget=4, trial=trial)).run()
+    summary = Search(config(tmp_path, budget=4, trial=trial)).run(LocalBackend())
     study = optuna.load_study(study_name="effnas", storage=storage_url)
     assert summary.counted == counted_trials(study) == 4
     interrupted = study.trials[orphan.number]
@@ -109,7 +110,7 @@ def test_failed_trial_is_recorded_with_reason_and_not_lost(tmp_path):
 
 @pytest.mark.slow
 def test_changed_settings_refuse_to_mix_studies(tmp_path):
-    Search(config(tmp_path, budget=1)).run()
+    Search(config(tmp_path, budget=1)).run(LocalBackend())
     with pytest.raises(SearchError, match="different settings"):
         Search(config(tmp_path, budget=1, controller="tpe"))
 
@@ -212,7 +213,7 @@ def test_nsga2_tells_its_study_accuracy_and_each_cost_the_reward_weighs(tmp_path
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
     recipe = SearchRecipe(controller="nsga2", space=str(space), trial=TINY, reward_v=0.0)  # params do not matter
-    Search(SearchConfig(recipe, SearchRuntime(out=str(tmp_path / "run"), budget=2, progress=False))).run()
+    Search(SearchConfig(recipe, SearchRuntime(out=str(tmp_path / "run"), budget=2, progress=False))).run(LocalBackend())
     study = optuna.load_study(study_name="effnas", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     done = study.get_trials(states=(TrialState.COMPLETE,))

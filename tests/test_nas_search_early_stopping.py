@@ -13,6 +13,7 @@ from effnas.nas.search import early_stopping
 from effnas.nas.search import repeats as repeats_module
 from effnas.nas.search.budget import counted_trials
 from effnas.nas.search.early_stopping import EarlyStopping
+from effnas.nas.search.backends.local import LocalBackend
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
 from effnas.nas.search.trial import run_trial
@@ -149,7 +150,7 @@ def test_a_repeated_architecture_is_not_trained_again(tmp_path, monkeypatch):
     and the search ends when the controller keeps proposing only what the study has."""
     one = {**SPACE, "choices": {"op": ["mbconv"], "kernel": [3], "expand": [1], "layer_offsets": [0], "se": [False]}}
     monkeypatch.setattr(repeats_module, "MAX_REPEATS", 5)
-    summary = Search(config(tmp_path, budget=3, space=one, workers=1, early_stopping=False)).run()
+    summary = Search(config(tmp_path, budget=3, space=one, workers=1, early_stopping=False)).run(LocalBackend())
     study = load(tmp_path)
     trained = [t for t in study.trials if "reuse_of" not in t.user_attrs]
     copies = [t for t in study.trials if "reuse_of" in t.user_attrs]

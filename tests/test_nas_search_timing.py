@@ -12,6 +12,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from effnas.nas.search.backends.local import LocalBackend
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
 from effnas.nas.search.device_sharing import DeviceLock, segments, timing_windows
@@ -46,7 +47,7 @@ def snapshot(tmp_path):
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("timing")
-    Search(config(tmp_path, budget=2)).run()
+    Search(config(tmp_path, budget=2)).run(LocalBackend())
     return tmp_path
 
 
@@ -74,7 +75,7 @@ def test_a_resume_under_other_timing_conditions_is_refused_untouched(two_worker_
     before = snapshot(two_worker_run)
     name, value = next(iter(change.items()))
     with pytest.raises(SearchError, match=f"{name} .* -> {value}"):
-        Search(config(two_worker_run, budget=4, **change)).run()
+        Search(config(two_worker_run, budget=4, **change)).run(LocalBackend())
     assert snapshot(two_worker_run) == before
 
 

@@ -6,7 +6,9 @@ choices, metrics and failure reason live there, so a killed search resumes where
 controllers rebuild their state from it, and ``nas report`` / ``optuna-dashboard`` read it.
 
 One loop (:meth:`Search.run`) drives every backend (:mod:`effnas.nas.search.backends`): the budget, the
-progress bar, Ctrl-C and the reference trial are written once; a backend only runs trials.
+progress bar, Ctrl-C and the reference trial are written once; a backend only runs trials. The caller chooses and
+builds the backend (local worker processes, Ray) and hands it to :meth:`Search.run`, which knows it only through
+the :class:`~effnas.nas.search.backends.base.Backend` interface.
 
 Step times are only comparable when measured alike, so the reference records where and how it was timed
 (device, engine, threads, workers, timing discipline) and a resume under other conditions is refused; a trial
@@ -30,10 +32,10 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from effnas.search_space import ArchSpec
+from effnas.search_space.space import SearchSpace
 from effnas.outputs import claim_run_dir
 from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
-from effnas.nas.training.data import load_data
 from effnas.nas.training.engine import resolve_device
 from effnas.results import RUN_FILES, write_run_files
 from effnas.results.record import (REUSE_ATTR, REWARD_ATTR, STUDY_NAME, UNSTEADY_SPREAD, RecordError, Reference,
@@ -41,10 +43,10 @@ from effnas.results.record import (REUSE_ATTR, REWARD_ATTR, STUDY_NAME, UNSTEADY
 from effnas.results.storage import open_storage, probe_storage, search_storage_url, storage_file, study_lock
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
-from effnas.nas.search.backends.local import LocalBackend, default_threads, default_workers
 from effnas.nas.search.budget import counted_trials, recover_interrupted, taken_trials, trial_id_of, worker_id
 from effnas.nas.search import streams
 from effnas.nas.search.controllers import is_multi_objective, make_sampler, study_directions, study_objectives
+from effnas.nas.search.data_shape import data_shape
 from effnas.nas.search import repeats
 from effnas.nas.search.early_stopping import EarlyStopping
 from effnas.nas.search.repeats import Repeats
@@ -67,16 +69,20 @@ class SearchSummary:
 
 
 class Search:
-    """One search: open or resume the study, measure the reference, run trials up to the budget."""
+    """One search: open or resume the study, measure the reference, run trials up to the budget.
+
+    ``space``: the recipe's search space when the caller has already built it (built here otherwise).
+    """
 
     def __init__(self, config: SearchConfig,
-                 on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
+                 on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+                 space: SearchSpace | None = None) -> None:
         recipe, runtime = config.recipe, config.runtime
         self.config = config
         self.on_trial = on_trial
         self._asked: optuna.trial.Trial | None = None  # see propose
         self.exhausted = False  # the controller proposes only architectures the study has (see repeats)
-        self.space = build_space(recipe.space, recipe.image_size)
+        self.space = space if space is not None else build_space(recipe.space, recipe.image_size)
         self.multi_objective = is_multi_objective(recipe.controller)
         self.objectives = study_objectives(recipe.controller, recipe.reward_w, recipe.reward_v)
         # See early_stopping's module docs: single-objective controllers only, and a rung needs a next epoch.
@@ -91,7 +97,8 @@ class Search:
         # What every trial is sent: the recipe, and where this run trains it (a backend may add its timing lock).
         self.trial_settings = TrialSettings.from_dict(
             {**recipe.trial, "device": runtime.device, "engine": runtime.engine, "threads": runtime.threads}).to_dict()
-        # An unreadable data set fails here, before anything is written; specs get its classes and channels.
+        # Specs get the data's classes and channels; a data set this reads and cannot use fails here, before
+        # anything is written (see data_shape for what is read).
         self.num_classes, self.image_channels = self._data_shape()
         ensure_writable_dir(self.run_dir, "run directory")  # read-only, full: one line, and nothing created
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -124,13 +131,11 @@ class Search:
 
     def conditions(self, backend: Backend | None = None) -> dict[str, Any]:
         """Where and how this run times steps, as a resume compares them with the stored reference's: the device
-        (resolved), the engine asked for, and the backend's workers and threads (a local run's defaults without
-        one)."""
+        (resolved), the engine asked for, and the started backend's workers and threads (without a backend, as
+        when a test measures the reference itself: the runtime's, as given)."""
         runtime = self.config.runtime
-        workers = getattr(backend, "workers", None) or runtime.workers or default_workers(runtime.device)
-        threads = getattr(backend, "threads", None) or runtime.threads
-        if backend is None or isinstance(backend, LocalBackend):
-            threads = threads or default_threads(workers)
+        workers = (backend.workers if backend is not None else None) or runtime.workers
+        threads = (backend.threads if backend is not None else None) or runtime.threads
         return {"device": str(resolve_device(runtime.device)), "engine": runtime.engine, "threads": threads,
                 "workers": workers}
 
@@ -149,17 +154,18 @@ class Search:
                 f"or use another --out")
 
     def _data_shape(self) -> tuple[int, int]:
-        """The data set's number of classes and image channels (loading it also validates it)."""
+        """The data set's number of classes and image channels, read without its images where the source allows
+        (see :mod:`.data_shape`); a source that cannot say is loaded, which also validates it."""
         settings = TrialSettings.from_dict(self.trial_settings)
-        data = load_data(settings.data, seed=self.config.runtime.seed, val_fraction=settings.val_fraction,
-                         data_size=settings.data_size)
-        return data.num_classes, data.channels
+        shape = data_shape(settings.data, seed=self.config.runtime.seed, val_fraction=settings.val_fraction,
+                           data_size=settings.data_size)
+        return shape.num_classes, shape.channels
 
     # ------------------------------------------------------------------ the loop
-    def run(self, backend: Backend | None = None) -> SearchSummary:
-        """Run trials on ``backend`` (default: local worker processes) until the budget is reached, or until
-        Ctrl-C (``nas search`` turns SIGTERM into one): trials cut off are recorded interrupted, not counted."""
-        backend = backend if backend is not None else LocalBackend()
+    def run(self, backend: Backend) -> SearchSummary:
+        """Run trials on ``backend`` (not yet started; the caller's choice, e.g. local worker processes) until the
+        budget is reached, or until Ctrl-C (``nas search`` turns SIGTERM into one): trials cut off are recorded
+        interrupted, not counted."""
         runtime = self.config.runtime
         self._refused = False
         start = time.perf_counter()

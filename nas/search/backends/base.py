@@ -46,7 +46,11 @@ class Backend(Protocol):
 
     ``submit`` takes plain data (spec dict, trial settings dict, seed) so a trial can run in another process
     or on another machine; ``collect`` returns every task that ended, failures included, with a reason.
+    Once started, ``workers`` and ``threads`` say what it resolved, for the timing conditions a resume compares.
     """
+
+    workers: int  # trials at once, as resolved by start (0 before)
+    threads: int | None  # torch CPU threads per trial, as resolved by start (None before)
 
     def start(self, setup: BackendSetup) -> None:
         """Start workers (or join a cluster); a setting this backend cannot honour is a one-line error."""
