@@ -74,7 +74,8 @@ RUN_KINDS = {
                      {"last.pt": "checkpoint", "final.pt": "checkpoint", "metrics.json": "training-metrics",
                       "metrics.csv": "metrics-log", "training.html": "training-plot"},
                      (*_SEARCH_MARKERS, *_COMPARE_MARKERS)),
-    "compare": RunKind("a search run or nas compare's output", (*_SEARCH_MARKERS, *_COMPARE_MARKERS),
+    # "compare": the folder of its model runs, all a compare stopped before its first table has written
+    "compare": RunKind("a search run or nas compare's output", (*_SEARCH_MARKERS, *_COMPARE_MARKERS, "compare"),
                        {"compare.csv": "compare-table", "compare.json": "compare-results"}, _TRAIN_MARKERS),
 }
 

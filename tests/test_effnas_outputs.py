@@ -100,6 +100,12 @@ def test_a_run_directory_is_new_empty_or_a_run_of_the_same_kind(tmp_path):
     write(trained / "metrics.csv", "epoch,stage,image_size,\n")
     write(trained / "metrics.json", json.dumps({"schedule": [], "recipe": {}, "spec": SPEC}))
     assert claim_run_dir(trained, "train") == trained
+    stopped = tmp_path / "stopped"  # a compare stopped during its first network: no table yet, and it resumes
+    write(stopped / "compare" / "searched" / "metrics.csv", "epoch,stage,image_size,\n")
+    assert claim_run_dir(stopped, "compare") == stopped
+    with pytest.raises(OutputRefused, match="a file effnas did not write"):
+        write(tmp_path / "mine" / "compare" / "notes.txt", "mine")
+        claim_run_dir(tmp_path / "mine", "compare")
 
 
 @pytest.mark.parametrize("layout, kind, message", [
