@@ -1,20 +1,20 @@
 """The decisive race: does the search's winner beat what a practitioner would train, at equal training time, on
 the data's own test split?
 
-1. Two ``nas search`` runs on a stratified subset of Fashion-MNIST's 60,000 training images (selection sees only
-   the subset's validation split): with equal-time proxies (``--proxy-time``, T scaled by the subset's share of
-   the data), and in the paper's form (3 epochs, reward with w = -0.07, v = -0.05), both in the same space.
+1. A ``nas search`` on a stratified subset of Fashion-MNIST's 60,000 training images (selection sees only the
+   subset's validation split) with equal-time proxies (``--proxy-time``, T scaled by the subset's share of the
+   data); with ``--paper-form``, also one in the paper's form (3 epochs, reward with w = -0.07, v = -0.05).
 2. ``nas compare --time T --classical`` on all 60,000 training images, once per seed: every network (the
-   equal-time search's winner as "searched", the paper-form search's winner, the space's unsearched backbone,
-   PyTorch's MNIST-example CNN, ResNet-20 and zoo models) trains for T seconds of training steps with one recipe,
-   split, device and one thread; each is scored once on the 10,000 t10k test images, which neither the searches
+   search's winner as "searched", the space's unsearched backbone, PyTorch's MNIST-example CNN, ResNet-20 and zoo
+   models) trains for T seconds of training steps with one recipe (the search's: optimizer, rate, decay, batch),
+   split, device and one thread; each is scored once on the 10,000 t10k test images, which neither the search
    nor training read.
 
 Compares run two at a time, one thread each, so the two cores are busy alike for every network; the table gives
 each row's mean and standard deviation over the seeds, and every row's lead or lag against the winner in units
 of the standard error of the difference.
 
-    python -m benchmarks.compare_fashion_mnist                          # CPU defaults (about 40 minutes)
+    python -m benchmarks.compare_fashion_mnist                          # CPU defaults (about 45 minutes)
     python -m benchmarks.compare_fashion_mnist --search-run RUN         # reuse a finished search
 """
 
@@ -87,22 +87,25 @@ def summarise(tables: list[pd.DataFrame]) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(FASHION_MNIST))
-    parser.add_argument("--subset", type=positive_int, default=6000, help="training images the search sees")
-    parser.add_argument("--budget", type=positive_int, default=24, help="search trials")
+    parser.add_argument("--subset", type=positive_int, default=12000, help="training images the search sees")
+    parser.add_argument("--budget", type=positive_int, default=30, help="search trials")
+    parser.add_argument("--optimizer", default="adamw", help="the search's (hence every network's) optimizer")
     parser.add_argument("--space", default="small-images", help="the search space (default small-images)")
-    parser.add_argument("--time", default="90s", help="training time of every network (default 90s)")
-    parser.add_argument("--seeds", type=positive_int, default=4, help="compares, one per seed (default 4)")
+    parser.add_argument("--time", default="180s", help="training time of every network (default 180s)")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="compares, one per seed (default 3)")
     parser.add_argument("--parallel", type=positive_int, default=2, help="compares at once, one thread each")
     parser.add_argument("--against", default=AGAINST)
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--search-run", default=None, help="a finished equal-time search's run directory")
+    parser.add_argument("--paper-form", action="store_true", help="also search in the paper's form and race its winner")
     parser.add_argument("--paper-search-run", default=None, help="a finished paper-form search's run directory")
     args = parser.parse_args(argv)
     if not Path(args.data_dir).is_dir():
         raise SystemExit(f"{args.data_dir}: not found (apt-get install dataset-fashion-mnist)")
     out = Path(args.out or tempfile.mkdtemp(prefix="effnas-fmnist-"))
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=2 + args.seeds, desc="searches, then compares", unit="step")
+    paper_form = args.paper_form or args.paper_search_run is not None
+    bar = tqdm(total=1 + paper_form + args.seeds, desc="searches, then compares", unit="step")
     seconds = duration(args.time)
     proxy_time = f"{seconds * args.subset / TRAINING_IMAGES:.3g}s"  # as many epochs in the proxy as in the run
 
@@ -111,21 +114,23 @@ def main(argv: list[str] | None = None) -> None:
         if not given:
             bar.set_postfix_str(f"{name}: {args.budget} trials")
             nas("search", "--data", f"idx:{args.data_dir}:{args.subset}", "--space", args.space, "--budget",
-                str(args.budget), "--device", "cpu", "--out", str(run), "--quiet", *flags)
+                str(args.budget), "--optimizer", args.optimizer, "--device", "cpu", "--out", str(run), "--quiet",
+                *flags)
         bar.update(1)
         return run
 
     run = search(args.search_run, "search-equal-time", "--proxy-time", proxy_time)
-    paper = search(args.paper_search_run, "search-paper-form")
-    paper_winner = out / "paper-form-winner.json"
-    paper_winner.write_text((paper / "best.json").read_text())
-    search_seconds, paper_seconds = study_seconds(run), study_seconds(paper)
+    search_seconds, against = study_seconds(run), args.against
+    if paper_form:
+        paper = search(args.paper_search_run, "search-paper-form")
+        paper_winner = out / "paper-form-winner.json"
+        paper_winner.write_text((paper / "best.json").read_text())
+        against = f"{paper_winner},{against}"
 
     def compare(seed: int) -> pd.DataFrame:
         folder = out / f"compare-seed{seed}"
         nas("compare", str(run), "--data", f"idx:{args.data_dir}", "--time", args.time, "--threads", "1",
-            "--against", f"{paper_winner},{args.against}", "--classical", "--seed", str(seed), "--device", "cpu", "--out", str(folder),
-            "--quiet")
+            "--against", against, "--classical", "--seed", str(seed), "--device", "cpu", "--out", str(folder), "--quiet")
         bar.update(1)
         return pd.read_csv(folder / "compare.csv")
 
@@ -136,16 +141,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = summarise(tables)
     notes = [
         f"data: Fashion-MNIST from {args.data_dir}; the search saw a stratified {args.subset:,}-image subset of the "
-        f"training files ({args.budget} trials each, space {args.space}): 'searched' with equal-time proxies "
-        f"(--proxy-time {proxy_time}, {search_seconds:.0f} s), 'paper-form-winner' with the paper's 3-epoch proxies "
-        f"and reward ({paper_seconds:.0f} s); every network then "
-        f"trained on all 60,000 training images (48,000 train, 12,000 validation) for --time {args.time} of training "
-        "steps, one thread, with nas train's recipe; classical baselines on the same split's flattened pixels",
+        f"training files ({args.budget} trials, space {args.space}, --optimizer {args.optimizer}): 'searched' with "
+        f"equal-time proxies (--proxy-time {proxy_time}, {search_seconds:.0f} s)"
+        + (f", 'paper-form-winner' with the paper's 3-epoch proxies and reward ({study_seconds(paper):.0f} s)"
+           if paper_form else "") +
+        f"; every network then trained on all 60,000 training images (48,000 train, 12,000 validation) for --time "
+        f"{args.time} of training steps, one thread, with the search's recipe; classical baselines on the same "
+        "split's flattened pixels",
         "test top-1: the 10,000 t10k images, read once per finished model; mean ± standard deviation over "
         f"{args.seeds} seeds (seed sets the validation split and the training); 'winner ahead by' is the difference "
         "of means over the standard error of the difference",
         f"{args.parallel} compares at once, one thread each; compares took {time.perf_counter() - started:.0f} s",
-        f"search runs: {run}, {paper}",
+        f"search runs: {run}" + (f", {paper}" if paper_form else ""),
     ]
     print_report("Equal-time race on Fashion-MNIST", "cpu", rows, notes)
     path = write_result("compare_fashion_mnist", "Equal-time race on Fashion-MNIST", "cpu", rows, notes)
