@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from effnas.results.record import REUSE_ATTR
+from effnas.results.record import FAIL_REASON_ATTR, INTERRUPTED_ATTR, REUSE_ATTR
 from effnas.results.study import choice_columns, completed, CHOICE_PATTERN
 
 
@@ -52,8 +52,8 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     failed = own["state"].eq("FAIL")
     counts = {"completed": int(own["state"].eq("COMPLETE").sum()),
               "stopped early": int(own["state"].eq("PRUNED").sum()),
-              "failed": int((failed & ~own["interrupted"]).sum()),
-              "interrupted": int((failed & own["interrupted"]).sum())}
+              "failed": int((failed & ~own[INTERRUPTED_ATTR]).sum()),
+              "interrupted": int((failed & own[INTERRUPTED_ATTR]).sum())}
     for state in ("RUNNING", "WAITING"):
         counts[state.lower()] = int(own["state"].eq(state).sum())
     counts["reused"] = int(reused.sum())
@@ -64,7 +64,7 @@ def failure_counts(frame: pd.DataFrame) -> pd.DataFrame:
     """Failed trials grouped by reason; trials cut off by a killed search are counted apart."""
     failed = frame[frame["state"].eq("FAIL")]
     # Group on the first line of the reason: the message, not the traceback-ish tail.
-    reasons = failed["fail_reason"].fillna("(no reason recorded)").astype(str).str.split("\n").str[0].str[:200]
-    reasons = reasons.where(~failed["interrupted"], "interrupted (search was stopped)")
+    reasons = failed[FAIL_REASON_ATTR].fillna("(no reason recorded)").astype(str).str.split("\n").str[0].str[:200]
+    reasons = reasons.where(~failed[INTERRUPTED_ATTR], "interrupted (search was stopped)")
     counts = reasons.value_counts()
     return pd.DataFrame({"reason": counts.index, "trials": counts.to_numpy()})

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from effnas.results.record import COUNT_METRICS, REWARD_ATTR, TABLE_METRICS, rank_key
+from effnas.results.record import (COUNT_METRICS, DURATION_ATTR, FAIL_REASON_ATTR, REWARD_ATTR, TABLE_METRICS,
+                                   best_order)
 from effnas.results.storage import ResultsError
 from effnas.results.study import completed
 
 
 def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
-    done = completed(frame)
-    if done.empty:
+    order = best_order(frame.to_dict("records"))
+    if not order:
         raise ResultsError("no trial completed (every trial failed or is still running)")
-    keys = [rank_key(reward, accuracy, number)
-            for reward, accuracy, number in zip(done["reward"], done["accuracy"], done["number"])]
-    order = sorted(range(len(done)), key=keys.__getitem__)
-    return done.iloc[order]
+    return frame.iloc[order]
 
 
 def best_by_reward(frame: pd.DataFrame) -> pd.Series:
-    """The best completed trial, by the one rule of :func:`effnas.results.record.rank_key`."""
+    """The best completed trial, by the one rule of :func:`effnas.results.record.best_order`."""
     return _ranked(frame).iloc[0]
 
 
@@ -48,7 +46,7 @@ def trial_row(frame: pd.DataFrame, number: int) -> pd.Series:
         raise ResultsError(f"no trial {number} (trials are numbered 0 to {int(frame['number'].max())})")
     row = rows.iloc[0]
     if row["number"] not in completed(frame)["number"].values:
-        reason = f": {row['fail_reason'].splitlines()[0]}" if isinstance(row.get("fail_reason"), str) else ""
+        reason = f": {row[FAIL_REASON_ATTR].splitlines()[0]}" if isinstance(row.get(FAIL_REASON_ATTR), str) else ""
         raise ResultsError(f"trial {number} is {row['state']}{reason}; only completed trials can be exported")
     return row
 
@@ -56,7 +54,7 @@ def trial_row(frame: pd.DataFrame, number: int) -> pd.Series:
 def metrics_of(row: pd.Series) -> dict:
     """The measured numbers of one trial, JSON-ready (what ``best.json`` carries next to the spec)."""
     metrics = {"trial": int(row["number"])}
-    for name in (*TABLE_METRICS, REWARD_ATTR, "duration_s"):
+    for name in (*TABLE_METRICS, REWARD_ATTR, DURATION_ATTR):
         value = row.get(name)
         if value is not None and pd.notna(value):
             metrics[name] = int(value) if name in COUNT_METRICS else float(value)

@@ -1,7 +1,10 @@
 """One trial's record in the study: the study's name, what a trial measured, its reward, and which trial is best.
 
 Every reader and writer of trial metrics goes through :class:`TrialMetrics`: the search stores it, the table,
-``best.json`` and the reports read it back, so adding a metric means adding one field here.
+``best.json`` and the reports read it back, so adding a metric means adding one field here. Its fields' metadata
+place them in the trials table (``trials.csv``, the report); the other user attributes a trial carries are named
+once, by the ``*_ATTR`` constants below, and :data:`TRIAL_COLUMNS` is the table's list of them all. These names
+are on disk in every study: old studies must still read, so they never change.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import optuna
@@ -24,27 +27,38 @@ class RecordError(EffnasError, ValueError):
     """Metrics that do not form a trial record (a missing or unknown metric, a wrong type)."""
 
 
+def _shown(column: int, kind: str = "number", metric: bool = False) -> dict[str, Any]:
+    """A field's metadata: its place among the trials table's columns from the study (see :data:`TRIAL_COLUMNS`),
+    how exports write it (``kind``: number, count (a whole number) or text), and whether it is one of the measured
+    metrics ``best.json`` carries (``metric``)."""
+    return {"column": column, "kind": kind, "metric": metric}
+
+
 @dataclass(frozen=True)
 class TrialMetrics:
-    """What one proxy trial measured, as the study stores it (one user attribute per field)."""
+    """What one proxy trial measured, as the study stores it (one user attribute per field, named as the field).
+    A field with ``column`` metadata is a column of the trials table; the others are kept in the study only."""
 
-    accuracy: float  # validation top-1 in [0, 1]
-    step_time_ms: float  # median training step
-    params: int
-    step_time_spread: float | None = None  # (p90 - p10) / median of the timed steps
-    timed_steps: int | None = None
-    macs: int | None = None  # per image at the proxy image size
-    flops: int | None = None
-    engine: str | None = None  # eager, graph or compile: how the steps ran
+    accuracy: float = field(metadata=_shown(0, metric=True))  # validation top-1 in [0, 1]
+    step_time_ms: float = field(metadata=_shown(1, metric=True))  # median training step
+    params: int = field(metadata=_shown(4, "count", metric=True))
+    # (p90 - p10) / median of the timed steps
+    step_time_spread: float | None = field(default=None, metadata=_shown(2, metric=True))
+    timed_steps: int | None = field(default=None, metadata=_shown(3, "count", metric=True))
+    macs: int | None = field(default=None, metadata=_shown(5, "count", metric=True))  # per image, proxy image size
+    flops: int | None = field(default=None, metadata=_shown(6, "count", metric=True))
+    engine: str | None = field(default=None, metadata=_shown(10, "text"))  # eager, graph or compile: how steps ran
     fallback_reason: str | None = None  # why a requested engine fell back to eager
-    device: str | None = None
-    timing: str | None = None  # what the timed steps ran under: "exclusive" (alone) or "unlocked", pinned cores
-    threads: int | None = None  # torch CPU threads the trial trained with
-    workers: int | None = None  # trials the search ran at once
+    device: str | None = field(default=None, metadata=_shown(12, "text"))
+    # what the timed steps ran under: "exclusive" (alone) or "unlocked", pinned cores
+    timing: str | None = field(default=None, metadata=_shown(15, "text"))
+    threads: int | None = field(default=None, metadata=_shown(13))  # torch CPU threads the trial trained with
+    workers: int | None = field(default=None, metadata=_shown(14))  # trials the search ran at once
     image_size: int | None = None
     batch_size: int | None = None
     train_steps: int | None = None
-    epochs: int | None = None  # epochs trained: fewer than the recipe's when early stopping stopped the trial
+    # epochs trained: fewer than the recipe's when early stopping stopped the trial
+    epochs: int | None = field(default=None, metadata=_shown(8))
     train_loss: float | None = None
     train_seconds: float | None = None
     eval_seconds: float | None = None
@@ -58,7 +72,7 @@ class TrialMetrics:
         unknown = sorted(set(metrics) - known)
         if unknown:
             raise RecordError(f"trial metrics: unknown metric {unknown[0]!r} (add it to TrialMetrics)")
-        missing = [name for name in ("accuracy", "step_time_ms", "params") if metrics.get(name) is None]
+        missing = [name for name in OBJECTIVES if metrics.get(name) is None]
         if missing:
             raise RecordError(f"trial metrics: {missing[0]} is missing")
         return cls(**dict(metrics))
@@ -67,7 +81,7 @@ class TrialMetrics:
     def from_trial(cls, trial: optuna.trial.FrozenTrial) -> "TrialMetrics | None":
         """The record a completed trial holds, or None for trials without one (failed, running, foreign)."""
         attrs = trial.user_attrs
-        if any(attrs.get(name) is None for name in ("accuracy", "step_time_ms", "params")):
+        if any(attrs.get(name) is None for name in OBJECTIVES):
             return None
         return cls(**{field.name: attrs.get(field.name) for field in dataclasses.fields(cls)})
 
@@ -108,9 +122,18 @@ CONDITIONS = ("device", "engine", "threads", "workers", "timing")
 OBJECTIVES = ("accuracy", "step_time_ms", "params")
 OBJECTIVE_DIRECTIONS = ("maximize", "minimize", "minimize")
 
+
+def _fields_shown(*, kind: str | None = None, metric: bool | None = None) -> tuple[str, ...]:
+    """TrialMetrics' fields the trials table shows, in its order; only those of ``kind`` / ``metric`` when given."""
+    shown = [(f.metadata["column"], f.name) for f in dataclasses.fields(TrialMetrics) if "column" in f.metadata
+             and kind in (None, f.metadata["kind"]) and metric in (None, f.metadata["metric"])]
+    return tuple(name for _, name in sorted(shown))
+
+
 # Columns of the trials table that come from the record, in the order the table shows them.
-TABLE_METRICS = ("accuracy", "step_time_ms", "step_time_spread", "timed_steps", "params", "macs", "flops")
-COUNT_METRICS = ("params", "macs", "flops", "timed_steps")  # whole numbers in every export
+TABLE_METRICS = _fields_shown(metric=True)  # accuracy, step_time_ms, step_time_spread, timed_steps, params, ...
+COUNT_METRICS = _fields_shown(kind="count")  # whole numbers in every export
+TEXT_METRICS = _fields_shown(kind="text")  # engine, device, timing: strings, not numbers
 
 
 @dataclass(frozen=True)
@@ -142,16 +165,32 @@ class Reference:
 
 
 def rank_key(reward_value: float, accuracy: float, number: int) -> tuple[float, float, int]:
-    """The one definition of "best": highest reward; on a tie the more accurate, then the earlier trial.
+    """The ranking :func:`best_order` applies: highest reward; on a tie the more accurate, then the earlier trial.
     Sorting ascending by this key puts the best first."""
     reward_value = reward_value if reward_value is not None and math.isfinite(reward_value) else -math.inf
     return (-reward_value, -accuracy, number)
 
 
+# The user attributes a trial carries besides its TrialMetrics fields.
 REWARD_ATTR = "reward"  # the user attribute that holds a completed trial's reward
 # A trial whose architecture the study had already trained holds that trial's number here and a copy of its
 # record: it cost no training, does not count against the budget, and is never "best" or on a front itself.
 REUSE_ATTR = "reuse_of"
+SPEC_ATTR = "spec"  # the candidate's ArchSpec.to_dict()
+WORKER_ATTR = "worker"  # "host:pid" of the search process that asked for the trial
+DURATION_ATTR = "duration_s"  # seconds the trial ran, as its backend measured them (0 for a reused record)
+FAIL_REASON_ATTR = "fail_reason"  # why a failed trial failed, in words
+INTERRUPTED_ATTR = "interrupted"  # True: cut off by the search stopping, not by its own failure (not counted)
+RETRY_OF_ATTR = "retry_of"  # on a queued trial: the number of the interrupted trial it evaluates again
+
+# The trials table's columns from the study (after number, state and the choices): the measured metrics, the
+# reward, then how each trial ran and what its step time was timed under (so a table says which step times
+# compare); ``unsteady``, the failure, the spec and its block strings follow (results.study). The positions of the
+# attributes that are not TrialMetrics fields, among the fields' own (their ``column`` metadata):
+_ATTR_COLUMNS = {REWARD_ATTR: 7, REUSE_ATTR: 9, DURATION_ATTR: 11}
+TRIAL_COLUMNS = tuple(name for _, name in sorted(
+    [(f.metadata["column"], f.name) for f in dataclasses.fields(TrialMetrics) if "column" in f.metadata]
+    + [(column, name) for name, column in _ATTR_COLUMNS.items()]))
 
 
 def architecture_key(spec: Mapping[str, Any]) -> str:
@@ -159,14 +198,33 @@ def architecture_key(spec: Mapping[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
+def eligible(state: str, reuse_of: Any, accuracy: Any, step_time_ms: Any, params: Any) -> bool:
+    """The one rule for which trials may be best or on a front: trained to the end itself (``COMPLETE``; not a
+    stopped trial, and not a repeated architecture's copy of another trial's record) and all three objectives
+    measured. A missing value is None (a study's attributes) or NaN (the trials table)."""
+    return state == "COMPLETE" and _absent(reuse_of) and not any(map(_absent, (accuracy, step_time_ms, params)))
+
+
+def _absent(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def best_order(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The one definition of "best": the positions of the :func:`eligible` rows among ``rows`` (each with
+    ``state``, ``number``, the reward and the objectives, as a trials-table row has them), best first by
+    :func:`rank_key`."""
+    keys = [(rank_key(row[REWARD_ATTR], float(row["accuracy"]), row["number"]), index)
+            for index, row in enumerate(rows)
+            if eligible(row["state"], row.get(REUSE_ATTR), *(row[name] for name in OBJECTIVES))]
+    return [index for _, index in sorted(keys)]
+
+
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
-    """The best completed trial with a reward (see :func:`rank_key`), or None before the first one; a stopped or
+    """The best completed trial with a reward (:func:`best_order`), or None before the first one; a stopped or
     reused trial never is."""
-    scored = []
-    for trial in trials:
-        own = trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs.get(REUSE_ATTR) is None
-        metrics = TrialMetrics.from_trial(trial) if own else None
-        value = trial.user_attrs.get(REWARD_ATTR)
-        if metrics is not None and isinstance(value, (int, float)):
-            scored.append((rank_key(float(value), float(metrics.accuracy), trial.number), trial))
-    return min(scored, key=lambda pair: pair[0])[1] if scored else None
+    rewarded = [trial for trial in trials if isinstance(trial.user_attrs.get(REWARD_ATTR), (int, float))]
+    rows = [{"state": trial.state.name, "number": trial.number, REWARD_ATTR: float(trial.user_attrs[REWARD_ATTR]),
+             REUSE_ATTR: trial.user_attrs.get(REUSE_ATTR), **{name: trial.user_attrs.get(name) for name in OBJECTIVES}}
+            for trial in rewarded]
+    order = best_order(rows)
+    return rewarded[order[0]] if order else None

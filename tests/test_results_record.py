@@ -95,3 +95,43 @@ def test_best_trial_ignores_failed_and_unrewarded_trials():
             trial.set_user_attr(key, item)
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
     assert best_trial(study.get_trials()).number == 1
+
+
+def test_the_record_names_the_tables_columns_as_old_studies_have_them():
+    """trials.csv's columns and the attribute names are on disk in every study: derived from the record's field
+    metadata, they must stay as they were."""
+    from effnas.results.record import COUNT_METRICS, TABLE_METRICS, TEXT_METRICS, TRIAL_COLUMNS
+    from effnas.results.study import trials_frame as frame_of
+
+    assert TRIAL_COLUMNS == ("accuracy", "step_time_ms", "step_time_spread", "timed_steps", "params", "macs",
+                             "flops", "reward", "epochs", "reuse_of", "engine", "duration_s", "device", "threads",
+                             "workers", "timing")
+    assert TABLE_METRICS == TRIAL_COLUMNS[:7] and set(COUNT_METRICS) == {"params", "macs", "flops", "timed_steps"}
+    assert TEXT_METRICS == ("engine", "device", "timing")
+    empty = frame_of(optuna.create_study())
+    assert list(empty.columns) == ["number", "state", *TRIAL_COLUMNS, "unsteady", "fail_reason", "interrupted",
+                                   "spec", "blocks"]
+
+
+def test_best_is_one_rule_for_the_study_and_the_table():
+    """A stopped trial, a reused record, a trial missing an objective and a failure are never best, whether asked
+    of the study's trials or of the table; among the rest the reward, then the accuracy, then the number decide."""
+    from effnas.results.record import REUSE_ATTR, eligible
+    from effnas.results.study import completed
+
+    study = optuna.create_study(direction="maximize")
+    cases = [  # (state, reward, accuracy, extra attributes)
+        (TrialState.PRUNED, 0.99, 0.99, {}), (TrialState.COMPLETE, 0.98, 0.9, {REUSE_ATTR: 0}),
+        (TrialState.COMPLETE, 0.97, None, {}), (TrialState.FAIL, None, None, {"fail_reason": "x"}),
+        (TrialState.COMPLETE, 0.6, 0.5, {}), (TrialState.COMPLETE, 0.6, 0.7, {}), (TrialState.COMPLETE, 0.6, 0.7, {})]
+    for state, reward, accuracy, extra in cases:
+        trial = study.ask()
+        attrs = {"reward": reward, "accuracy": accuracy, "step_time_ms": 1.0, "params": 5, **extra}
+        for key, item in attrs.items():
+            if item is not None:
+                trial.set_user_attr(key, item)
+        study.tell(trial, reward if state == TrialState.COMPLETE else None, state=state)
+    frame = trials_frame(study)
+    assert best_trial(study.get_trials()).number == int(best_by_reward(frame)["number"]) == 5
+    assert completed(frame)["number"].tolist() == [4, 5, 6]
+    assert eligible("COMPLETE", math.nan, 0.5, 1.0, 5) and not eligible("COMPLETE", None, math.nan, 1.0, 5)

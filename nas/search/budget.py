@@ -14,7 +14,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from effnas.results.record import REUSE_ATTR
+from effnas.results.record import FAIL_REASON_ATTR, INTERRUPTED_ATTR, RETRY_OF_ATTR, REUSE_ATTR, WORKER_ATTR
 from effnas.writes import process_alive
 
 
@@ -35,7 +35,7 @@ def counts_against_budget(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.user_attrs.get(REUSE_ATTR) is not None:
         return False
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) \
-        or (trial.state == TrialState.FAIL and not trial.user_attrs.get("interrupted"))
+        or (trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED_ATTR))
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -64,7 +64,7 @@ def _orphaned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     host = socket.gethostname()
     dead, unnamed = [], []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner_host, _, owner_pid = trial.user_attrs.get("worker", "").rpartition(":")
+        owner_host, _, owner_pid = trial.user_attrs.get(WORKER_ATTR, "").rpartition(":")
         if not owner_pid:
             unnamed.append(trial.number)
         elif owner_host == host and owner_pid.isdigit() and not process_alive(int(owner_pid)):
@@ -72,7 +72,7 @@ def _orphaned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     if unnamed:
         time.sleep(UNOWNED_GRACE_S)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.number in unnamed and "worker" not in trial.user_attrs:
+            if trial.number in unnamed and WORKER_ATTR not in trial.user_attrs:
                 dead.append(trial)
     return dead
 
@@ -84,15 +84,15 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
     of processes on other hosts: a search there recovers them.
     """
     recovered = []
-    queued = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    queued = {t.user_attrs.get(RETRY_OF_ATTR) for t in study.get_trials(deepcopy=False)}
     for trial in _orphaned(study):
         # The retry is queued first: a recovery killed in between leaves the trial RUNNING, to be marked by
         # the next one (which finds the retry queued), never FAIL with its architecture not re-run.
         if trial.params and trial.number not in queued:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number}, skip_if_exists=False)
         trial_id = trial_id_of(storage, study, trial.number)
-        storage.set_trial_user_attr(trial_id, "interrupted", True)
-        storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted: the search process stopped")
+        storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
+        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, "interrupted: the search process stopped")
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
         recovered.append(trial.number)
     return recovered

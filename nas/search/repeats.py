@@ -12,7 +12,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from effnas.results.record import REUSE_ATTR, REWARD_ATTR, TrialMetrics, architecture_key
+from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR, REUSE_ATTR, REWARD_ATTR,
+                                   SPEC_ATTR, TrialMetrics, architecture_key)
 
 from effnas.nas.search.budget import trial_id_of
 
@@ -39,12 +40,12 @@ class Repeats:
         for trial in self.study.get_trials(deepcopy=False):
             if trial.number == number or trial.user_attrs.get(REUSE_ATTR) is not None:
                 continue
-            if trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted"):
+            if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR):
                 continue  # cut off: its architecture is evaluated again
-            if trial.state == TrialState.WAITING or "spec" not in trial.user_attrs:
+            if trial.state == TrialState.WAITING or SPEC_ATTR not in trial.user_attrs:
                 continue
             if trial.number not in self._keys:
-                self._keys[trial.number] = architecture_key(trial.user_attrs["spec"])
+                self._keys[trial.number] = architecture_key(trial.user_attrs[SPEC_ATTR])
             if self._keys[trial.number] == key:
                 return trial.number
         return None
@@ -71,15 +72,15 @@ class Repeats:
         source = self.storage.get_trial(trial_id_of(self.storage, self.study, original))
         if not source.state.is_finished():
             return False
-        trial.set_user_attr("duration_s", 0.0)
+        trial.set_user_attr(DURATION_ATTR, 0.0)
         if source.state == TrialState.FAIL:
-            reason = source.user_attrs.get("fail_reason", "no reason recorded")
-            if source.user_attrs.get("interrupted"):
-                trial.set_user_attr("interrupted", True)
-                trial.set_user_attr("fail_reason", f"interrupted: trial {original}, with the same architecture, "
+            reason = source.user_attrs.get(FAIL_REASON_ATTR, "no reason recorded")
+            if source.user_attrs.get(INTERRUPTED_ATTR):
+                trial.set_user_attr(INTERRUPTED_ATTR, True)
+                trial.set_user_attr(FAIL_REASON_ATTR, f"interrupted: trial {original}, with the same architecture, "
                                                    "was cut off")
             else:
-                trial.set_user_attr("fail_reason", f"same architecture as trial {original}, which failed: {reason}")
+                trial.set_user_attr(FAIL_REASON_ATTR, f"same architecture as trial {original}, which failed: {reason}")
             self.study.tell(trial, state=TrialState.FAIL)
             return True
         record = TrialMetrics.from_trial(source)

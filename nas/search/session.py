@@ -38,8 +38,9 @@ from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
 from effnas.nas.training.engine import resolve_device
 from effnas.results import RUN_FILES, write_run_files
-from effnas.results.record import (REUSE_ATTR, REWARD_ATTR, STUDY_NAME, UNSTEADY_SPREAD, RecordError, Reference,
-                                   TrialMetrics, best_trial)
+from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR, RETRY_OF_ATTR, REUSE_ATTR,
+                                   REWARD_ATTR, SPEC_ATTR, STUDY_NAME, UNSTEADY_SPREAD, WORKER_ATTR, RecordError,
+                                   Reference, TrialMetrics, best_trial)
 from effnas.results.storage import open_storage, probe_storage, search_storage_url, storage_file, study_lock
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
@@ -322,8 +323,8 @@ class Search:
             trial = self.study.ask()
             self._asked = trial  # until the loop hands it on: a stop in between still finds it
             spec = self.space.sample(trial, num_classes=self.num_classes).replace(image_channels=self.image_channels)
-            trial.set_user_attr("spec", spec.to_dict())
-            trial.set_user_attr("worker", worker_id())
+            trial.set_user_attr(SPEC_ATTR, spec.to_dict())
+            trial.set_user_attr(WORKER_ATTR, worker_id())
             original = self.repeats.trained_before(trial.number, spec.to_dict())
             if original is not None:
                 trial.set_user_attr(REUSE_ATTR, original)
@@ -339,15 +340,15 @@ class Search:
               seconds: float) -> None:
         """Tell the study a trial's metrics and reward, or its failure reason: the one write a result needs
         before the controller can propose the next candidate."""
-        trial.set_user_attr("duration_s", round(seconds, 3))
+        trial.set_user_attr(DURATION_ATTR, round(seconds, 3))
         if error is not None or metrics is None:
-            trial.set_user_attr("fail_reason", error or "no metrics returned")
+            trial.set_user_attr(FAIL_REASON_ATTR, error or "no metrics returned")
             self.study.tell(trial, state=TrialState.FAIL)
             return
         try:
             record = TrialMetrics.from_dict(metrics)
         except RecordError as problem:  # a trial that returned something else than metrics: failed, say why
-            trial.set_user_attr("fail_reason", str(problem))
+            trial.set_user_attr(FAIL_REASON_ATTR, str(problem))
             self.study.tell(trial, state=TrialState.FAIL)
             return
         recipe = self.config.recipe
@@ -379,11 +380,11 @@ class Search:
     def interrupt(self, trial: optuna.trial.Trial, reason: str) -> None:
         """A trial cut off by the search stopping: not counted, and its architecture is queued again (unless it
         only waited for another trial of the same architecture)."""
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("fail_reason", f"interrupted: {reason}")
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
+        trial.set_user_attr(FAIL_REASON_ATTR, f"interrupted: {reason}")
         self.study.tell(trial, state=TrialState.FAIL)
         if trial.number not in self.repeats.waiting:
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            self.study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
 
     def summary(self, seconds: float, stopped_early: bool = False) -> SearchSummary:
         trials = self.study.get_trials(deepcopy=False)
@@ -399,7 +400,7 @@ class Search:
         if top is None:
             return None
         metrics = {**TrialMetrics.from_trial(top).to_dict(), REWARD_ATTR: top.user_attrs[REWARD_ATTR]}
-        return {"trial": top.number, "spec": top.user_attrs["spec"], "metrics": metrics}
+        return {"trial": top.number, "spec": top.user_attrs[SPEC_ATTR], "metrics": metrics}
 
     def write_outputs(self) -> None:
         """trials.csv, pareto.json and best.json next to the study, each written atomically."""
