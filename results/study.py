@@ -18,15 +18,14 @@ import optuna
 import pandas as pd
 
 from effnas.errors import SpecError
-from effnas.results.record import REUSE_ATTR, REWARD_ATTR, STUDY_NAME, TABLE_METRICS, unsteady
+from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR, OBJECTIVES, REUSE_ATTR,
+                                   REWARD_ATTR, SPEC_ATTR, STUDY_NAME, TEXT_METRICS, TRIAL_COLUMNS, eligible, unsteady)
 from effnas.results.storage import ResultsError, open_reader, storage_url
 from effnas.search_space import ArchSpec, encode_block_string, spec_from_dict
 
-# Metrics the trial engine stores as user attributes, in the order the table shows them; then where each trial
-# ran and what its step time was timed under, so a table says which step times compare.
-METRIC_COLUMNS = (*TABLE_METRICS, REWARD_ATTR, "epochs", REUSE_ATTR, "engine", "duration_s", "device", "threads",
-                  "workers", "timing")
-TEXT_COLUMNS = ("engine", "device", "timing")
+# The user attributes the table shows, in its order, and those of them that are text (see record.TRIAL_COLUMNS).
+METRIC_COLUMNS = TRIAL_COLUMNS
+TEXT_COLUMNS = TEXT_METRICS
 CHOICE_PATTERN = re.compile(r"^s(\d+)_([a-z]+)$")
 CHOICE_KINDS = ("op", "kernel", "expand", "layers", "se")  # the search space's order within a stage
 
@@ -99,14 +98,14 @@ def _row(trial: optuna.trial.FrozenTrial, single_objective: bool) -> dict[str, A
     for name in METRIC_COLUMNS:
         row[name] = attrs.get(name) if name in TEXT_COLUMNS else _number(attrs.get(name))
     row["unsteady"] = unsteady(attrs.get("step_time_spread"))  # too unsteady to rank (see record.UNSTEADY_SPREAD)
-    if math.isnan(row["reward"]) and single_objective and trial.value is not None:
-        row["reward"] = float(trial.value)  # any single-objective study: its value is what it maximised
-    if math.isnan(row["duration_s"]) and trial.duration is not None:
-        row["duration_s"] = trial.duration.total_seconds()
-    row["fail_reason"] = attrs.get("fail_reason")
-    row["interrupted"] = bool(attrs.get("interrupted", False))
-    row["spec"] = attrs.get("spec")
-    row["blocks"] = block_strings(attrs.get("spec"))
+    if math.isnan(row[REWARD_ATTR]) and single_objective and trial.value is not None:
+        row[REWARD_ATTR] = float(trial.value)  # any single-objective study: its value is what it maximised
+    if math.isnan(row[DURATION_ATTR]) and trial.duration is not None:
+        row[DURATION_ATTR] = trial.duration.total_seconds()
+    row[FAIL_REASON_ATTR] = attrs.get(FAIL_REASON_ATTR)
+    row[INTERRUPTED_ATTR] = bool(attrs.get(INTERRUPTED_ATTR, False))
+    row[SPEC_ATTR] = attrs.get(SPEC_ATTR)
+    row["blocks"] = block_strings(attrs.get(SPEC_ATTR))
     return row
 
 
@@ -120,8 +119,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = [_row(trial, single) for trial in study.get_trials(deepcopy=False)]
     frame = pd.DataFrame(rows)
     if frame.empty:
-        frame = pd.DataFrame(columns=["number", "state", *METRIC_COLUMNS, "unsteady", "fail_reason", "interrupted",
-                                      "spec", "blocks"])
+        frame = pd.DataFrame(columns=["number", "state", *METRIC_COLUMNS, "unsteady", FAIL_REASON_ATTR,
+                                      INTERRUPTED_ATTR, SPEC_ATTR, "blocks"])
     leading = ["number", "state", *choice_columns(frame)]
     rest = [c for c in frame.columns if c not in leading]
     return frame[leading + rest].sort_values("number", ignore_index=True)
@@ -129,12 +128,12 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 def completed(frame: pd.DataFrame) -> pd.DataFrame:
     """Trials that trained to the end and measured all three objectives (not early-stopped ones, and not the
-    copies a repeated architecture got: the trial it repeats stands for it)."""
-    done = frame["state"].eq("COMPLETE")
-    if REUSE_ATTR in frame:  # tables of older studies have no such column
-        done &= frame[REUSE_ATTR].isna()
-    measured = frame[["accuracy", "step_time_ms", "params"]].notna().all(axis=1)
-    return frame[done & measured]
+    copies a repeated architecture got: the trial it repeats stands for it), by the rule of
+    :func:`effnas.results.record.eligible`."""
+    reused = frame[REUSE_ATTR] if REUSE_ATTR in frame else [None] * len(frame)  # older studies' tables lack it
+    mask = [eligible(state, reuse_of, *objectives) for state, reuse_of, *objectives
+            in zip(frame["state"], reused, *(frame[name] for name in OBJECTIVES))]
+    return frame[pd.Series(mask, index=frame.index, dtype=bool)]
 
 
 def spec_of(row: pd.Series) -> ArchSpec:
