@@ -57,3 +57,28 @@ def test_compare_without_a_winner_is_a_one_line_error(tmp_path):
     result = nas_compare(str(tmp_path), "--quiet")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no best.json" in result.stderr
+
+
+def test_the_winner_and_every_network_train_with_the_recipe_the_search_chose_under(tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"backbone": TINY, "width": 1.0, "depth": 1.0, "image_size": 16,
+                                 "choices": {"kernel": [3], "expand": [1], "layer_offsets": [0]}}))
+    run = tmp_path / "run"
+    searched = subprocess.run([sys.executable, "-m", "effnas.nas", "search", "--data", "digits", "--space", str(space),
+                               "--budget", "1", "--epochs", "1", "--optimizer", "adamw", "--lr", "0.003",
+                               "--device", "cpu", "--out", str(run), "--quiet"],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert searched.returncode == 0, searched.stderr[-2000:]
+    trained = subprocess.run([sys.executable, "-m", "effnas.nas", "train", "--arch", str(run / "best.json"),
+                              "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "train"), "--quiet"],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    recipe = json.loads((tmp_path / "train" / "metrics.json").read_text())["config"]
+    assert (recipe["optimizer"], recipe["lr"], recipe["weight_decay"], recipe["batch_size"]) == ("adamw", 0.003, 0.05, 64)
+
+    compared = nas_compare(str(run), "--against", "mnist-cnn", "--epochs", "1", "--device", "cpu", "--quiet",
+                           "--out", str(tmp_path / "compared"))
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    for network in ("searched", "mnist-cnn"):
+        config = json.loads((tmp_path / "compared" / "compare" / network / "metrics.json").read_text())["config"]
+        assert (config["optimizer"], config["lr"]) == ("adamw", 0.003)
