@@ -12,6 +12,7 @@ against a finished study: test_faults_search_failures.py, which reuses the helpe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -33,7 +34,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 BUDGET = 14  # more than the killed runs can finish between them, so each is still running when killed
 RUN_FILES = ("trials.csv", "pareto.json", "best.json")
-SEED = int(os.environ.get("EFFNAS_FAULT_SEED") or random.SystemRandom().randrange(1_000_000))
+
+
+def fault_seed() -> int:
+    """EFFNAS_FAULT_SEED replays a seed; else a fresh one per run, the same in every pytest-xdist worker (each
+    collects the tests, and their ids, which carry the seed, must agree)."""
+    if os.environ.get("EFFNAS_FAULT_SEED"):
+        return int(os.environ["EFFNAS_FAULT_SEED"])
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run:
+        return int(hashlib.sha256(run.encode()).hexdigest(), 16) % 1_000_000
+    return random.SystemRandom().randrange(1_000_000)
+
+
+SEED = fault_seed()
 KILLS = ("reference", "ask", "mid-trial", "after-record", "random-start", "random-trial")
 
 
