@@ -131,6 +131,7 @@ def search(*, budget: int = 200, controller: str = "tpe", data: str = "digits", 
     """Run (or resume) a search: ``nas search``. Calling again with the same options resumes it; a larger
     ``budget`` extends it. ``own_process``: this process exists only for the search (the ``nas`` command), so the
     objects alive now may be taken out of the garbage collector's view (leave it False in a notebook)."""
+    options = {name: value for name, value in locals().items() if name != "own_process"}  # the run file's
     _refuse_unguarded_script()
     from effnas.nas.search.session import Search
     from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime, build_space
@@ -173,7 +174,10 @@ def search(*, budget: int = 200, controller: str = "tpe", data: str = "digits", 
                               f"this machine ({MAX_WORKERS_PER_CORE * cores} on its {cores} cores)")
     space = build_space(recipe.space, recipe.image_size)  # once: the fit check and the search share it
     _refuse_networks_too_big(recipe, runtime, space)
-    session = Search(SearchConfig(recipe, runtime), space=space)
+    session = Search(SearchConfig(recipe, runtime), space=space)  # claims the run directory, opens the study
+    from effnas.run_config import write_run_config
+
+    write_run_config(session.run_dir, "search", {**options, "out": runtime.out}, device)
     if own_process and backend != "ray":
         freeze_imports()  # this process's bookkeeping runs beside the workers: no full collections over torch's objects
     summary = session.run(runner)
@@ -257,6 +261,7 @@ def train(arch: str | Path | ArchSpec | ReferenceSpec, *, data: str = "digits", 
     """Train ``arch`` (a spec, a spec file, a run directory, a zoo name or mnist-cnn / resnet20) with progressive
     learning: ``nas train``. ``time`` (seconds) trains for a wall time instead of ``epochs``; randaug, mixup and
     dropout are (first stage, last stage) pairs. The folder ``out`` gets ``final.pt`` and ``metrics.json``."""
+    options = dict(locals())  # the run file's
     from effnas.outputs import claim_run_dir
     from effnas.search_space import ArchSpec
     from effnas.search_space.reference import ReferenceSpec, load_network
@@ -268,6 +273,9 @@ def train(arch: str | Path | ArchSpec | ReferenceSpec, *, data: str = "digits", 
 
         check_fits(spec, batch_size or 16, device, image_size=image_size)
     from effnas.nas.training.train import TrainConfig, train as train_run  # torch: only when training runs
+
+    if resume or not (Path(out).expanduser() / "last.pt").exists():  # else train_run refuses: that run's file stays
+        _write_run_config(out, "train", options, device)
 
     pair = lambda value: None if value is None else tuple(float(v) for v in value)  # noqa: E731
     if not isinstance(arch, (ArchSpec, ReferenceSpec)):  # a search's winner starts from its proxy trials' recipe
@@ -298,6 +306,8 @@ def compare(run_dir: str | Path, *, against: str | Sequence[str] = DEFAULT_AGAIN
             quiet: bool = False) -> CompareResult:
     """Train a search's winner and the alternatives alike on the same data: ``nas compare``. ``against`` names
     networks (comma-separated or a list; "none" for the winner alone); finished models are read back."""
+    options = dict(locals())  # the run file's
+    options["against"] = against if isinstance(against, str) else ",".join(against)
     from effnas.nas.training.compare import Contender, compare as compare_runs
     from effnas.nas.training.train import TrainConfig
     from effnas.outputs import claim_run_dir
@@ -333,10 +343,19 @@ def compare(run_dir: str | Path, *, against: str | Sequence[str] = DEFAULT_AGAIN
     config.validate()
     if time is None and stages is not None and stages > epochs:
         raise EffnasError(f"--stages {stages} needs at least {stages} epochs, got --epochs {epochs}")
+    _write_run_config(destination, "compare", options, device)
     log: Callable[[str], None] = (lambda message: None) if quiet else print
     table = compare_runs(contenders, config, destination, classical=classical, device=device, engine=engine,
                          progress=not quiet, threads=threads, log=log)
     return CompareResult(destination, table)
+
+
+def _write_run_config(folder: str | Path, command: str, options: dict[str, Any], device: str) -> None:
+    """The run file, written when the run starts (so a stopped run has it too), in a folder made for it."""
+    from effnas.run_config import write_run_config
+    from effnas.writes import ensure_writable_dir
+
+    write_run_config(ensure_writable_dir(Path(folder).expanduser(), "run directory"), command, options, device)
 
 
 def search_recipe(arch: str | Path) -> dict[str, Any] | None:

@@ -39,7 +39,10 @@ KINDS = {
     "metrics-log": "a training run's metrics log (CSV)", "compare-table": "nas compare's table (CSV)",
     "compare-results": "nas compare's results (JSON)",
     "onnx-model": "an ONNX model (nas export)", "torchscript-model": "a TorchScript model (nas export)",
+    "run-config": "a run file (config.yaml)",
 }
+# The first line of every run file (effnas/run_config.py): what makes a config.yaml effnas's own.
+RUN_CONFIG_HEADER = "# effnas run file"
 STUDY_KINDS = ("sqlite", "journal")
 _CSV_HEADERS = (("number,state,", "trials-table"), ("epoch,stage,image_size,", "metrics-log"),
                 ("model,kind,test_top1,", "compare-table"), ("model,kind,top1,", "compare-table"))
@@ -66,17 +69,21 @@ class RunKind:
 _SEARCH_MARKERS = ("study.db", "trials.csv", "pareto.json")
 _COMPARE_MARKERS = ("compare.json", "compare.csv")
 _TRAIN_MARKERS = ("last.pt", "final.pt", "metrics.csv")
+_RUN_CONFIG = "config.yaml"  # every run's run file; a train or compare writes it before its first other file
 RUN_KINDS = {
     "search": RunKind("a search run (nas search)", _SEARCH_MARKERS,
-                      {"study.db": "sqlite", "trials.csv": "trials-table", "pareto.json": "pareto", "best.json": "spec"},
+                      {"study.db": "sqlite", "trials.csv": "trials-table", "pareto.json": "pareto", "best.json": "spec",
+                       _RUN_CONFIG: "run-config"},
                       _TRAIN_MARKERS),
-    "train": RunKind("a training run (nas train)", _TRAIN_MARKERS,
+    "train": RunKind("a training run (nas train)", (*_TRAIN_MARKERS, _RUN_CONFIG),
                      {"last.pt": "checkpoint", "final.pt": "checkpoint", "metrics.json": "training-metrics",
-                      "metrics.csv": "metrics-log", "training.html": "training-plot"},
+                      "metrics.csv": "metrics-log", "training.html": "training-plot", _RUN_CONFIG: "run-config"},
                      (*_SEARCH_MARKERS, *_COMPARE_MARKERS)),
     # "compare": the folder of its model runs, all a compare stopped before its first table has written
-    "compare": RunKind("a search run or nas compare's output", (*_SEARCH_MARKERS, *_COMPARE_MARKERS, "compare"),
-                       {"compare.csv": "compare-table", "compare.json": "compare-results"}, _TRAIN_MARKERS),
+    "compare": RunKind("a search run or nas compare's output",
+                       (*_SEARCH_MARKERS, *_COMPARE_MARKERS, "compare", _RUN_CONFIG),
+                       {"compare.csv": "compare-table", "compare.json": "compare-results", _RUN_CONFIG: "run-config"},
+                       _TRAIN_MARKERS),
 }
 
 
@@ -119,6 +126,8 @@ def _text_kind(path: Path, head: bytes, size: int) -> str | None:
         if size <= JSON_LIMIT and b"nas train: " in path.read_bytes():  # plotly's page keeps its title at the end
             return "training-plot"
         return None
+    if text.startswith(RUN_CONFIG_HEADER):
+        return "run-config"
     for header, kind in _CSV_HEADERS:
         if text.startswith(header):
             return kind

@@ -23,7 +23,7 @@ LAYERS = (
     ("effnas.scaling", "effnas.nas.training"),
     ("effnas.results",),
     ("effnas.nas.search",),
-    ("effnas.api", "effnas.inference", "effnas.exporting"),
+    ("effnas.api", "effnas.inference", "effnas.exporting", "effnas.run_config"),
     ("effnas.nas.cli", "effnas.nas.__main__", "effnas.nas", "effnas"),
 )
 

@@ -62,3 +62,86 @@ def thread_count(text: str) -> int:
     if value > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"at most {MAX_THREADS}, got {value}")
     return value
+
+
+# ----------------------------------------------------------------------------- --config: a run file
+# API keyword -> (CLI dest, value as the flag holds it), where the two differ.
+_API_TO_FLAG = {"progressive": ("no_progressive", lambda value: not value),
+                "early_stopping": ("early_stopping", lambda value: ("on" if value else "off")
+                                   if isinstance(value, bool) else value)}
+
+
+def add_config_argument(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                        help=f"run from a run file (a run directory's config.yaml, which every nas {command} writes); "
+                             "flags given beside it override its options")
+
+
+def config_path(argv: list[str]) -> str | None:
+    """The --config FILE among a sub-command's arguments (abbreviated as argparse allows), or None."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("--config")
+    try:
+        return pre.parse_known_args(argv)[0].config
+    except (argparse.ArgumentError, SystemExit):
+        return None  # the real parser says what is wrong
+
+
+def apply_run_config(parser: argparse.ArgumentParser, command: str, path: str) -> None:
+    """Make the options of ``path``'s ``command`` section ``parser``'s defaults, so flags on the command line
+    override them. Each value goes through its flag's own type and choices: a value a flag refuses is refused
+    here, in one line (:class:`effnas.run_config.RunConfigError`)."""
+    import inspect
+
+    from effnas import api
+    from effnas.run_config import RunConfigError, read_run_config
+
+    keywords = [name for name in inspect.signature(getattr(api, command)).parameters if name != "own_process"]
+    options = read_run_config(path, command, keywords)
+    actions: dict[str, list[argparse.Action]] = {}
+    for action in parser._actions:
+        actions.setdefault(action.dest, []).append(action)
+    for name, value in options.items():
+        dest, convert = _API_TO_FLAG.get(name, (name, lambda held: held))
+        if value is None or dest not in actions:
+            continue  # None: the default, which the flag and the keyword share
+        try:
+            flag_value = _flag_value(actions[dest][0], convert(value))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+            raise RunConfigError(f"--config {path}: {name}: {error}") from None
+        for action in actions[dest]:
+            action.default = flag_value
+            action.required = False
+            if not action.option_strings:  # a positional (compare's RUN): the command line may leave it out
+                action.nargs = "?"
+
+
+def _flag_value(action: argparse.Action, value: object) -> object:
+    """``value`` from a run file as ``action``'s flag would parse it."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if action.dest == "arch" and isinstance(value, dict):  # a spec given to effnas.train as an object
+        from effnas.search_space import spec_from_dict
+
+        return spec_from_dict(value)
+    if isinstance(action, argparse._AppendAction) or action.nargs not in (None, "?"):
+        if not isinstance(value, list) or (isinstance(action.nargs, int) and len(value) != action.nargs):
+            count = f"{action.nargs} values" if isinstance(action.nargs, int) else "a list"
+            raise ValueError(f"expected {count}, got {value!r}")
+        return [_one_value(action, item) for item in value]
+    return _one_value(action, value)
+
+
+def _one_value(action: argparse.Action, value: object) -> object:
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"expected one value, got {value!r}")
+    text = str(value)
+    try:
+        converted = action.type(text) if callable(action.type) else text
+    except (ValueError, TypeError):  # int, float: argparse's own words for them
+        raise ValueError(f"invalid {getattr(action.type, '__name__', 'value')} value: {text!r}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(f"invalid choice {converted!r} (choose from {', '.join(map(str, action.choices))})")
+    return converted

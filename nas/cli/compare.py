@@ -7,7 +7,7 @@ import argparse
 from effnas import api
 from effnas.api import DEFAULT_AGAINST
 from effnas.nas.training.sources import data_help
-from effnas.nas.cli.arguments import duration, positive_int, thread_count
+from effnas.nas.cli.arguments import add_config_argument, duration, positive_int, thread_count
 
 EPILOG = """\
 examples:
@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "compare", help="train the search's winner against zoo models and classical baselines",
         description="Train the search's winner and the alternatives alike on your data, and tabulate them.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_argument(parser, "compare")
     parser.add_argument("run_dir", metavar="RUN", help="a search's run directory (its best.json is the winner)")
     parser.add_argument("--against", default=DEFAULT_AGAINST,
                         help="comma-separated networks to train alongside: backbone (the space's, unsearched), "
@@ -70,7 +71,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {name: value for name, value in vars(args).items() if name not in ("command", "run", "run_dir")}
+    options = {name: value for name, value in vars(args).items()
+               if name not in ("command", "config", "run", "run_dir")}
     result = api.compare(args.run_dir, **options)
     print(_console_table(result.table))
     return 0

@@ -16,6 +16,7 @@ import re
 import sys
 
 from effnas.errors import EffnasError, one_line
+from effnas.nas.cli.arguments import apply_run_config, config_path
 from effnas.writes import DISK_ERRNOS, sqlite_disk_problem
 
 # Sub-command name -> module that defines ``add_parser(subparsers)`` and ``run(args) -> int``.
@@ -29,6 +30,7 @@ COMMANDS = {
     "compare": "effnas.nas.cli.compare",
     "export": "effnas.nas.cli.export",
 }
+RUN_FILE_COMMANDS = ("search", "train", "compare")  # those that write a run file and take --config
 
 DESCRIPTION = """\
 effnas: training-aware neural architecture search in the style of EfficientNetV2.
@@ -91,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sub_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
 def disk_error_message(error: BaseException) -> str | None:
     """One line for an exception that is, at its root, the disk refusing a write: an ``OSError`` with a disk
     errno, or an SQLite "database or disk is full" under Optuna's and SQLAlchemy's wrappers. None otherwise.
@@ -112,7 +119,16 @@ def disk_error_message(error: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0] in RUN_FILE_COMMANDS:  # --config FILE: the run file's options become the defaults
+        path = config_path(given[1:])
+        if path is not None:
+            try:
+                apply_run_config(_sub_parser(parser, given[0]), given[0], path)
+            except EffnasError as error:
+                print(one_line(f"nas {given[0]}: error: {error}"), file=sys.stderr)
+                return 2
+    args = parser.parse_args(given)
     if args.command is None:
         parser.print_help()
         return 2

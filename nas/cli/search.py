@@ -7,7 +7,7 @@ import signal
 
 from effnas import api
 from effnas.api import MAX_WORKERS_PER_CORE
-from effnas.nas.cli.arguments import duration, finite_number
+from effnas.nas.cli.arguments import add_config_argument, duration, finite_number
 from effnas.nas.search.controllers.registry import CONTROLLERS, ControllerError, controllers_help, get_controller
 from effnas.nas.training.choices import OPTIMIZERS
 from effnas.nas.training.sources import data_help
@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Sample architectures, train each briefly on your data and device, keep the best.",
         epilog=f"{EPILOG}\ncontrollers (--controller):\n{controllers_help()}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_argument(parser, "search")
     parser.add_argument("--budget", type=int, default=200, help="trials to finish in total (default 200)")
     parser.add_argument("--controller", default="tpe", type=_controller, choices=list(CONTROLLERS),
                         help="which sampler proposes candidates (default tpe; each is listed below)")
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    options = {name: value for name, value in vars(args).items() if name not in ("command", "run")}
+    options = {name: value for name, value in vars(args).items() if name not in ("command", "config", "run")}
     options["early_stopping"] = args.early_stopping == "on"
     result = api.search(**options, own_process=True)  # torch, Optuna (and Ray) load inside: only for a search
     _print_summary(result)

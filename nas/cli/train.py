@@ -8,7 +8,7 @@ from pathlib import Path
 from effnas import api
 from effnas.nas.training.choices import ENGINES, OPTIMIZERS
 from effnas.nas.training.sources import data_help
-from effnas.nas.cli.arguments import duration, finite_number, positive_int, thread_count
+from effnas.nas.cli.arguments import add_config_argument, duration, finite_number, positive_int, thread_count
 
 EXAMPLES = """\
 examples:
@@ -39,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "together over --stages stages; checkpoints every epoch, metrics.csv, training.html, and "
                     "at the end final.pt (EMA weights) and metrics.json in --out.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_argument(parser, "train")
     parser.add_argument("--arch", required=True, help="spec JSON (best.json, nas scale output), a zoo name, or a "
                         "reference network: mnist-cnn, resnet20")
     parser.add_argument("--data", default="digits", help=data_help("digits"))
@@ -97,7 +98,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {name: value for name, value in vars(args).items() if name not in ("command", "run", "no_progressive")}
+    options = {name: value for name, value in vars(args).items()
+               if name not in ("command", "config", "run", "no_progressive")}
     result = api.train(**options, progressive=not args.no_progressive)
     if result.stopped_after_epoch is not None:
         return 0
