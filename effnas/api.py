@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from effnas.errors import EffnasError
+from effnas.errors import EffnasError, did_you_mean_path
 
 if TYPE_CHECKING:  # names for the annotations only: importing them costs torch, pandas and Optuna
     import pandas as pd
@@ -316,7 +316,9 @@ def compare(run_dir: str | Path, *, against: str | Sequence[str] = DEFAULT_AGAIN
 
     run_dir = Path(run_dir).expanduser()
     if not (run_dir / "best.json").is_file():
-        raise EffnasError(f"{run_dir}: no best.json (give the run directory of a search with a completed trial)")
+        hint = "" if run_dir.exists() else did_you_mean_path(run_dir)
+        raise EffnasError(f"{run_dir}: no best.json (give the run directory of a search with a completed trial)"
+                          f"{hint}")
     destination = Path(out).expanduser() if out else run_dir
     claim_run_dir(destination, "compare", "--out")  # a folder of the user's files, or another kind of run, is refused
     winner = load_arch(run_dir)

@@ -47,3 +47,22 @@ def one_line(message: str, limit: int = LINE_LIMIT) -> str:
     """A message as the CLI prints it: secrets redacted, control characters escaped, cut at ``limit``."""
     text = escape_controls(redact_secrets(str(message)))
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+MAX_SIBLINGS = 1000  # entries of a folder a "did you mean" reads: a huge folder gets no suggestion, not a long wait
+
+
+def did_you_mean_path(path: object) -> str:
+    """`` (did you mean NAME?)`` naming the closest existing sibling of a path that does not exist (a mistyped run
+    directory), or ``""``."""
+    import difflib
+    import itertools
+    from pathlib import Path
+
+    missing = Path(str(path)).expanduser()
+    try:
+        siblings = [entry.name for entry in itertools.islice(missing.parent.iterdir(), MAX_SIBLINGS)]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(missing.name, siblings, n=1, cutoff=0.6)
+    return f" (did you mean {shown(str(missing.parent / close[0]), limit=200)}?)" if close else ""

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from effnas.errors import EffnasError
+from effnas.errors import EffnasError, did_you_mean_path
 from effnas.writes import sqlite_disk_problem
 
 
@@ -251,7 +251,7 @@ def _single_file_at_exit(engine_ref: "weakref.ref[Any]", path: str) -> None:
 def _sqlite_url(path: Path) -> str:
     if not path.exists():
         raise ResultsError(f"{path}: no such study (expected a run directory with {STUDY_FILE}, "
-                           "a .db file or a storage URL)")
+                           f"a .db file or a storage URL){did_you_mean_path(path)}")
     if path.is_dir():
         db = path / STUDY_FILE
         if not db.is_file():

@@ -94,6 +94,34 @@ def test_nothing_close_gets_no_suggestion(capsys):
     assert "did you mean" not in capsys.readouterr().err
 
 
+def test_a_mistyped_run_directory_gets_the_closest_one_suggested(tmp_path):
+    from effnas.api import compare
+    from effnas.errors import EffnasError
+    from effnas.results import ResultsError, open_study
+
+    (tmp_path / "runs-fmnist").mkdir()
+    (tmp_path / "zzz").mkdir()
+    with pytest.raises(ResultsError, match=r"did you mean '.*runs-fmnist'\?\)$"):
+        open_study(tmp_path / "runs-fmnsit")  # nas report and nas best
+    with pytest.raises(EffnasError, match=r"did you mean '.*runs-fmnist'\?\)$"):
+        compare(tmp_path / "runs-fmnsit")
+    with pytest.raises(ResultsError) as far:
+        open_study(tmp_path / "qqqqqq")
+    assert "did you mean" not in str(far.value)
+
+
+def test_trials_cut_off_by_ctrl_c_count_as_interrupted_not_failed():
+    import pandas as pd
+
+    from effnas.results.analysis import state_counts
+    from effnas.results.record import INTERRUPTED_ATTR
+
+    frame = pd.DataFrame({"state": ["COMPLETE", "FAIL", "FAIL", "PRUNED"],
+                          INTERRUPTED_ATTR: [False, True, False, False]})
+    counts = state_counts(frame)
+    assert (counts["completed"], counts["failed"], counts["interrupted"], counts["stopped early"]) == (1, 1, 1, 1)
+
+
 def test_the_report_names_the_controller_its_settings_hold():
     assert controller_of({"recipe": {"controller": "tpe"}, "runtime": {}}) == "tpe"
     assert controller_of({"controller": "rl"}) == "rl"
