@@ -274,8 +274,6 @@ def train(arch: str | Path | ArchSpec | ReferenceSpec, *, data: str = "digits", 
         check_fits(spec, batch_size or 16, device, image_size=image_size)
     from effnas.nas.training.train import TrainConfig, train as train_run  # torch: only when training runs
 
-    if resume or not (Path(out).expanduser() / "last.pt").exists():  # else train_run refuses: that run's file stays
-        _write_run_config(out, "train", options, device)
 
     pair = lambda value: None if value is None else tuple(float(v) for v in value)  # noqa: E731
     if not isinstance(arch, (ArchSpec, ReferenceSpec)):  # a search's winner starts from its proxy trials' recipe
@@ -290,8 +288,15 @@ def train(arch: str | Path | ArchSpec | ReferenceSpec, *, data: str = "digits", 
         label_smoothing=label_smoothing, ema_decay=ema_decay, image_size=image_size, eval_image_size=eval_image_size,
         min_image_size=min_image_size, randaug=pair(randaug), mixup=pair(mixup), dropout=pair(dropout), flip=flip,
         crop_min_area=crop_min_area, val_fraction=val_fraction, seed=seed, time_limit=time)
+    # The run file is written once a new run is accepted: a refused command (a resume that does not match, a run
+    # already there) leaves that run's file as it was, and a resume continues the run its file describes.
+    def on_start() -> None:
+        if not (resume and (Path(out).expanduser() / "config.yaml").exists()):
+            _write_run_config(out, "train", options, device)
+
     metrics = train_run(spec, config, out, device=device, engine=engine, resume=resume, stop_after=stop_after,
-                        progress=not quiet, threads=threads, log=(lambda *_: None) if quiet else _tqdm_log)
+                        progress=not quiet, threads=threads, log=(lambda *_: None) if quiet else _tqdm_log,
+                        on_start=on_start)
     if "stopped_after_epoch" in metrics:
         return TrainResult(Path(out), {}, int(metrics["stopped_after_epoch"]))
     return TrainResult(Path(out), metrics)

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -55,7 +55,7 @@ def evaluate_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.
 # ----------------------------------------------------------------------------- the run
 def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str = "auto", engine: str = "auto",
           resume: bool = False, stop_after: int | None = None, progress: bool = True, threads: int | None = None,
-          log: Any = print) -> dict[str, Any]:
+          log: Any = print, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train ``spec`` on ``config.data``; write ``last.pt`` (every epoch), ``metrics.csv``, ``training.html``,
     and at the end ``final.pt`` (EMA weights) and ``metrics.json`` (validation and test top-1) into ``out``.
 
@@ -119,6 +119,8 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
             budget.spent = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{config.epochs}")
     ensure_writable_dir(out, "output directory")  # read-only or full: one line, before any training
+    if on_start is not None:  # the run is accepted: a caller's own files (the run file) may be written now
+        on_start()
 
     train_x, train_y = data.train_x.to(torch_device), data.train_y.to(torch_device)
     val_x, val_y = data.val_x.to(torch_device), data.val_y.to(torch_device)
