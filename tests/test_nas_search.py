@@ -172,9 +172,10 @@ def test_sigterm_stops_the_cli_search_like_ctrl_c(tmp_path):
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "effnas.nas", "search", "--out", str(out), "--quiet",
                                 "--budget", "50", "--controller", "random", "--space", str(space), "--data",
-                                "synthetic:200x16", "--epochs", "1", "--batch-size", "32", "--workers", "1",
+                                "synthetic:400x16", "--epochs", "3", "--batch-size", "32", "--workers", "1",
                                 "--threads", "1", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
+    # Trials of a few seconds: the one seen running is still running when the signal lands, also on a loaded machine.
     storage = f"sqlite:///{out / 'study.db'}"
     deadline = time.time() + 120
     while time.time() < deadline:
