@@ -110,7 +110,7 @@ def _check_keys(path: str, data: Any, allowed: set[str], required: set[str]) -> 
 
 
 _STAGE_INT_FIELDS = ("kernel", "stride", "expand_ratio", "in_channels", "out_channels", "layers")
-_ARCH_INT_FIELDS = ("stem_channels", "head_channels", "num_classes", "train_image_size", "eval_image_size",
+_ARCH_INT_FIELDS = ("stem_channels", "stem_stride", "head_channels", "num_classes", "train_image_size", "eval_image_size",
                     "image_channels")
 
 

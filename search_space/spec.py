@@ -22,6 +22,8 @@ OPS = ("mbconv", "fused")
 # Nonlinearities a spec may name: EfficientNet's SiLU (the default), MnasNet's ReLU, MobileNetV2's ReLU6.
 ACTIVATIONS = ("silu", "relu", "relu6")
 DEFAULT_ACTIVATION = "silu"
+STEM_STRIDES = (1, 2)
+DEFAULT_STEM_STRIDE = 2
 
 # Every number a spec holds has a bound, so a hostile file cannot ask for an absurd network (the estimate of a
 # network's memory, effnas.models.memory, then refuses what is within the bounds but beyond the device).
@@ -153,6 +155,9 @@ class ArchSpec:
     name: str = ""
     progressive: ProgressiveRecipe | None = None
     activation: str = DEFAULT_ACTIVATION  # of every conv-BN-act and of SE's squeeze; the SE gate stays sigmoid
+    # The stem conv's stride: the paper's 2 halves the image at once; 1 keeps a full-size map for the first conv,
+    # which on images of about 28 px keeps detail the first stage's own stride can then reduce.
+    stem_stride: int = DEFAULT_STEM_STRIDE
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON or callers) but store tuples so the spec stays hashable and immutable.
@@ -174,6 +179,8 @@ class ArchSpec:
             if not isinstance(stage, StageSpec):
                 raise SpecError(f"stages[{index}]: expected a StageSpec, got {type(stage).__name__}")
             stage.validate(f"stages[{index}]")
+        if require_int("stem_stride", self.stem_stride) not in STEM_STRIDES:
+            raise SpecError(f"stem_stride: must be one of {', '.join(map(str, STEM_STRIDES))}, got {self.stem_stride}")
         stem = require_int("stem_channels", self.stem_channels)
         if stem <= 0:
             raise SpecError(f"stem_channels: must be > 0, got {stem}")
@@ -220,10 +227,6 @@ class ArchSpec:
 
     # ------------------------------------------------------------------ derived facts
     @property
-    def stem_stride(self) -> int:
-        return 2
-
-    @property
     def total_stride(self) -> int:
         return self.stem_stride * math.prod(stage.stride for stage in self.stages)
 
@@ -243,6 +246,8 @@ class ArchSpec:
             del data["progressive"]
         if self.activation == DEFAULT_ACTIVATION:  # specs stored before the field existed stay byte-identical
             del data["activation"]
+        if self.stem_stride == DEFAULT_STEM_STRIDE:  # likewise
+            del data["stem_stride"]
         return data
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -157,3 +157,13 @@ def test_relu6_changes_the_function_on_the_same_weights():
     relu.load_state_dict(silu.state_dict())
     with torch.no_grad():
         assert not torch.allclose(relu(x), b, atol=1e-4)  # ReLU6 clips, plain ReLU does not
+
+
+def test_stem_stride_one_keeps_the_full_map_for_the_first_conv():
+    spec = spec_from_dict(tiny_spec_dict())
+    full = build_model(spec.replace(stem_stride=1)).eval()
+    assert full.stem[0].stride == (1, 1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert full.stem(x).shape[-1] == 32 and build_model(spec).eval().stem(x).shape[-1] == 16
+        assert full.forward_features(x).shape[-1] == 32 // spec.replace(stem_stride=1).total_stride

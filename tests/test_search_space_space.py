@@ -171,14 +171,25 @@ def test_params_outside_the_space_are_rejected() -> None:
         space.params_from_spec(space.backbone)  # its 2-layer stage 1 is not among the choices [1, 3]
 
 
-def test_the_small_images_space_ends_on_a_4_by_4_map():
+def test_the_small_images_space_keeps_the_full_image_for_its_stem_and_ends_on_a_4_by_4_map():
     from effnas.search_space.space import load_space
 
     space = load_space("small-images")
     backbone = space.backbone
     assert len(space.stages) == 3 and backbone.train_image_size == 28 and backbone.head_channels == 256
     assert [s.out_channels for s in backbone.stages] == [24, 48, 64] and [s.layers for s in backbone.stages] == [1, 2, 2]
+    assert backbone.stem_stride == 1 and [s.stride for s in backbone.stages] == [2, 2, 2]
     assert -(-28 // backbone.total_stride) == 4
+    params = {name: space.choices(name)[-1] for name in space.param_names()}
+    assert space.spec_from_params(params).stem_stride == 1  # every candidate keeps the space's stem
+    assert "stem stride 1" in space.describe()
+
+
+def test_a_space_file_sets_the_stem_stride_and_refuses_others() -> None:
+    assert SearchSpace.from_dict(TINY).backbone.stem_stride == 2
+    assert SearchSpace.from_dict({**TINY, "stem_stride": 1}).backbone.stem_stride == 1
+    with pytest.raises(SpaceError, match="stem_stride"):
+        SearchSpace.from_dict({**TINY, "stem_stride": 4})
 
 
 

@@ -61,6 +61,8 @@ MALFORMED = [
     ("no-stages", _set(("stages",), []), "stages"),
     ("unknown-activation", _set(("activation",), "gelu"), "activation"),
     ("non-string-activation", _set(("activation",), 6), "activation"),
+    ("stem-stride-3", _set(("stem_stride",), 3), "stem_stride"),
+    ("stem-stride-string", _set(("stem_stride",), "1"), "stem_stride"),
 ]
 
 
@@ -114,6 +116,15 @@ def test_activation_round_trips_and_the_default_is_not_written(activation):
     other = spec_from_json(spec.replace(activation=activation).to_json())
     assert other.activation == activation and json.loads(other.to_json())["activation"] == activation
     assert other != spec and other.replace(activation="silu") == spec
+
+
+def test_stem_stride_round_trips_halves_the_total_stride_and_the_default_is_not_written():
+    spec = spec_from_dict(tiny_spec_dict())
+    assert spec.stem_stride == 2 and "stem_stride" not in spec.to_dict()  # stored specs stay identical
+    full = spec_from_json(spec.replace(stem_stride=1).to_json())
+    assert full.stem_stride == 1 and json.loads(full.to_json())["stem_stride"] == 1
+    assert full.total_stride == spec.total_stride // 2
+    assert spec_from_dict({**tiny_spec_dict(), "stem_stride": 1.0}).stem_stride == 1  # JSON's 1.0 is an integer
 
 
 def test_stages_may_be_written_as_block_strings():
