@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", type=positive_int, default=12000, help="training images the search sees")
     parser.add_argument("--budget", type=positive_int, default=30, help="search trials")
     parser.add_argument("--optimizer", default="adamw", help="the search's (hence every network's) optimizer")
+    parser.add_argument("--lr", type=float, default=0.004,
+                        help="the search's (hence every network's) peak learning rate at its batch of 64 (default 0.004)")
     parser.add_argument("--space", default="small-images", help="the search space (default small-images)")
     parser.add_argument("--time", default="180s", help="training time of every network (default 180s)")
     parser.add_argument("--seeds", type=positive_int, default=3, help="compares, one per seed (default 3)")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         if not given:
             bar.set_postfix_str(f"{name}: {args.budget} trials")
             nas("search", "--data", f"idx:{args.data_dir}:{args.subset}", "--space", args.space, "--budget",
-                str(args.budget), "--optimizer", args.optimizer, "--device", "cpu", "--out", str(run), "--quiet",
+                str(args.budget), "--optimizer", args.optimizer, "--lr", str(args.lr), "--device", "cpu", "--out", str(run), "--quiet",
                 *flags)
         bar.update(1)
         return run
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = summarise(tables)
     notes = [
         f"data: Fashion-MNIST from {args.data_dir}; the search saw a stratified {args.subset:,}-image subset of the "
-        f"training files ({args.budget} trials, space {args.space}, --optimizer {args.optimizer}): 'searched' with "
+        f"training files ({args.budget} trials, space {args.space}, --optimizer {args.optimizer} --lr {args.lr:g}): 'searched' with "
         f"equal-time proxies (--proxy-time {proxy_time}, {search_seconds:.0f} s)"
         + (f", 'paper-form-winner' with the paper's 3-epoch proxies and reward ({study_seconds(paper):.0f} s)"
            if paper_form else "") +
