@@ -123,7 +123,8 @@ def count_spec(spec: ArchSpec, image_size: int | None = None, num_classes: int |
     return {
         "name": spec.name, "num_classes": spec.num_classes, "params": count_params(model),
         "macs": macs[""], "flops": 2 * macs[""], "image_size": size,
-        "stem": {"channels": spec.stem_channels, "params": count_params(model.stem), "macs": macs.get("stem", 0)},
+        "stem": {"in_channels": spec.image_channels, "channels": spec.stem_channels, "stride": spec.stem_stride,
+                 "params": count_params(model.stem), "macs": macs.get("stem", 0)},
         "stages": stages,
         "head": {"channels": spec.head_channels,
                  "params": count_params(model.head) + count_params(model.classifier),

@@ -71,6 +71,14 @@ def test_profile_table_in_process(tmp_path, capsys):
         assert text in out
 
 
+def test_profile_table_shows_the_stem_as_the_spec_has_it(tmp_path, capsys):
+    path = tmp_path / "gray.json"
+    path.write_text(json.dumps({**tiny_spec_dict(), "image_channels": 1, "stem_stride": 1}))
+    assert main(["profile", str(path), "--no-time"]) == 0
+    stem = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("stem"))
+    assert "1->8" in stem and stem.split()[3] == "1"  # one input channel, stride 1: not the RGB, stride-2 default
+
+
 @pytest.mark.parametrize("case, mutate, field", MALFORMED, ids=[case for case, _, _ in MALFORMED])
 def test_malformed_spec_file_is_one_line_exit_2(tmp_path, case, mutate, field):
     path = tmp_path / f"{case}.json"
@@ -84,6 +92,7 @@ def test_malformed_spec_file_is_one_line_exit_2(tmp_path, case, mutate, field):
     (["efficientnet-b0", "--image-size", "16"], "image_size: 16 px"),
     (["efficientnet-b0", "--num-classes", "1"], "num_classes"),
     (["efficientnet-b0", "--batch-size", "0"], "batch_size"),
+    (["efficientnet-b0", "--threads", "0"], "--threads"),
     (["efficientnet-b0", "--device", "tpu"], "unknown device"),
     (["efficientnet-b0", "--image-size", "big"], "invalid int value"),
     pytest.param(["efficientnet-b0", "--device", "cuda"], "CUDA is not available",

@@ -12,7 +12,7 @@ from effnas.nas.search import trial
 from effnas.nas.search.trial import TrialSettings, run_trial
 from effnas.nas.training import engine, profile, timing
 from effnas.nas.training.engine import EngineError, TrainStep, resolve_device
-from effnas.nas.training.profile import (PROXY_LR, PROXY_OPTIMIZER, PROXY_WEIGHT_DECAY, profile_spec,
+from effnas.nas.training.profile import (PROXY_LR, PROXY_OPTIMIZER, PROXY_WEIGHT_DECAY, TIMING_DEFAULTS, profile_spec,
                                          time_train_step)
 from effnas.nas.training.timing import StepTimer
 from effnas.search_space import SpecError, spec_from_dict
@@ -86,6 +86,18 @@ def test_cuda_without_a_gpu_is_a_user_error():
 def test_unknown_device_is_a_user_error():
     with pytest.raises(EffnasError, match="unknown device 'tpu9'"):
         profile_spec(spec_from_dict(tiny_spec_dict()), device="tpu9")
+
+
+def test_cpu_profile_times_a_proxy_trials_batch_and_steps_on_one_thread():
+    defaults = TrialSettings()
+    assert TIMING_DEFAULTS["cpu"]["batch_size"] == defaults.batch_size
+    assert TIMING_DEFAULTS["cpu"]["steps"] == defaults.timing_steps
+    before = torch.get_num_threads()
+    result = profile_spec(spec_from_dict(tiny_spec_dict()), device="cpu", steps=1, warmup=0)
+    assert result["batch_size"] == defaults.batch_size and result["threads"] == 1
+    assert torch.get_num_threads() == before  # the caller's own setting comes back
+    assert profile_spec(spec_from_dict(tiny_spec_dict()), device="cpu", steps=1, warmup=0, batch_size=2,
+                        threads=2)["threads"] == 2
 
 
 def test_profile_and_proxy_trial_share_the_step_the_optimizer_and_the_timer():

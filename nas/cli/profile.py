@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from effnas.nas.cli.arguments import thread_count
 from effnas.search_space import load_arch
 
 EPILOG = """\
@@ -25,7 +26,8 @@ spec's eval_image_size, as the papers report them, and the training step is time
 train_image_size. The timed step is the one a search's proxy trials time: the same engine (a CUDA
 graph on a GPU), the same optimizer (RMSProp) and the same step timer, fed random data, so the
 step time here and a search's step time measure the same thing. Timing defaults: on cuda
-batch 32, 5 warm-up + 20 timed steps (bf16 autocast); on cpu batch 8, 1 + 3 steps. --no-time
+batch 32, 5 warm-up + 20 timed steps (bf16 autocast); on cpu a proxy trial's batch 64, 2 + 9 steps,
+on one thread as each of a search's CPU trials (--threads to change it). --no-time
 skips training and answers in a few seconds (counting runs on the meta device: shapes only,
 no real compute).
 """
@@ -40,12 +42,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, default=None, metavar="N",
                         help="image size in pixels for counting and timing (default: the spec's own, see below)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
-                        help="batch size of the timed step (default 32 on cuda, 8 on cpu)")
+                        help="batch size of the timed step (default 32 on cuda, 64 on cpu)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: cuda if present)")
     parser.add_argument("--num-classes", type=int, default=None, metavar="N",
                         help="classifier outputs (default: the spec's num_classes)")
     parser.add_argument("--warmup", type=int, default=None, metavar="N", help="untimed warm-up steps")
     parser.add_argument("--steps", type=int, default=None, metavar="N", help="timed steps (median reported)")
+    parser.add_argument("--threads", type=thread_count, default=None, metavar="N",
+                        help="torch CPU threads for the timed steps (default 1 on cpu, as a search's trials)")
     parser.add_argument("--no-time", dest="time", action="store_false", help="count only, do not time a step")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(run=run)
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         from effnas.models.memory import check_fits
 
         cuda = args.device.startswith("cuda") or (args.device == "auto" and _cuda())
-        batch = args.batch_size if isinstance(args.batch_size, int) and args.batch_size > 0 else (32 if cuda else 8)
+        batch = args.batch_size if isinstance(args.batch_size, int) and args.batch_size > 0 else (32 if cuda else 64)
         check_fits(spec.replace(num_classes=args.num_classes) if args.num_classes and args.num_classes >= 2 else spec,
                    batch, args.device, image_size=args.image_size if args.image_size and args.image_size > 0 else None)
 
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = profile_spec(spec, image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                           time=args.time, num_classes=args.num_classes, warmup=args.warmup, steps=args.steps,
-                          announce=announce)
+                          threads=args.threads, announce=announce)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -107,7 +111,7 @@ def format_profile(result: dict[str, Any]) -> str:
                      f"{result['step_image_size']} px on {result['device']}, {result['precision']}")
     rows = [["stage", "op", "k", "s", "e", "in->out", "layers", "se", "params", "MACs", "block string"]]
     stem, head = result["stem"], result["head"]
-    rows.append(["stem", "conv", "3", "2", "-", f"3->{stem['channels']}", "1", "-",
+    rows.append(["stem", "conv", "3", str(stem["stride"]), "-", f"{stem['in_channels']}->{stem['channels']}", "1", "-",
                  f"{stem['params']:,}", _si(stem["macs"]), ""])
     for index, stage in enumerate(result["stages"]):
         rows.append([str(index), stage["op"], str(stage["kernel"]), str(stage["stride"]), str(stage["expand_ratio"]),

@@ -29,9 +29,12 @@ PROXY_OPTIMIZER = "rmsprop"
 PROXY_LR = 0.002
 PROXY_WEIGHT_DECAY = 1e-5
 
-# Defaults for the timed loop: CPUs are slow, so fewer and smaller steps there.
-TIMING_DEFAULTS = {"cpu": {"batch_size": 8, "warmup": 1, "steps": 3},
+# Defaults for the timed loop. On a CPU they are a proxy trial's own (its batch, its two untimed warm-up steps, its
+# timed steps; a test keeps them equal), on one thread as each of a search's CPU trials runs: a smaller batch or
+# fewer steps time something else, and the median of a few steps on a shared machine does not repeat.
+TIMING_DEFAULTS = {"cpu": {"batch_size": 64, "warmup": 2, "steps": 9},
                    "cuda": {"batch_size": 32, "warmup": 5, "steps": 20}}
+CPU_THREADS = 1
 
 
 def timing_plan(device: torch.device, batch_size: int | None, warmup: int | None,
@@ -96,11 +99,12 @@ def time_train_step(model: nn.Module, image_size: int, batch_size: int | None = 
 def profile_spec(spec: ArchSpec, image_size: int | None = None, batch_size: int | None = None,
                  device: str | torch.device = "auto", time: bool = True, num_classes: int | None = None,
                  warmup: int | None = None, steps: int | None = None, amp: bool = True, engine: str = "auto",
-                 announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 threads: int | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Params, MACs/FLOPs (with a per-stage breakdown) and, if ``time``, the training step time.
 
     MACs are counted at ``image_size`` or else the spec's ``eval_image_size`` (as the papers report them);
     the step is timed at ``image_size`` or else the spec's ``train_image_size`` (as a trial trains it).
+    ``threads``: torch CPU threads for the timed steps (default :data:`CPU_THREADS` on a CPU, as a search's trials).
     ``announce`` receives a one-line note just before the (possibly slow) timed loop starts.
     """
     if num_classes is not None:
@@ -111,13 +115,22 @@ def profile_spec(spec: ArchSpec, image_size: int | None = None, batch_size: int 
     resolved = resolve_device(device)
     batch_size, warmup, steps = timing_plan(resolved, batch_size, warmup, steps)
     step_size = spec.train_image_size if image_size is None else image_size
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ProfileError(f"threads: must be an integer >= 1, got {threads!r}")
+    threads = threads or (CPU_THREADS if resolved.type == "cpu" else torch.get_num_threads())
     if announce is not None:
-        announce(f"timing training steps of batch {batch_size} at {step_size} px on {resolved} ...")
-    timing = time_train_step(build_model(spec), step_size, batch_size, resolved, warmup=warmup, steps=steps,
-                             channels=spec.image_channels, amp=amp, engine=engine, num_classes=spec.num_classes)
+        announce(f"timing training steps of batch {batch_size} at {step_size} px on {resolved}"
+                 f"{f', {threads} thread' + 's' * (threads > 1) if resolved.type == 'cpu' else ''} ...")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        timing = time_train_step(build_model(spec), step_size, batch_size, resolved, warmup=warmup, steps=steps,
+                                 channels=spec.image_channels, amp=amp, engine=engine, num_classes=spec.num_classes)
+    finally:
+        torch.set_num_threads(previous)
     result.update(step_time_ms=timing["median_ms"], step_time_spread=timing["spread"],
                   timed_steps=timing["steps"], warmup_steps=timing["warmup"], batch_size=timing["batch_size"],
                   step_image_size=timing["image_size"], device=timing["device"], precision=timing["precision"],
                   engine=timing["engine"], fallback_reason=timing["fallback_reason"],
-                  optimizer=timing["optimizer"])
+                  optimizer=timing["optimizer"], threads=threads)
     return result
