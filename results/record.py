@@ -63,6 +63,7 @@ class TrialMetrics:
     train_seconds: float | None = None
     eval_seconds: float | None = None
     build_seconds: float | None = None
+    lock_wait_seconds: float | None = None  # waiting for the device while other trials' steps were timed
     total_seconds: float | None = None
 
     @classmethod
