@@ -52,6 +52,9 @@ class SearchResult:
     reused: int = 0  # proposals of an architecture already trained: its record, no training
     seconds: float = 0.0  # this call's wall time
     interrupted: bool = False  # Ctrl-C or SIGTERM: calling again with the same options resumes
+    # seconds the search process spent on its own work besides waiting for trials: starting workers, the reference,
+    # proposing, storing results, run files, progress (see Search._costs)
+    costs: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def trials(self) -> pd.DataFrame:
@@ -187,7 +190,7 @@ def search(*, budget: int = 200, controller: str = "tpe", data: str = "digits", 
                         best_metrics=dict(best["metrics"]) if best else None, best_trial=best["trial"] if best else None,
                         reference=dict(summary.reference or {}), counted=summary.counted, budget=summary.budget,
                         stopped=summary.stopped, reused=summary.reused, seconds=summary.seconds,
-                        interrupted=summary.stopped_early)
+                        interrupted=summary.stopped_early, costs=dict(summary.costs))
 
 
 def _refuse_unguarded_script() -> None:

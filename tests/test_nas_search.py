@@ -50,6 +50,10 @@ def test_search_runs_to_budget_and_writes_outputs(tmp_path):
     assert best["metrics"]["reward"] == max(t.user_attrs.get("reward", 0) for t in study.trials)
     assert load_spec(run / "best.json").num_classes == 10
     assert isinstance(json.loads((run / "pareto.json").read_text()), (list, dict))
+    # Where the search process's own time went, part by part; together no more than its wall time.
+    assert set(summary.costs) == {"start", "reference", "propose", "store", "run_files", "progress"}
+    assert all(seconds >= 0 for seconds in summary.costs.values())
+    assert summary.costs["reference"] > 0 and sum(summary.costs.values()) <= summary.seconds
 
 
 @pytest.mark.slow

@@ -21,11 +21,12 @@ is marked ``interrupted`` on resume and its architecture is evaluated again.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 from optuna.trial import TrialState
@@ -67,6 +68,9 @@ class SearchSummary:
     seconds: float = 0.0
     stopped: int = 0  # trials early stopping ended after fewer epochs
     reused: int = 0  # proposals of an architecture the study had trained: its record, no training
+    # Seconds this process spent on each part of its own work (see Search.costs): where a search's time goes
+    # besides its trials' training.
+    costs: dict[str, float] = field(default_factory=dict)
 
 
 class Search:
@@ -83,6 +87,7 @@ class Search:
         self.on_trial = on_trial
         self._asked: optuna.trial.Trial | None = None  # see propose
         self.exhausted = False  # the controller proposes only architectures the study has (see repeats)
+        self.costs: dict[str, float] = {}  # seconds of this process's own work, per part (see _costs)
         self.space = space if space is not None else build_space(recipe.space, recipe.image_size)
         self.multi_objective = is_multi_objective(recipe.controller)
         self.objectives = study_objectives(recipe.controller, recipe.reward_w, recipe.reward_v)
@@ -163,6 +168,19 @@ class Search:
         return shape.num_classes, shape.channels
 
     # ------------------------------------------------------------------ the loop
+    @contextlib.contextmanager
+    def _costs(self, part: str) -> Iterator[None]:
+        """Add the block's wall time to ``self.costs[part]``: the search process's own work, per part.
+
+        ``start``: starting the backend's workers; ``reference``: training the backbone; ``propose``: asking the
+        controller (study reads, sampling); ``store``: writing a result to the study; ``run_files``: rewriting
+        ``trials.csv``, ``pareto.json`` and ``best.json``; ``progress``: the progress bar's best reward."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.costs[part] = self.costs.get(part, 0.0) + time.perf_counter() - began
+
     def run(self, backend: Backend) -> SearchSummary:
         """Run trials on ``backend`` (not yet started; the caller's choice, e.g. local worker processes) until the
         budget is reached, or until Ctrl-C (``nas search`` turns SIGTERM into one): trials cut off are recorded
@@ -174,9 +192,11 @@ class Search:
         stopped_early = False
         bar = None
         try:
-            backend.start(BackendSetup(runtime.workers, runtime.threads, runtime.trial_timeout, runtime.trial_memory,
-                                       runtime.device, self.run_dir, self.storage_url))
-            self.prepare(lambda spec: self._measure(backend, spec), self.conditions(backend))
+            with self._costs("start"):
+                backend.start(BackendSetup(runtime.workers, runtime.threads, runtime.trial_timeout,
+                                           runtime.trial_memory, runtime.device, self.run_dir, self.storage_url))
+            with self._costs("reference"):
+                self.prepare(lambda spec: self._measure(backend, spec), self.conditions(backend))
             bar = tqdm(total=runtime.budget, initial=min(counted_trials(self.study), runtime.budget), desc="trials",
                        unit="trial", disable=not runtime.progress, dynamic_ncols=True)
             self._postfix(bar)
@@ -223,7 +243,8 @@ class Search:
         every worker stops at the budget together). A candidate the study already trained is not trained again:
         it takes that trial's record, at once or when the trial ends."""
         while backend.free and not self.exhausted:
-            proposal = self.propose()
+            with self._costs("propose"):
+                proposal = self.propose()
             if proposal is None:  # the budget is taken, by this process or others
                 return
             trial, spec, original = proposal
@@ -258,7 +279,8 @@ class Search:
         return results[0].error if results[0].error is not None else results[0].metrics
 
     def _postfix(self, bar: Any) -> None:
-        best = self.best()
+        with self._costs("progress"):
+            best = self.best()
         if best:
             bar.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
 
@@ -340,6 +362,11 @@ class Search:
               seconds: float) -> None:
         """Tell the study a trial's metrics and reward, or its failure reason: the one write a result needs
         before the controller can propose the next candidate."""
+        with self._costs("store"):
+            self._store(trial, metrics, error, seconds)
+
+    def _store(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
+               seconds: float) -> None:
         trial.set_user_attr(DURATION_ATTR, round(seconds, 3))
         if error is not None or metrics is None:
             trial.set_user_attr(FAIL_REASON_ATTR, error or "no metrics returned")
@@ -372,7 +399,8 @@ class Search:
     def publish(self, numbers: list[int]) -> None:
         """After stored trials: rewrite the run files (so a killed search leaves files that match its study)
         and tell ``on_trial``."""
-        self.write_outputs()
+        with self._costs("run_files"):
+            self.write_outputs()
         if self.on_trial is not None:
             for number in numbers:
                 self.on_trial(self.study.trials[number])
@@ -392,7 +420,8 @@ class Search:
                              self.best(), getattr(self, "reference", {}), stopped_early, seconds,
                              stopped=sum(t.state == TrialState.PRUNED and REUSE_ATTR not in t.user_attrs
                                          for t in trials),
-                             reused=sum(t.user_attrs.get(REUSE_ATTR) is not None for t in trials))
+                             reused=sum(t.user_attrs.get(REUSE_ATTR) is not None for t in trials),
+                             costs=dict(self.costs))
 
     def best(self) -> dict[str, Any] | None:
         """The best completed trial (the rule ``best.json`` follows too): its spec, metrics and reward."""
