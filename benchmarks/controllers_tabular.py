@@ -4,7 +4,13 @@ NAS-Bench-Macro (Su et al., CVPR 2021) holds the CIFAR-10 accuracy, params and F
 architectures of a MobileNetV2-block space: 8 layers, each identity, MBConv e3 k3 or MBConv e6 k5. Nobody here
 tuned anything on it, so it is a fair check of the controllers: each one runs many seeded searches on an
 in-memory Optuna study whose objective reads the table, and the best architecture found after 50, 100 and 200
-evaluations is averaged over the seeds (mean ± standard error) against random search and the table's optimum.
+evaluations is averaged over the seeds (mean ± standard error of the mean over the seeds) against random search
+and the table's optimum. A controller's lead over random at the middle budget is the difference of the two means,
+in standard errors of that difference (a lead under 2 of them is not a lead), two ways: ``SE diff``,
+sqrt(SE² + SE_random²), treats the two arms as independent; ``SE paired`` is the standard error of the mean of the
+per-seed differences (seed i against random's seed i). The arms share seeds, and ``tpe`` and ``nsga2`` begin with
+the very random draws of random's search of the same seed (their first 10 and 20 architectures), so for those two
+the paired figure is the one that follows how the runs were made.
 
 Two objectives: ``accuracy`` (the table's mean test accuracy: the reward with both exponents 0) and ``reward``
 (the search's soft-constraint form with FLOPs standing in for step time: ``acc × (flops/ref)^-0.07 ×
@@ -108,6 +114,21 @@ def best_so_far(controller: str, seed: int, table: dict[str, dict[str, float]], 
     return history + [best] * (budget - len(history))
 
 
+def lead_over_random(found: list[float], random: list[float], scale: float, places: int,
+                     budget: int) -> dict[str, str]:
+    """A controller's lead over random after ``budget`` evaluations, from each arm's best per seed (seed i at
+    index i): the difference of the means ± its standard error as two independent means, and the lead in that
+    standard error and in the paired one (the standard error of the mean of the per-seed differences)."""
+    n = len(found)
+    lead = statistics.fmean(found) - statistics.fmean(random)
+    se = (lambda values: statistics.stdev(values) / math.sqrt(n) if n > 1 else 0.0)
+    independent = math.hypot(se(found), se(random))
+    paired = se([a - b for a, b in zip(found, random)])
+    return {f"lead@{budget} (± SE diff)": f"{lead * scale:+.{places}f} ± {independent * scale:.{places}f}",
+            f"lead@{budget} / SE diff": f"{lead / independent:+.1f}" if independent else "-",
+            f"lead@{budget} / SE paired": f"{lead / paired:+.1f}" if paired else "-"}
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=str(TABLE))
@@ -130,32 +151,39 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for objective in objectives:
         score = scorer(table, objective)
         optimum = max(score(key) for key in table)
-        random_at: dict[int, float] = {}
+        random_at: dict[int, list[float]] = {}  # random's best after each budget, per seed
         for controller in controllers:
             runs = []
             for seed in range(args.seeds):
                 runs.append(best_so_far(controller, seed, table, objective, max(budgets)))
                 bar.update()
             row: dict[str, Any] = {"objective": objective, "controller": controller}
+            scale, places = (100, 3) if objective == "accuracy" else (1, 4)  # accuracy in % (the lead in points)
             for budget in budgets:
                 found = [run[budget - 1] for run in runs]
                 mean = statistics.fmean(found)
                 error = statistics.stdev(found) / math.sqrt(len(found)) if len(found) > 1 else 0.0
-                scale = 100 if objective == "accuracy" else 1
-                row[f"best@{budget}"] = f"{mean * scale:.3f} ± {error * scale:.3f}"
-                row[f"gap@{budget}"] = f"{max(0.0, optimum - mean) * scale:.{3 if scale == 100 else 4}f}"
+                row[f"best@{budget} (mean ± SE)"] = f"{mean * scale:.3f} ± {error * scale:.3f}"
+                row[f"gap@{budget}"] = f"{max(0.0, optimum - mean) * scale:.{places}f}"
                 if controller == "random":
-                    random_at[budget] = mean
-                if budget == compared:  # how many of its own standard errors the controller is ahead of random
-                    ahead = (mean - random_at[compared]) / error if controller != "random" and error else None
-                    row[f"vs random@{compared} (SE)"] = "-" if ahead is None else f"{ahead:+.1f}"
+                    random_at[budget] = found
+                if budget == compared:  # the lead over random, in standard errors of the difference of the means
+                    lead = lead_over_random(found, random_at[compared], scale, places, compared)
+                    row.update({column: "-" for column in lead} if controller == "random" else lead)
             rows.append(row)
         notes.append(f"{objective}: the table's optimum is {optimum * (100 if objective == 'accuracy' else 1):.3f}"
                      + (" % (22212220, 22212202)" if objective == "accuracy" else ""))
     bar.close()
-    notes.append(f"mean ± standard error over {args.seeds} seeds of the best architecture found; gap = optimum - "
-                 f"mean; 'vs random@{compared}' = (mean - random's mean) / the controller's standard error; a "
-                 "repeated architecture costs no evaluation, as in a search")
+    notes.append(f"best@B (mean ± SE): the best architecture found after B evaluations, mean ± standard error of "
+                 f"the mean over {args.seeds} seeds (accuracy in %); gap = optimum - mean")
+    notes.append(f"lead@{compared} (± SE diff): the controller's mean - random's mean ± the standard error of that "
+                 f"difference, SE diff = sqrt(SE² + SE_random²) (accuracy in points); lead@{compared} / SE diff: the "
+                 f"lead in those standard errors; lead@{compared} / SE paired: the lead over the standard error of the "
+                 "mean of the per-seed differences (seed i - random's seed i); under 2 is not a lead")
+    notes.append("the arms share seeds, and tpe and nsga2 begin with the same random draws as random's search of the "
+                 "same seed (their first 10 and 20 architectures), so for them the arms are not independent and "
+                 "SE paired is the standard error that follows the runs")
+    notes.append("a repeated architecture costs no evaluation, as in a search")
     print_report("Controllers on NAS-Bench-Macro (CIFAR-10, 6,561 architectures)", "cpu", rows, notes)
     path = write_result("controllers_tabular", "Controllers on NAS-Bench-Macro (CIFAR-10, 6,561 architectures)",
                         "cpu", rows, notes)

@@ -179,8 +179,11 @@ def test_controllers_synthetic_table(results):
 
 def test_controllers_tabular_table(results):
     """The published-table benchmark: a row per objective and controller, nothing above the table's optimum."""
-    from benchmarks.controllers_tabular import TABLE, main
+    from benchmarks.controllers_tabular import TABLE, lead_over_random, main
 
+    # The lead's standard error is the difference's: both arms' spread (independent), or the per-seed differences'.
+    assert lead_over_random([1.0, 3.0], [0.0, 2.5], 1, 3, 10) == {
+        "lead@10 (± SE diff)": "+0.750 ± 1.601", "lead@10 / SE diff": "+0.5", "lead@10 / SE paired": "+3.0"}
     if not TABLE.exists():
         pytest.skip(f"no NAS-Bench-Macro table at {TABLE}")
     rows = main(["--seeds", "2", "--controllers", "random,rl,nsga2", "--budgets", "5,10,20"])
@@ -189,7 +192,8 @@ def test_controllers_tabular_table(results):
     for row in rows:
         assert all(float(row[f"gap@{b}"]) >= 0 for b in (5, 10, 20))
         assert float(row["gap@20"]) <= float(row["gap@5"])  # the best so far never gets worse
-        assert row["vs random@10 (SE)"] == "-" if row["controller"] == "random" else row["vs random@10 (SE)"] != "-"
+        leads = [row[f"lead@10 {column}"] for column in ("(± SE diff)", "/ SE diff", "/ SE paired")]
+        assert leads == ["-"] * 3 if row["controller"] == "random" else "-" not in leads[:1]
     assert "a repeated architecture costs no evaluation" in _kept(results, "controllers_tabular")
 
 
