@@ -6,8 +6,8 @@ training them at full size does?
 0. In a real search: ``nas search``'s own loop (``Search.run`` on the ``LocalBackend``, the default workers)
    on a study whose queue alternates the backbone with random candidates (``study.enqueue_trial``), so the
    backbone is measured ``--repeats`` times as a candidate while the other worker trains something else.
-   Per timing discipline of the backend (``--timings``): the ratio of the backbone's recorded step time to the
-   stored reference (target 1.00 +- 0.05) and its CV across the repeats (target < 5 %).
+   Per timing discipline (``--timings``, see ``benchmarks.timing_modes``): the ratio of the backbone's recorded
+   step time to the stored reference (target 1.00 +- 0.05) and its CV across the repeats (target < 5 %).
 1. Repeatability: one architecture (the default space's backbone), measured ``--repeats`` times by
    ``run_trial`` (the step time a search records) and by ``time_steps`` on one built step; CV across repeats.
    First on an otherwise idle machine, then the way a search runs: while ``--others`` worker processes (the
@@ -134,7 +134,7 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
     from effnas.models import build_model
     from effnas.nas.training.engine import classification_loss, make_optimizer, make_train_step, prepare_model
     from effnas.nas.training.timing import time_steps
-    from effnas.nas.search.device_sharing import DeviceLock
+    from effnas.nas.search.device_sharing import DeviceSharing
     from effnas.nas.search.trial import run_trial, trial_data
 
     trial_ms = [run_trial(proxy.backbone, settings.to_dict(), seed=0)["step_time_ms"] for _ in range(args.repeats)]
@@ -145,10 +145,10 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
     x, y = data.train_x[:settings.batch_size], data.train_y[:settings.batch_size]
     step = make_train_step(model, make_optimizer(settings.optimizer, model.parameters(), settings.lr, device),
                            classification_loss(), x, y)
-    lock = DeviceLock(settings.timing_lock)  # as run_trial times its steps
+    sharing = DeviceSharing(settings.timing_lock, device)  # as run_trial times its steps
     pass_ms = []
     for _ in range(args.repeats):
-        with lock.exclusive():
+        with sharing.exclusive():
             pass_ms.append(time_steps(step, x, y, warmup=2, steps=args.timing_steps).median_ms)
     timed = "every step after two" if device.type == "cpu" else f"last {args.timing_steps} steps"
     return [{"measurement": measurement, "machine": label, "repeats": args.repeats,
@@ -159,14 +159,14 @@ def repeatability(label: str, proxy: Any, settings: Any, args: argparse.Namespac
 
 
 def search_fidelity(timing: str, args: argparse.Namespace, device: torch.device, workers: int) -> dict[str, Any]:
-    """One real search (see the module docs, 0.) under the backend's ``timing``: the backbone's recorded step
-    times against the stored reference."""
+    """One real search (see the module docs, 0.) under ``timing`` (``benchmarks.timing_modes``): the backbone's
+    recorded step times against the stored reference."""
     import json
     import random
 
     from optuna.trial import TrialState
 
-    from effnas.nas.search.backends.local import LocalBackend
+    from benchmarks.timing_modes import timing_backend
     from effnas.nas.search.session import Search
     from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
     from effnas.results.record import unsteady
@@ -187,7 +187,7 @@ def search_fidelity(timing: str, args: argparse.Namespace, device: torch.device,
         for _ in range(args.repeats):  # the backbone, then another candidate for the other worker, in turn
             search.study.enqueue_trial(backbone)
             search.study.enqueue_trial({name: rng.choice(d.choices) for name, d in search.space.distributions().items()})
-        search.run(LocalBackend(timing=timing))
+        search.run(timing_backend(timing))
         reference = search.study.user_attrs["reference"]
         done = search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         ours = [t.user_attrs for t in done if t.params == backbone]
@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="other workers training during the loaded rows (default: the search's default "
                              "workers on this device minus one; 3 on CUDA, as with --workers 4); 0 skips them")
     parser.add_argument("--timings", default="exclusive",
-                        help="comma-separated timing disciplines of the search's backend for 0. (exclusive, the "
-                             "search's default; pinned; unlocked, the search before it timed candidates alone)")
+                        help="comma-separated timing disciplines for 0. (exclusive, the search's own; pinned; "
+                             "unlocked, the search before it timed candidates alone; see benchmarks.timing_modes)")
     parser.add_argument("--variants", type=int, default=len(VARIANTS))
     parser.add_argument("--width", type=float, default=None, help="proxy width (default: the default space's)")
     parser.add_argument("--full-width", type=float, default=1.0)

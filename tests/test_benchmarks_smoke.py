@@ -127,6 +127,21 @@ def test_step_time_fidelity_threads_default_to_a_search_workers(capsys):
     assert f"{threads} torch threads" in out
 
 
+def test_step_time_fidelity_timing_modes_are_the_benchmarks_own(tmp_path):
+    """pinned and unlocked are worker functions around run_trial in benchmarks.timing_modes: the product's backend
+    knows one discipline. Unlocked drops the run's lock, and the trial records that it timed beside the others."""
+    from benchmarks.timing_modes import TIMINGS, run_unlocked, timing_backend
+
+    assert TIMINGS == ("exclusive", "pinned", "unlocked")
+    with pytest.raises(ValueError, match="timing 'turns' unknown"):
+        timing_backend("turns")
+    spec = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16,
+            "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16"]}
+    settings = {"data": "synthetic:200x16", "epochs": 1, "batch_size": 32, "timing_steps": 2, "device": "cpu",
+                "threads": 1, "workers": 2, "timing_lock": str(tmp_path / "device.lock")}
+    assert run_unlocked(spec, settings, 0)["timing"].startswith("unlocked")
+
+
 def test_search_wall_time_rows(capsys, results):
     from benchmarks.search_wall_time import main
 

@@ -11,8 +11,9 @@ from optuna.trial import TrialState
 
 from effnas.nas.search import early_stopping
 from effnas.nas.search import repeats as repeats_module
+from effnas.nas.search import trial as trial_module
 from effnas.nas.search.budget import counted_trials
-from effnas.nas.search.early_stopping import EarlyStopping
+from effnas.nas.search.early_stopping import Decision, EarlyStopping, NeverStop
 from effnas.nas.search.backends.local import LocalBackend
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
@@ -142,6 +143,39 @@ def test_a_hopeless_trial_stops_a_few_steps_into_its_first_epoch(tmp_path):
     assert hopeless["timed_steps"] == 2 and 0.0 <= hopeless["accuracy"] <= 1.0
     assert promising["timed_steps"] == 6
     assert alone["epochs"] == 0 and alone["train_steps"] == 2 + 2 and alone["timed_steps"] == 2
+
+
+class StopAtFirstWindow:
+    """A rule in the trial's terms only: it says stop the first time it is asked."""
+
+    may_stop = True
+
+    def __init__(self):
+        self.asked = []
+
+    def on_window(self, step_time_ms, params):
+        self.asked.append(("window", step_time_ms, params))
+        return Decision.STOP
+
+    def on_epoch(self, epoch, accuracy, step_time_ms, params):
+        self.asked.append(("epoch", epoch))
+        return Decision.CONTINUE
+
+
+def test_a_trial_stops_where_its_rule_first_says_stop(monkeypatch):
+    """The trial only asks: a rule that answers STOP at the first timed window (two warm-up steps, then the
+    window's first two of six timed steps over three epochs) ends a real digits trial there, measured and evaluated,
+    with no whole epoch trained. A trial without a rule asks NeverStop, which always says continue."""
+    rule = StopAtFirstWindow()
+    monkeypatch.setattr(trial_module, "stopping_for", lambda settings: rule)
+    settings = {"data": "digits", "epochs": 3, "batch_size": 32, "timing_steps": 6, "device": "cpu", "threads": 1}
+    metrics = run_trial(BACKBONE, settings, seed=0)
+    assert [asked[0] for asked in rule.asked] == ["window"] and rule.asked[0][1:] == (
+        metrics["step_time_ms"], metrics["params"])
+    assert metrics["epochs"] == 0 and metrics["train_steps"] == 2 + 2 and metrics["timed_steps"] == 2
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    never = NeverStop()
+    assert never.on_window(1.0, 1) is never.on_epoch(1, lambda: 1 / 0, 1.0, 1) is Decision.CONTINUE
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
 """Step times measured alike: the timing discipline each trial records, unsteady trials flagged, the GPU lock
-draining queued work, and a resume under other timing conditions refused with the study left untouched."""
+draining queued work, one timing plan and one lock path for every backend, and a resume under other timing
+conditions refused with the study left untouched."""
 
 import fcntl
 import json
 import subprocess
 import sys
+import tempfile
 
 import optuna
 import pandas as pd
@@ -12,10 +14,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from effnas.nas.search.backends import local as local_module
+from effnas.nas.search.backends.base import BackendSetup
 from effnas.nas.search.backends.local import LocalBackend
 from effnas.nas.search.session import Search
 from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime
-from effnas.nas.search.device_sharing import DeviceLock, segments, timing_windows
+from effnas.nas.search.device_sharing import (DeviceLock, DeviceSharing, TimingPlan, device_lock_path, segments,
+                                              timing_lock_path, timing_windows)
 from effnas.nas.search.trial import run_trial
 from effnas.results.html_report import _front_table
 from effnas.results.record import UNSTEADY_SPREAD, TrialMetrics
@@ -120,6 +125,67 @@ def test_cpu_timing_windows_are_spread_over_the_epochs():
     assert segments(range(2, 5), 22, 3) == [(False, range(0, 2)), (True, range(2, 5)), (False, range(5, 22))]
 
 
+def test_the_plan_says_which_steps_are_timed_and_what_each_run_holds(tmp_path):
+    """A locked CPU trial: a short timed window in each epoch held exclusively, every untimed step shared on its
+    own. A GPU: one shared section per untimed run, the timed tail exclusive, a short last epoch's window moved
+    back to end with it."""
+    cpu = DeviceSharing(str(tmp_path / "device.lock"), torch.device("cpu"))
+    plan = TimingPlan(cpu, timing_steps=4, epochs=2, steps_per_epoch=6, total=12, early_stopping=False)
+    epochs = list(plan.epochs())
+    assert [(epoch.number, epoch.last) for epoch in epochs] == [(1, False), (2, True)]
+    assert [(s.timed, s.steps) for s in epochs[0].segments] == [
+        (False, range(0, 1)), (False, range(1, 2)), (True, range(2, 4)), (False, range(4, 5)), (False, range(5, 6))]
+    for segment in epochs[0].segments + epochs[1].segments:
+        assert segment.hold == (cpu.exclusive if segment.timed else cpu.shared)
+        assert (segment.measure == plan.timer.measure) is segment.timed
+    gpu = DeviceSharing(str(tmp_path / "device.lock"), torch.device("cuda:0"))
+    plan = TimingPlan(gpu, timing_steps=4, epochs=2, steps_per_epoch=6, total=9, early_stopping=False)
+    assert [[(s.timed, s.steps, s.hold == (gpu.exclusive if s.timed else gpu.shared)) for s in epoch.segments]
+            for epoch in plan.epochs()] == [[(False, range(0, 6), True)], [(True, range(0, 3), True)]]
+
+
+def test_both_backends_take_the_runs_lock_path_from_one_function(tmp_path, monkeypatch):
+    """Local workers and Ray tasks of one run get the same lock, from timing_lock_path: in the machine's temporary
+    folder, named after the study; none for one trial at a time. A trial narrows it to its GPU."""
+    pytest.importorskip("ray")
+    from effnas.nas.search.backends import ray as ray_module
+    from effnas.nas.search.backends.ray import RayBackend, Resources
+
+    sent = []
+
+    class Pool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, key, spec, settings, seed):
+            sent.append(settings["timing_lock"])
+
+    class Task:
+        def options(self, **resources):
+            return self
+
+        def remote(self, spec, settings, seed, threads, timeout):
+            sent.append(settings["timing_lock"])
+            return object()
+
+    monkeypatch.setattr(local_module, "WorkerPool", Pool)
+    monkeypatch.setattr(ray_module, "start_ray", lambda options: False)
+    monkeypatch.setattr(ray_module.ray, "remote", lambda function: Task())
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    for workers in (1, 2):
+        monkeypatch.setattr(ray_module, "_resolve_resources", lambda *args: Resources(1.0, 0.0, workers))
+        for backend in (LocalBackend(), RayBackend()):
+            backend.start(BackendSetup(workers, 1, None, None, "cpu", tmp_path / "run", url))
+            backend.submit(0, {}, {}, 0)
+    lock = timing_lock_path(url, 2)
+    assert sent == [None, None, lock, lock]
+    assert lock.startswith(tempfile.gettempdir()) and lock != timing_lock_path(url + "-other", 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")  # as Ray gives a worker its GPUs
+    assert device_lock_path(lock, torch.device("cuda:1")) == lock + ".gpu6"
+    assert device_lock_path(lock, torch.device("cpu")) == lock
+    assert device_lock_path(None, torch.device("cuda:0")) is None
+
+
 def _try_exclusive(path):
     with open(path, "a+") as handle:
         try:
@@ -147,7 +213,8 @@ def test_gpu_shared_sections_synchronise_before_releasing(tmp_path, monkeypatch)
     path = str(tmp_path / "device.lock")
     held = []
     real = torch.cuda.synchronize
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: (held.append(not _try_exclusive(path)), real(*a)))
+    locked = device_lock_path(path, torch.device("cuda"))  # the trial's lock narrowed to its GPU
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: (held.append(not _try_exclusive(locked)), real(*a)))
     spec = Search(config(tmp_path)).space.backbone.to_dict()
     metrics = run_trial(spec, dict(TINY, epochs=2, device="cuda", timing_lock=path, timing_steps=2), seed=0)
     assert metrics["timing"] == "exclusive"

@@ -110,6 +110,25 @@ def test_device_lock_makes_training_wait_for_a_timing_pass(tmp_path):
         pass
 
 
+def test_a_trial_records_how_long_it_waited_for_the_device(tmp_path):
+    """Time spent waiting for the device lock is the trial's cost of sharing: while another process times its
+    steps this one waits, and without a lock it never does."""
+    path = str(tmp_path / "device.lock")
+    settings = dict(FAST, epochs=1, timing_steps=2)
+    trial_data(TrialSettings(**settings), 0, "cpu", 16)  # loaded before the other process takes the device
+    context = mp.get_context("fork")
+    ready = context.Event()
+    holder = context.Process(target=_hold_exclusive, args=(path, 2.0, ready))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        waited = run_trial(TINY, dict(settings, timing_lock=path), seed=0)["lock_wait_seconds"]
+    finally:
+        holder.join(10)
+    assert waited > 0.5
+    assert run_trial(TINY, settings, seed=0)["lock_wait_seconds"] == 0.0
+
+
 def test_macs_counted_on_a_meta_copy_in_the_background_match():
     # The CUDA path counts MACs in a thread on a meta-device copy while the GPU trains.
     from effnas.models import build_model

@@ -22,6 +22,12 @@ The decisions are taken inside the trial, from the study, so the local and Ray b
 several processes on one study share one ladder. A stopped trial is recorded ``PRUNED`` with the whole epochs it
 trained: it counts against the budget and is never ``best.json`` or on a Pareto front.
 
+A trial only asks (:class:`Stopping`, in the shape of Ray Tune's ``TrialScheduler.on_trial_result``):
+:meth:`~Stopping.on_window` after each timed window, :meth:`~Stopping.on_epoch` after each epoch but the last, each
+answered with a :class:`Decision`. A trial without early stopping asks :class:`NeverStop`, which always says
+continue. The study's side (Optuna, the results package) is imported only when a rule is first asked: a worker
+without one never loads it.
+
 Only for the single-objective controllers. NSGA-II keeps every candidate to the end: its selection ranks
 whole fronts of finished accuracy, step time and size, and a rule that cut trials on the reward would impose
 the reward's trade-off on a search whose point is not to choose one.
@@ -29,18 +35,17 @@ the reward's trade-off on a search whose point is not to choose one.
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 from effnas.errors import EffnasError
-from effnas.results.record import STUDY_NAME
-from effnas.results.reward import reward
-from effnas.results.storage import open_storage
+
+if TYPE_CHECKING:
+    import optuna
 
 REDUCTION_FACTOR = 3  # keep the best third at each epoch
 # Hyperband's first rung: after one epoch a short proxy run's accuracy is still mostly noise (candidates that end
@@ -52,10 +57,48 @@ class EarlyStoppingError(EffnasError):
     """Early-stopping settings a trial cannot use."""
 
 
+class Decision(enum.Enum):
+    """What a trial is told after it reports: train on, or stop where it is."""
+
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+def _decide(stop: bool) -> Decision:
+    return Decision.STOP if stop else Decision.CONTINUE
+
+
+class Stopping(Protocol):
+    """What a trial asks while it trains; it never looks inside."""
+
+    # Whether this may stop a trial: then every epoch has timed steps, so the cost is known a few steps in.
+    may_stop: bool
+
+    def on_window(self, step_time_ms: float, params: int) -> Decision:
+        """Asked after each timed window, with the median step time so far."""
+
+    def on_epoch(self, epoch: int, accuracy: Callable[[], float], step_time_ms: float, params: int) -> Decision:
+        """Asked after each epoch but the last (``epoch`` is 1-based); ``accuracy()`` evaluates the model now."""
+
+
+class NeverStop:
+    """A trial without early stopping: it trains every step, and no epoch is evaluated early."""
+
+    may_stop = False
+
+    def on_window(self, step_time_ms: float, params: int) -> Decision:
+        return Decision.CONTINUE
+
+    def on_epoch(self, epoch: int, accuracy: Callable[[], float], step_time_ms: float, params: int) -> Decision:
+        return Decision.CONTINUE
+
+
 @dataclass(frozen=True)
 class EarlyStopping:
     """What a trial needs to report its reward after each epoch and learn whether to go on (plain data, so a
     worker process or a Ray task can receive it)."""
+
+    may_stop: ClassVar[bool] = True
 
     storage: str  # the study's storage URL
     trial_id: int  # the Optuna trial being trained
@@ -81,6 +124,8 @@ class EarlyStopping:
         return asdict(self)
 
     def reward(self, accuracy: float, step_time_ms: float, params: int) -> float:
+        from effnas.results.reward import reward
+
         return reward(accuracy, step_time_ms, params, self.ref_step_time_ms, self.ref_params,
                       self.reward_w, self.reward_v)
 
@@ -113,6 +158,21 @@ class EarlyStopping:
             return False
         return self.reward(1.0, step_time_ms, params) < best
 
+    def on_window(self, step_time_ms: float, params: int) -> Decision:
+        """The bound needs only the cost: a hopeless candidate stops a few steps into its first epoch."""
+        return _decide(self.cannot_win(step_time_ms, params))
+
+    def on_epoch(self, epoch: int, accuracy: Callable[[], float], step_time_ms: float, params: int) -> Decision:
+        """Hyperband's rung report: only where the rule runs Hyperband is the model evaluated early."""
+        if not self.hyperband:
+            return Decision.CONTINUE
+        return _decide(self.falls_behind(epoch, accuracy(), step_time_ms, params))
+
+
+def stopping_for(rule: dict[str, Any] | None) -> Stopping:
+    """The trial's rule from its settings (:meth:`EarlyStopping.to_dict`), or :class:`NeverStop` without one."""
+    return EarlyStopping.from_dict(rule) if rule else NeverStop()
+
 
 def runs_hyperband(epochs: int, reduction_factor: int = REDUCTION_FACTOR) -> bool:
     """Hyperband needs a rung and a next one: with fewer epochs it has one bracket, which stops most candidates."""
@@ -124,6 +184,11 @@ def _study(storage_url: str, epochs: int,
            reduction_factor: int) -> tuple[optuna.Study, optuna.storages.BaseStorage, optuna.pruners.BasePruner]:
     """The study as this process sees it, with its storage (which addresses a trial by id) and pruner, opened once
     per worker (a rung reads every trial's last report)."""
+    import optuna
+
+    from effnas.results.record import STUDY_NAME
+    from effnas.results.storage import open_storage
+
     if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).is_file():
         raise FileNotFoundError(storage_url)  # another machine's file: never create an empty one here
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()  # the cost bound alone

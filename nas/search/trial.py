@@ -7,15 +7,16 @@ convolution shapes it has already seen cost nothing again.
 The step time is the median of real training steps, each timed on its own, so measuring costs no extra steps.
 With ``timing_lock`` (a file path shared by a search's concurrent workers) ``timing_steps`` steps are timed
 while this trial has the device to itself, on a GPU as on CPU: other trials finish their current step (on a GPU,
-their current run of steps) and wait (:mod:`effnas.nas.search.device_sharing`). Without a lock (one worker)
-a CPU trial times every step after the first two: spread over the run, a moment of interference from the rest
-of the machine moves the median little.
-Each trial records what it was timed under (``timing``, ``threads``, ``workers``, ``device``).
+their current run of steps) and wait. Without a lock (one worker) a CPU trial times every step after the first
+two: spread over the run, a moment of interference from the rest of the machine moves the median little.
+Which steps are timed and what each run of steps holds is :class:`~effnas.nas.search.device_sharing.TimingPlan`'s
+to say; the loop only enters it. Each trial records what it was timed under (``timing``, ``threads``,
+``workers``, ``device``) and how long it waited for the device (``lock_wait_seconds``).
 
-With an ``early_stopping`` rule (:mod:`effnas.nas.search.early_stopping`), a trial asks after each timed window
-whether its cost alone already loses (the first window is a few steps into the first epoch), and, where the rule
-runs Hyperband, evaluates itself after each epoch but the last and reports its reward so far. It stops when the
-rule says so; its metrics then say how many whole ``epochs`` it trained.
+The trial asks its early-stopping rule (:mod:`effnas.nas.search.early_stopping`) after each timed window whether
+its cost alone already loses (the first window is a few steps into the first epoch), and after each epoch but
+the last, where the rule may evaluate it and report its reward so far to Hyperband. It stops when the rule says
+so; its metrics then say how many whole ``epochs`` it trained. Without a rule the answer is always to go on.
 """
 
 from __future__ import annotations
@@ -43,9 +44,8 @@ from effnas.nas.training.data import DeviceData, load_data, to_device
 from effnas.nas.training.engine import (ENGINES, OPTIMIZERS, classification_loss, cudnn_benchmark, evaluate,
                                         make_optimizer, make_train_step, prepare_model, resolve_device)
 from effnas.nas.training.optim import warmup_cosine, warmup_steps
-from effnas.nas.training.timing import StepTimer
-from effnas.nas.search.device_sharing import (DeviceLock, device_sync, segments, shared_chunks, timing_conditions,
-                                              timing_windows)
+from effnas.nas.search.device_sharing import DeviceSharing, TimingPlan
+from effnas.nas.search.early_stopping import Decision, EarlyStopping, stopping_for
 
 
 class TrialError(Exception):
@@ -88,7 +88,7 @@ class TrialSettings:
     timing_steps: int = 9
     # torch CPU threads for the trial (None: leave the process's setting)
     threads: int | None = dataclasses.field(default=None, metadata=RUNTIME)
-    # file path shared by concurrent workers; see DeviceLock
+    # file path shared by concurrent workers; see device_sharing.timing_lock_path
     timing_lock: str | None = dataclasses.field(default=None, metadata=RUNTIME)
     # trials the search runs at once (recorded with the step time: what it was measured beside)
     workers: int | None = dataclasses.field(default=None, metadata=RUNTIME)
@@ -130,7 +130,7 @@ class TrialSettings:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise TrialSettingsError(f"trial settings: {name} must be a positive integer, got {value!r}")
         if self.early_stopping is not None:
-            _early_stopping(self.early_stopping)  # one line if it is not a rule
+            EarlyStopping.from_dict(self.early_stopping)  # one line if it is not a rule
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,14 +149,6 @@ class TrialSettings:
         if unknown:
             raise TrialSettingsError(f"trial settings: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
         return cls(**data)
-
-
-def _early_stopping(rule: dict) -> Any:
-    """The trial's :class:`~effnas.nas.search.early_stopping.EarlyStopping` rule, imported only by a trial that
-    has one (it brings in Optuna and the study's storage, which a worker otherwise never loads)."""
-    from effnas.nas.search.early_stopping import EarlyStopping
-
-    return EarlyStopping.from_dict(rule)
 
 
 # ----------------------------------------------------------------------------- data cache
@@ -252,6 +244,20 @@ def _macs_in_background(spec: ArchSpec, image_size: int) -> Future:
     return _MACS_THREAD.submit(_count_macs_on_meta, spec, image_size)
 
 
+class _Validation:
+    """The model's validation accuracy, measured when called, under the shared lock (computing beside another
+    trial's timed steps would slow them); ``value`` keeps it, so a trial stopped at a rung is not evaluated twice."""
+
+    def __init__(self, model: torch.nn.Module, data: DeviceData, sharing: DeviceSharing) -> None:
+        self.model, self.data, self.sharing = model, data, sharing
+        self.value: float | None = None
+
+    def __call__(self) -> float:
+        with self.sharing.shared():
+            self.value = evaluate(self.model, self.data.val_x, self.data.val_y)
+        return self.value
+
+
 def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, device: torch.device,
                        data: DeviceData) -> dict[str, Any]:
     model = build_model(spec)
@@ -266,76 +272,58 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     count = len(data.train_x)
     batch = min(settings.batch_size, count)
     steps_per_epoch = count // batch  # the last partial batch is dropped: the graph needs one shape
-    lock, sync = DeviceLock(settings.timing_lock), device_sync(device)  # the same discipline on CPU and GPU
+    sharing = DeviceSharing(settings.timing_lock, device)  # the same discipline on CPU and GPU
     epochs, total = settings.epochs, settings.epochs * steps_per_epoch
     if settings.seconds is not None:  # equal time: the steps this candidate's own step time buys
-        with lock.exclusive(sync):
+        with sharing.exclusive():
             step_seconds = measure_step_seconds(model, settings.optimizer, settings.lr, batch, spec.image_channels,
                                                 spec.train_image_size, spec.num_classes, device, settings.engine)
         total = min(MAX_PROXY_EPOCHS * steps_per_epoch, max(4, round(settings.seconds / step_seconds)))
         epochs = -(-total // steps_per_epoch)
     rates = lr_schedule(settings.lr, total, settings.warmup_fraction)
-    timed = min(settings.timing_steps, max(1, total - 2))  # at least two untimed steps first when possible
-    if device.type == "cpu" and settings.timing_lock is None:
-        timed = max(timed, total - 2)  # every step after two warm-up steps (see the module docs)
-    rule = _early_stopping(settings.early_stopping) if settings.early_stopping else None
-    # Spread: every epoch has timed steps, so the rule knows the step time early; on a shared CPU see timing_windows.
-    windows = timing_windows(epochs, steps_per_epoch, timed,
-                             spread=(device.type == "cpu" and settings.timing_lock is not None) or rule is not None)
-    # A lone CPU worker's windows are whole epochs: the rule is asked a few timed steps in, as in short windows.
-    first_run = -(-settings.timing_steps // epochs) if rule is not None else steps_per_epoch
+    stopping = stopping_for(settings.early_stopping)
+    plan = TimingPlan(sharing, settings.timing_steps, epochs, steps_per_epoch, total, stopping.may_stop)
 
     build_start = time.perf_counter()
     step = make_train_step(model, optimizer, classification_loss(settings.label_smoothing),
                            data.train_x[:batch], data.train_y[:batch], engine=settings.engine)
     build_seconds = time.perf_counter() - build_start
 
-    timer = StepTimer(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     train_start = time.perf_counter()
     k, epoch_loss, epochs_trained, accuracy = 0, math.nan, settings.epochs, None
-    for epoch in range(epochs):
+    for epoch in plan.epochs():
         order = torch.randperm(count, device=device, generator=generator)
-        running, done, cannot_win = torch.zeros((), device=device), 0, False
-        length = min(steps_per_epoch, total - epoch * steps_per_epoch)  # an equal-time proxy's last epoch is short
-        shift = max(0, windows[epoch].stop - length)  # a short epoch's window moves back to end with it
-        window = range(max(0, windows[epoch].start - shift), windows[epoch].stop - shift)
-        for is_timed, indices in segments(window, length, first_run):
-            with lock.exclusive(sync) if is_timed else contextlib.nullcontext():
-                for chunk in shared_chunks(indices, device, is_timed):
-                    with contextlib.nullcontext() if is_timed else lock.shared(sync):
-                        for i in chunk:
-                            step.set_lr(rates[k])
-                            index = order[i * batch:(i + 1) * batch]
-                            x, y = data.train_x[index], data.train_y[index]
-                            with timer.measure() if is_timed else contextlib.nullcontext():
-                                loss = step(x, y)
-                            running += loss
-                            k, done = k + 1, done + 1
-            # The bound needs only the cost: a hopeless candidate stops a few steps into its first epoch.
-            if is_timed and rule is not None and rule.cannot_win(timer.result().median_ms, params):
-                cannot_win = True
+        running, done, stopped = torch.zeros((), device=device), 0, False
+        for segment in epoch.segments:
+            with segment.hold():
+                for i in segment.steps:
+                    step.set_lr(rates[k])
+                    index = order[i * batch:(i + 1) * batch]
+                    x, y = data.train_x[index], data.train_y[index]
+                    with segment.measure():
+                        loss = step(x, y)
+                    running += loss
+                    k, done = k + 1, done + 1
+            if segment.timed and stopping.on_window(plan.step_time_ms(), params) is Decision.STOP:
+                stopped = True
                 break
         epoch_loss = running.item() / done  # the one host sync per epoch
         if not math.isfinite(epoch_loss):
             raise TrialError(f"diverged: training loss is {'NaN' if math.isnan(epoch_loss) else 'inf'} "
-                             f"in epoch {epoch + 1} (NaN/inf loss)")
-        if cannot_win:
-            epochs_trained = epoch + (done == steps_per_epoch)  # whole epochs trained
+                             f"in epoch {epoch.number} (NaN/inf loss)")
+        if stopped:
+            epochs_trained = epoch.number - (done < steps_per_epoch)  # whole epochs trained
             break
-        if rule is not None and rule.hyperband and epoch + 1 < epochs:
-            with lock.shared(sync):
-                accuracy = evaluate(model, data.val_x, data.val_y)
-            if rule.falls_behind(epoch + 1, accuracy, timer.result().median_ms, params):
-                epochs_trained = epoch + 1
-                break
-            accuracy = None  # the next epoch trains on
-    timing = timer.result()
+        rung = _Validation(model, data, sharing)  # evaluated only if the rule reports this epoch
+        if not epoch.last and stopping.on_epoch(epoch.number, rung, plan.step_time_ms(), params) is Decision.STOP:
+            epochs_trained, accuracy = epoch.number, rung.value
+            break
+    timing = plan.timing()
     train_seconds = time.perf_counter() - train_start
     eval_start = time.perf_counter()
     if accuracy is None:  # not already measured at the rung that stopped the trial
-        with lock.shared(sync):  # computing beside another trial's timed steps would slow them
-            accuracy = evaluate(model, data.val_x, data.val_y)
+        accuracy = _Validation(model, data, sharing)()
     eval_seconds = time.perf_counter() - eval_start
     if macs_job is not None:
         macs = macs_job.result()
@@ -346,6 +334,6 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
         "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": k,
         "epochs": epochs_trained,
         "batch_size": batch, "image_size": spec.train_image_size, "device": str(device),
-        "timing": timing_conditions(lock.path is not None), "threads": torch.get_num_threads(),
-        "workers": settings.workers,
+        "timing": sharing.conditions(), "threads": torch.get_num_threads(),
+        "workers": settings.workers, "lock_wait_seconds": sharing.wait_seconds,
     }

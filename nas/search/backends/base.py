@@ -37,8 +37,8 @@ class BackendSetup:
     trial_timeout: float | None  # seconds; a trial past it fails "trial exceeded the time limit of N s"
     trial_memory: float | None  # GiB a trial may use (local backend only)
     device: str  # auto | cpu | cuda | cuda:N, as the user gave it
-    run_dir: Path  # the run directory (a machine-local timing lock may live there)
-    storage_url: str  # names the study, e.g. for a lock shared by this study's trials on one node
+    run_dir: Path  # the run directory
+    storage_url: str  # names the study, and the timing lock its trials on one machine share
 
 
 class Backend(Protocol):

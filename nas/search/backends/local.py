@@ -17,10 +17,10 @@ import resource
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any, Callable
 
 from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_reason
+from effnas.nas.search.device_sharing import timing_lock_path
 
 
 def _import_function(path: str) -> Callable[..., dict]:
@@ -61,13 +61,10 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
-def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None,
-                 cores: tuple[int, ...] | None = None) -> None:
+def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None) -> None:
     """Loop: receive (key, spec, settings, seed), run the trial, send the outcome back."""
     import torch  # in the worker process only (see limit_memory)
 
-    if cores:
-        os.sched_setaffinity(0, cores)
     if threads:
         torch.set_num_threads(threads)
     run_trial = _import_function(function)
@@ -100,10 +97,9 @@ STARTUP_S = 120.0  # how long a new worker may take to start before its first ta
 
 class _Worker:
     def __init__(self, context: mp.context.BaseContext, threads: int | None, function: str,
-                 memory_gib: float | None = None, cores: tuple[int, ...] | None = None) -> None:
+                 memory_gib: float | None = None) -> None:
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, threads, function, memory_gib, cores),
-                                       daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child, threads, function, memory_gib), daemon=True)
         self.process.start()
         child.close()
         self.tasks: deque[tuple[Any, tuple]] = deque()  # (key, message) in the order sent; the first one runs
@@ -138,24 +134,22 @@ class WorkerPool:
     current one ends, so the worker goes straight on while the caller stores the result and picks another.
     A worker that dies or overruns ``timeout`` seconds is killed and replaced; its running task comes back as a
     failure with the reason, and the tasks queued behind it go to the replacement. ``memory_gib`` caps each
-    worker's trials (see :func:`limit_memory`); ``cores`` pins worker ``i`` to ``cores[i]`` (a replacement too).
+    worker's trials (see :func:`limit_memory`).
     """
 
     def __init__(self, size: int, timeout: float | None = None, threads: int | None = None,
                  function: str = "effnas.nas.search.trial:run_trial", memory_gib: float | None = None,
-                 depth: int = 1, cores: list[tuple[int, ...]] | None = None) -> None:
+                 depth: int = 1) -> None:
         self._context = mp.get_context("spawn")
         self._threads = threads
         self._memory_gib = memory_gib
         self._function = function
-        self._cores = cores
         self.timeout = timeout
         self.depth = depth
-        self._workers = [self._new_worker(index) for index in range(size)]
+        self._workers = [self._new_worker() for _ in range(size)]
 
-    def _new_worker(self, index: int) -> _Worker:
-        cores = self._cores[index % len(self._cores)] if self._cores else None
-        return _Worker(self._context, self._threads, self._function, self._memory_gib, cores)
+    def _new_worker(self) -> _Worker:
+        return _Worker(self._context, self._threads, self._function, self._memory_gib)
 
     @property
     def idle(self) -> int:
@@ -215,7 +209,7 @@ class WorkerPool:
                     reason = (f"worker process died (exit code {code}"
                               f"{', killed by the OS - out of memory?' if code == -9 else ''})")
                 worker.stop(kill=True)
-                replacement = self._workers[index] = self._new_worker(index)
+                replacement = self._workers[index] = self._new_worker()
                 for queued_key, queued in list(worker.tasks)[1:]:  # never started: they go to the replacement
                     replacement.send(queued_key, queued)
                 results.append(TrialResult(key, None, reason, elapsed))
@@ -237,15 +231,6 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def disjoint_cores(workers: int) -> list[tuple[int, ...]] | None:
-    """This process's cores split into ``workers`` disjoint sets, or None when there are fewer cores."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if workers < 2 or len(cores) < workers:
-        return None
-    share = len(cores) // workers
-    return [tuple(cores[i * share:(i + 1) * share]) for i in range(workers)]
-
-
 def default_workers(device: str) -> int:
     """Trials at once when the user does not say: one single-threaded trial per core on CPU (the best
     throughput, and steady step times), one on a GPU (pass --workers N to share it)."""
@@ -259,51 +244,40 @@ def default_workers(device: str) -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-TIMINGS = ("exclusive", "pinned", "unlocked")
-
-
 class LocalBackend:
     """The search's trials in a :class:`WorkerPool` on this machine (see the module docs).
 
     Each worker holds two trials (``depth=2``): its next candidate waits in its pipe, so it never idles while
     the search process stores a result, asks the controller and rewrites the run files.
 
-    ``timing`` decides how concurrent trials time their steps. ``exclusive`` (the default): one at a time,
-    while the others finish their current step (on a GPU, their current run of untimed steps) and wait
-    (:class:`~effnas.nas.search.device_sharing.DeviceLock`), so candidates are timed alone as the reference is. ``pinned``: each worker on disjoint cores, no turns; ``unlocked``:
-    neither. The last two are kept so ``benchmarks.step_time_fidelity`` can show why ``exclusive`` won.
+    With more than one worker, the trials share the run's timing lock
+    (:func:`~effnas.nas.search.device_sharing.timing_lock_path`): each times its steps while the others finish
+    their current step (on a GPU, their current run of untimed steps) and wait, so candidates are timed alone
+    as the reference is.
     """
 
     DEPTH = 2
 
-    def __init__(self, function: str = "effnas.nas.search.trial:run_trial", timing: str = "exclusive") -> None:
-        if timing not in TIMINGS:
-            raise ValueError(f"LocalBackend: timing {timing!r} unknown (expected one of {', '.join(TIMINGS)})")
+    def __init__(self, function: str = "effnas.nas.search.trial:run_trial") -> None:
         self._function = function
         self._pool: WorkerPool | None = None
         self._timing_lock: str | None = None
-        self.timing = timing
         self.workers = 0
         self.threads: int | None = None
 
     def start(self, setup: BackendSetup) -> None:
-        workers = setup.workers if setup.workers is not None else default_workers(setup.device)
-        self.workers = workers
-        cores = disjoint_cores(workers) if self.timing == "pinned" else None
-        self.threads = setup.threads or (len(cores[0]) if cores else default_threads(workers))
-        if workers > 1 and self.timing == "exclusive":  # see nas.search.device_sharing.DeviceLock
-            self._timing_lock = str(Path(setup.run_dir).resolve() / ".timing.lock")
-        self._pool = WorkerPool(workers, timeout=setup.trial_timeout, threads=self.threads, function=self._function,
-                                memory_gib=setup.trial_memory, depth=self.DEPTH, cores=cores)
+        self.workers = setup.workers if setup.workers is not None else default_workers(setup.device)
+        self.threads = setup.threads or default_threads(self.workers)
+        self._timing_lock = timing_lock_path(setup.storage_url, self.workers)
+        self._pool = WorkerPool(self.workers, timeout=setup.trial_timeout, threads=self.threads,
+                                function=self._function, memory_gib=setup.trial_memory, depth=self.DEPTH)
 
     @property
     def free(self) -> int:
         return self._pool.free if self._pool is not None else 0
 
     def submit(self, key: Any, spec: dict[str, Any], settings: dict[str, Any], seed: int) -> None:
-        settings = {**settings, "workers": self.workers}
-        if self._timing_lock is not None:
-            settings["timing_lock"] = self._timing_lock
+        settings = {**settings, "timing_lock": self._timing_lock, "workers": self.workers}
         self._pool.submit(key, spec, settings, seed)
 
     def collect(self, poll_seconds: float) -> list[TrialResult]:

@@ -12,11 +12,9 @@ from ``ray.get`` as an error, recorded as "Ray worker died: ..." or "trial excee
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_reason  # noqa: E402
+from effnas.nas.search.device_sharing import timing_lock_path  # noqa: E402
 from effnas.nas.search.settings import SearchError  # noqa: E402
 from effnas.nas.search.trial import run_trial  # noqa: E402
 
@@ -64,14 +63,6 @@ class Resources:
     workers: int
 
 
-def _on_this_device(settings: dict[str, Any]) -> dict[str, Any]:
-    """One timing lock per GPU that Ray gave this worker: trials on other GPUs need not wait their turn."""
-    if settings.get("timing_lock"):
-        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(",", "-")
-        settings = {**settings, "timing_lock": f"{settings['timing_lock']}.{gpus or 'cpu'}"}
-    return settings
-
-
 def train_candidate(spec: dict, settings: dict, seed: int, threads: int | None,
                     timeout: float | None) -> tuple[dict[str, Any] | None, str | None, float]:
     """One proxy trial in a reused Ray worker: (metrics, failure reason, seconds), never raised."""
@@ -85,7 +76,7 @@ def train_candidate(spec: dict, settings: dict, seed: int, threads: int | None,
         watchdog.start()
     start = time.perf_counter()
     try:
-        return run_trial(spec, _on_this_device(settings), seed), None, time.perf_counter() - start
+        return run_trial(spec, settings, seed), None, time.perf_counter() - start
     except Exception as error:  # noqa: BLE001 - any failure of a candidate is data, not a crash
         return None, failure_reason(error), time.perf_counter() - start
     finally:
@@ -151,16 +142,13 @@ def _resolve_resources(options: RayOptions, device: str, workers: int | None = N
     return Resources(cpus, share, workers)
 
 
-def node_timing_lock(storage_url: str) -> str:
-    """The timing lock (``nas.search.device_sharing.DeviceLock``) of this study's trials on one node: in the node's
-    temporary folder, since the run directory may not exist on other nodes and trials only compete with
-    trials on the same node."""
-    tag = hashlib.sha1(storage_url.encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"effnas-{tag}.timing.lock")
-
-
 class RayBackend:
-    """Trials as Ray tasks, at most ``workers`` in flight (see the module docs)."""
+    """Trials as Ray tasks, at most ``workers`` in flight (see the module docs).
+
+    With more than one, the trials on each node share the run's timing lock
+    (:func:`~effnas.nas.search.device_sharing.timing_lock_path`, in the node's temporary folder), which each trial
+    narrows to the GPU Ray gave it.
+    """
 
     def __init__(self, options: RayOptions | None = None) -> None:
         self.options = options if options is not None else RayOptions()
@@ -186,7 +174,7 @@ class RayBackend:
         self.workers = resources.workers
         self.threads = setup.threads or max(1, int(resources.cpus_per_trial))
         self._timeout = setup.trial_timeout
-        self._timing_lock = node_timing_lock(setup.storage_url) if resources.workers > 1 else None
+        self._timing_lock = timing_lock_path(setup.storage_url, resources.workers)
         self._task = ray.remote(train_candidate).options(
             num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial, max_retries=0)
 
