@@ -1,8 +1,8 @@
 """The files a search keeps next to its study: ``trials.csv``, ``pareto.json``, ``best.json``.
 
-Rewritten after every trial, each atomically (temporary file + rename), so a search killed at any
-moment leaves complete, valid files behind: the previous version or the new one, never half of one; on a
-full or read-only disk the write is a one-line :class:`~effnas.writes.WriteError` and the old file stays.
+Refreshed as trials finish (at most every few seconds, and when the search ends), each atomically (temporary
+file + rename), so a search killed at any moment leaves complete, valid files behind: the previous version or the
+new one, never half of one; on a full or read-only disk the write is a one-line :class:`~effnas.writes.WriteError` and the old file stays.
 """
 
 from __future__ import annotations

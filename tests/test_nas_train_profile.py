@@ -8,7 +8,7 @@ from torch import nn
 
 from effnas.errors import EffnasError
 from effnas.models import ProfileError, build_model, count_macs, count_params, count_spec
-from effnas.nas.search import trial
+from effnas.nas.search import device_sharing, trial
 from effnas.nas.search.trial import TrialSettings, run_trial
 from effnas.nas.training import engine, profile, timing
 from effnas.nas.training.engine import EngineError, TrainStep, resolve_device
@@ -104,7 +104,8 @@ def test_profile_and_proxy_trial_share_the_step_the_optimizer_and_the_timer():
     # The profile times what a search times: the same step builder and timer objects, not look-alikes...
     assert profile.make_train_step is trial.make_train_step is engine.make_train_step
     assert profile.make_optimizer is trial.make_optimizer is engine.make_optimizer
-    assert profile.time_steps is timing.time_steps and trial.StepTimer is timing.StepTimer
+    assert profile.time_steps is timing.time_steps and device_sharing.TimingPlan(
+        device_sharing.DeviceSharing(None, torch.device("cpu")), 9, 1, 10, 10, False).timer.__class__ is timing.StepTimer
     # ...with the proxy trials' default optimizer (its step is part of the timed step).
     defaults = TrialSettings()
     assert (PROXY_OPTIMIZER, PROXY_LR, PROXY_WEIGHT_DECAY) == (defaults.optimizer, defaults.lr,

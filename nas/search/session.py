@@ -73,6 +73,10 @@ class SearchSummary:
     costs: dict[str, float] = field(default_factory=dict)
 
 
+# The run files are refreshed at most this often while trials finish (and always when the search ends or stops).
+RUN_FILES_EVERY = 10.0
+
+
 class Search:
     """One search: open or resume the study, measure the reference, run trials up to the budget.
 
@@ -88,6 +92,7 @@ class Search:
         self._asked: optuna.trial.Trial | None = None  # see propose
         self.exhausted = False  # the controller proposes only architectures the study has (see repeats)
         self.costs: dict[str, float] = {}  # seconds of this process's own work, per part (see _costs)
+        self._files_written: float | None = None  # when publish last wrote the run files (time.monotonic)
         self.space = space if space is not None else build_space(recipe.space, recipe.image_size)
         self.multi_objective = is_multi_objective(recipe.controller)
         self.objectives = study_objectives(recipe.controller, recipe.reward_w, recipe.reward_v)
@@ -354,9 +359,9 @@ class Search:
 
     def record(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
                seconds: float) -> None:
-        """Store a finished trial and refresh the run files (one result at a time)."""
+        """Store a finished trial and rewrite the run files (one result at a time)."""
         self.store(trial, metrics, error, seconds)
-        self.publish([trial.number])
+        self.publish([trial.number], every=0.0)
 
     def store(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
               seconds: float) -> None:
@@ -396,14 +401,20 @@ class Search:
                    f"> {UNSTEADY_SPREAD} (p90 - p10 over the median of its timed steps; was the machine busy?); "
                    f"flagged in trials.csv", file=sys.stderr)
 
-    def publish(self, numbers: list[int]) -> None:
-        """After stored trials: rewrite the run files (so a killed search leaves files that match its study)
-        and tell ``on_trial``."""
-        with self._costs("run_files"):
-            self.write_outputs()
+    def publish(self, numbers: list[int], every: float = RUN_FILES_EVERY) -> None:
+        """After stored trials: refresh the run files, at most every ``every`` seconds (each write reads the whole
+        study, so writing after every trial would cost more the longer the search runs; the search writes them once
+        more when it ends or stops, and a killed search leaves the last, complete, versions), and tell
+        ``on_trial``."""
+        now = time.monotonic()
+        if self._files_written is None or now - self._files_written >= every:
+            with self._costs("run_files"):
+                self.write_outputs()
+            self._files_written = time.monotonic()
         if self.on_trial is not None:
+            trials = self.study.get_trials(deepcopy=False)
             for number in numbers:
-                self.on_trial(self.study.trials[number])
+                self.on_trial(trials[number])
 
     def interrupt(self, trial: optuna.trial.Trial, reason: str) -> None:
         """A trial cut off by the search stopping: not counted, and its architecture is queued again (unless it
