@@ -243,3 +243,16 @@ def test_trial_throughput_on_cuda_includes_the_graph_loop(capsys):
         assert graphed["trial img/s"] < graphed["steps img/s"]
     out = capsys.readouterr().out
     assert "graph vs eager per trial" in out and "steps only" in out
+
+
+def test_trial_overhead_splits_a_trials_wall_time_into_its_parts():
+    from benchmarks.trial_overhead import PARTS, breakdown
+
+    attrs = {"duration_s": 10.0, "total_seconds": 9.5, "train_seconds": 8.0, "lock_wait_seconds": 1.5,
+             "eval_seconds": 0.5, "build_seconds": 0.25}
+    parts = breakdown(attrs)
+    assert parts == {"wall": 10.0, "steps": 6.5, "lock wait": 1.5, "eval": 0.5, "build": 0.25, "in trial": 0.75,
+                     "dispatch": 0.5}
+    assert math.isclose(sum(parts[name] for name in PARTS), parts["wall"])  # the parts add up to the wall time
+    older = breakdown({key: value for key, value in attrs.items() if key != "lock_wait_seconds"})
+    assert older["lock wait"] == 0.0 and older["steps"] == 8.0  # a record from before the field: no waits known
