@@ -3,6 +3,7 @@ runs from it with flags overriding it, and a bad file is one line with exit code
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -102,10 +103,13 @@ def architectures(run: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_a_search_reruns_from_its_run_file(tmp_path):
+    (tmp_path / "space.json").write_text(json.dumps({"width": 0.25, "depth": 0.25, "image_size": 32,
+                                                     "head_channels": 32}))
     nas("search", "--budget", "2", "--epochs", "1", "--workers", "1", "--seed", "3", "--quiet", "--out", "a",
-        cwd=tmp_path)
+        "--data", "synthetic:240x16", "--batch-size", "32", "--space", "space.json", cwd=tmp_path)
     nas("search", "--config", "a/config.yaml", "--out", "b", cwd=tmp_path)
     first, again = architectures(tmp_path / "a"), architectures(tmp_path / "b")
     assert len(first) == 2 and first == again
     held = read_run_config(tmp_path / "b" / CONFIG_FILE, "search")
     assert held["out"] == "b" and held["seed"] == 3 and held["budget"] == 2
+    assert held["data"] == "synthetic:240x16" and held["batch_size"] == 32 and held["space"] == "space.json"
