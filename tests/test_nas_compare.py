@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_image_size": 16, "name": "tiny",
         "stages": ["r1_k3_s1_e1_i8_o8_c1", "r1_k3_s2_e2_i8_o16_se0.25"]}
@@ -20,6 +21,7 @@ def nas_compare(*argv: str) -> subprocess.CompletedProcess:
                           timeout=300, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_compare_writes_one_row_per_model_and_baseline_and_reads_finished_models_back(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -59,6 +61,7 @@ def test_compare_without_a_winner_is_a_one_line_error(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "no best.json" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_winner_and_every_network_train_with_the_recipe_the_search_chose_under(tmp_path):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"backbone": TINY, "width": 1.0, "depth": 1.0, "image_size": 16,
