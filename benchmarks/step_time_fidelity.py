@@ -169,7 +169,7 @@ def search_fidelity(timing: str, args: argparse.Namespace, device: torch.device,
     from benchmarks.timing_modes import timing_backend
     from effnas.nas.search.session import Search
     from effnas.nas.search.settings import SearchConfig, SearchRecipe, SearchRuntime
-    from effnas.results.record import unsteady
+    from effnas.results.record import REFERENCE_ATTR, unsteady
 
     with tempfile.TemporaryDirectory(prefix="effnas-fidelity-") as tmp:
         space_file = Path(tmp) / "space.json"
@@ -188,7 +188,7 @@ def search_fidelity(timing: str, args: argparse.Namespace, device: torch.device,
             search.study.enqueue_trial(backbone)
             search.study.enqueue_trial({name: rng.choice(d.choices) for name, d in search.space.distributions().items()})
         search.run(timing_backend(timing))
-        reference = search.study.user_attrs["reference"]
+        reference = search.study.user_attrs[REFERENCE_ATTR]
         done = search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         ours = [t.user_attrs for t in done if t.params == backbone]
         others = [t.user_attrs for t in done if t.params != backbone]

@@ -373,6 +373,7 @@ def search_recipe(arch: str | Path) -> dict[str, Any] | None:
     run directory or its ``best.json``; else None. ``nas train`` of the winner and ``nas compare`` start from it:
     the recipe the winner was chosen under."""
     from effnas.results import ResultsError, open_study
+    from effnas.results.record import SETTINGS_ATTR
     from effnas.results.storage import STUDY_FILE
 
     path = Path(arch).expanduser()
@@ -380,7 +381,7 @@ def search_recipe(arch: str | Path) -> dict[str, Any] | None:
     if run_dir is None or not (run_dir / STUDY_FILE).is_file():
         return None
     try:
-        settings = open_study(run_dir).user_attrs.get("settings") or {}
+        settings = open_study(run_dir).user_attrs.get(SETTINGS_ATTR) or {}
     except ResultsError:
         return None
     trial = (settings.get("recipe") or {}).get("trial") if isinstance(settings.get("recipe"), dict) else None
@@ -411,9 +412,10 @@ def _proxy_optimizer(optimizer: str | None, lr: float | None, weight_decay: floa
 def _search_data(run_dir: Path) -> str | None:
     """The data source the search trained its candidates on, as its study recorded it."""
     from effnas.results import ResultsError, open_study
+    from effnas.results.record import SETTINGS_ATTR
 
     try:
-        settings = open_study(run_dir).user_attrs.get("settings") or {}
+        settings = open_study(run_dir).user_attrs.get(SETTINGS_ATTR) or {}
     except ResultsError:
         return None
     recipe = settings.get("recipe") if isinstance(settings.get("recipe"), dict) else {}
@@ -426,10 +428,11 @@ def _search_data(run_dir: Path) -> str | None:
 def _search_backbone(run_dir: Path) -> ArchSpec:
     """The search space's backbone as the study recorded it: the network the search started from."""
     from effnas.results import ResultsError, open_study
+    from effnas.results.record import SPACE_ATTR
     from effnas.search_space import SearchSpace
 
     try:
-        space = open_study(run_dir).user_attrs.get("space")
+        space = open_study(run_dir).user_attrs.get(SPACE_ATTR)
     except ResultsError:
         space = None
     if not isinstance(space, dict):

@@ -184,6 +184,12 @@ FAIL_REASON_ATTR = "fail_reason"  # why a failed trial failed, in words
 INTERRUPTED_ATTR = "interrupted"  # True: cut off by the search stopping, not by its own failure (not counted)
 RETRY_OF_ATTR = "retry_of"  # on a queued trial: the number of the interrupted trial it evaluates again
 
+# The user attributes of the study itself.
+SETTINGS_ATTR = "settings"  # the search's recipe and runtime (SearchConfig as a dict)
+SPACE_ATTR = "space"  # the search space (SearchSpace.to_dict)
+REFERENCE_ATTR = "reference"  # the backbone's measurement the rewards are relative to, with its timing conditions
+IDENTITY_ATTR = "identity"  # what a resume must match: the recipe's parts that change what a trial measures
+
 # The trials table's columns from the study (after number, state and the choices): the measured metrics, the
 # reward, then how each trial ran and what its step time was timed under (so a table says which step times
 # compare); ``unsteady``, the failure, the spec and its block strings follow (results.study). The positions of the

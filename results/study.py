@@ -18,8 +18,9 @@ import optuna
 import pandas as pd
 
 from effnas.errors import SpecError
-from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR, OBJECTIVES, REUSE_ATTR,
-                                   REWARD_ATTR, SPEC_ATTR, STUDY_NAME, TEXT_METRICS, TRIAL_COLUMNS, eligible, unsteady)
+from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR, OBJECTIVES, REFERENCE_ATTR,
+                                   REUSE_ATTR, REWARD_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPEC_ATTR, STUDY_NAME,
+                                   TEXT_METRICS, TRIAL_COLUMNS, eligible, unsteady)
 from effnas.results.storage import ResultsError, open_reader, storage_url
 from effnas.search_space import ArchSpec, encode_block_string, spec_from_dict
 
@@ -147,14 +148,14 @@ def study_info(study: optuna.Study) -> dict[str, Any]:
     """What the runner recorded about the search: settings, reference, directions, trial counts."""
     frame_states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
     counts = {state: frame_states.count(state) for state in sorted(set(frame_states))}
-    settings = study.user_attrs.get("settings", {})
+    settings = study.user_attrs.get(SETTINGS_ATTR, {})
     return {
         "study_name": study.study_name,
         "directions": [direction.name.lower() for direction in study.directions],
         "controller": controller_of(settings),
         "settings": settings,
-        "reference": study.user_attrs.get("reference", {}),
-        "space": study.user_attrs.get("space"),
+        "reference": study.user_attrs.get(REFERENCE_ATTR, {}),
+        "space": study.user_attrs.get(SPACE_ATTR),
         "states": counts,
     }
 

@@ -39,9 +39,10 @@ from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
 from effnas.nas.training.engine import resolve_device
 from effnas.results import RUN_FILES, write_run_files
-from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR, RETRY_OF_ATTR, REUSE_ATTR,
-                                   REWARD_ATTR, SPEC_ATTR, STUDY_NAME, UNSTEADY_SPREAD, WORKER_ATTR, RecordError,
-                                   Reference, TrialMetrics, best_trial)
+from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, IDENTITY_ATTR, INTERRUPTED_ATTR, REFERENCE_ATTR,
+                                   RETRY_OF_ATTR, REUSE_ATTR, REWARD_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPEC_ATTR,
+                                   STUDY_NAME, UNSTEADY_SPREAD, WORKER_ATTR, RecordError, Reference, TrialMetrics,
+                                   best_trial)
 from effnas.results.storage import open_storage, probe_storage, search_storage_url, storage_file, study_lock
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
@@ -127,9 +128,9 @@ class Search:
     # ------------------------------------------------------------------ settings
     def _check_or_store_settings(self) -> None:
         identity = self.config.recipe.identity(self.space)
-        stored = self.study.user_attrs.get("identity")
+        stored = self.study.user_attrs.get(IDENTITY_ATTR)
         if stored is None:
-            self.study.set_user_attr("identity", identity)
+            self.study.set_user_attr(IDENTITY_ATTR, identity)
         elif stored != identity:
             changed = sorted(k for k in identity if identity[k] != stored.get(k))
             detail = changed[0]
@@ -152,7 +153,7 @@ class Search:
 
     def _check_conditions(self, conditions: dict[str, Any]) -> None:
         """Refuse, before anything is written, a resume whose step times would not compare with the reference."""
-        stored = (self.study.user_attrs.get("reference") or {}).get("conditions")
+        stored = (self.study.user_attrs.get(REFERENCE_ATTR) or {}).get("conditions")
         if not stored:
             return
         changed = [f"{name} {stored.get(name)} -> {value}" for name, value in conditions.items()
@@ -308,12 +309,12 @@ class Search:
     def _prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str],
                  conditions: dict[str, Any]) -> dict[str, Any]:
         self._check_conditions(conditions)  # another process may have stored the reference meanwhile
-        self.study.set_user_attr("settings", asdict(self.config))
-        self.study.set_user_attr("space", self.space.to_dict())
+        self.study.set_user_attr(SETTINGS_ATTR, asdict(self.config))
+        self.study.set_user_attr(SPACE_ATTR, self.space.to_dict())
         recover_interrupted(self.study, self.storage)
         remove_stale_temporaries(self.run_dir, RUN_FILES)  # copies a write killed mid-way left
         self._take_stream()
-        stored = self.study.user_attrs.get("reference")
+        stored = self.study.user_attrs.get(REFERENCE_ATTR)
         if stored:
             self.reference = stored
             return stored
@@ -324,7 +325,7 @@ class Search:
         record = TrialMetrics.from_dict(metrics)
         conditions = {**conditions, "timing": record.timing}  # stored, not compared: it may name pinned cores
         self.reference = Reference.from_metrics(record, spec.to_dict(), conditions).to_dict()
-        self.study.set_user_attr("reference", self.reference)
+        self.study.set_user_attr(REFERENCE_ATTR, self.reference)
         if record.unsteady:
             self._warn_unsteady("the reference", record)
         return self.reference
