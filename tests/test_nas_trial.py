@@ -1,9 +1,11 @@
 """Proxy trials end to end on the bundled digits: real training, real measurements, real failures."""
 
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import time
+from typing import Iterator
 
 import pytest
 
@@ -90,19 +92,26 @@ def _hold_exclusive(path, seconds, ready):
         time.sleep(seconds)
 
 
-def test_device_lock_makes_training_wait_for_a_timing_pass(tmp_path):
-    path = str(tmp_path / "device.lock")
+@contextlib.contextmanager
+def held_elsewhere(path: str, seconds: float) -> Iterator[None]:
+    """Another process holds the device lock exclusively for ``seconds`` from the moment the block starts."""
     context = mp.get_context("fork")
     ready = context.Event()
-    holder = context.Process(target=_hold_exclusive, args=(path, 0.6, ready))
+    holder = context.Process(target=_hold_exclusive, args=(path, seconds, ready))
     holder.start()
     try:
         assert ready.wait(10)
+        yield
+    finally:
+        holder.join(10)
+
+
+def test_device_lock_makes_training_wait_for_a_timing_pass(tmp_path):
+    path = str(tmp_path / "device.lock")
+    with held_elsewhere(path, 0.6):
         start = time.perf_counter()
         with DeviceLock(path).shared():
             waited = time.perf_counter() - start
-    finally:
-        holder.join(10)
     assert waited > 0.3
     with DeviceLock(path).shared(), DeviceLock(path).shared():  # readers share
         pass
@@ -116,15 +125,8 @@ def test_a_trial_records_how_long_it_waited_for_the_device(tmp_path):
     path = str(tmp_path / "device.lock")
     settings = dict(FAST, epochs=1, timing_steps=2)
     trial_data(TrialSettings(**settings), 0, "cpu", 16)  # loaded before the other process takes the device
-    context = mp.get_context("fork")
-    ready = context.Event()
-    holder = context.Process(target=_hold_exclusive, args=(path, 2.0, ready))
-    holder.start()
-    try:
-        assert ready.wait(10)
+    with held_elsewhere(path, 4.0):  # long enough to outlast the trial's start on a loaded machine
         waited = run_trial(TINY, dict(settings, timing_lock=path), seed=0)["lock_wait_seconds"]
-    finally:
-        holder.join(10)
     assert waited > 0.5
     assert run_trial(TINY, settings, seed=0)["lock_wait_seconds"] == 0.0
 
