@@ -196,3 +196,24 @@ def test_a_repeated_architecture_is_not_trained_again(tmp_path, monkeypatch):
         assert copy.user_attrs["duration_s"] == 0.0
     assert summary.best["trial"] == trained[0].number
     assert state_counts(trials_frame(study))["reused"] == 5 and state_counts(trials_frame(study))["completed"] == 1
+
+
+def test_run_files_are_refreshed_at_most_every_interval_while_trials_finish(tmp_path):
+    """The loop's refresh skips a write within RUN_FILES_EVERY of the last (each write reads the whole study);
+    ``record`` and the end of a search always write."""
+    search = Search(config(tmp_path, budget=4))
+    search.prepare(lambda spec: REFERENCE)
+    trials = [search.propose()[0] for _ in range(3)]
+    table = tmp_path / "run" / "trials.csv"
+    search.record(trials[0], metrics(0.6, epochs=2), None, 1.0)  # written at once
+    search.store(trials[1], metrics(0.7, epochs=2), None, 1.0)
+    search.publish([trials[1].number])  # within the interval of the last write: skipped
+
+    def completed() -> int:
+        return int((pd.read_csv(table)["state"] == "COMPLETE").sum())
+
+    assert completed() == 1
+    search.store(trials[2], metrics(0.8, epochs=2), None, 1.0)
+    search.publish([trials[2].number], every=0.0)  # an interval of 0 (record's, and the search's end): written
+    assert completed() == 3 and json.loads((tmp_path / "run" / "best.json").read_text())["metrics"][
+        "accuracy"] == 0.8
