@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="effnas-trial-overhead-") as tmp:
         began = time.perf_counter()
-        found = effnas.search(budget=budget, epochs=epochs, data=args.data, device="cpu", out=str(Path(tmp) / "run"),
-                              quiet=True)
+        print(f"searching {budget} trials of {epochs} epoch(s) on {args.data}: the backbone first, then the trials",
+              flush=True)  # the search's own progress bar follows once the backbone is measured
+        found = effnas.search(budget=budget, epochs=epochs, data=args.data, device="cpu", out=str(Path(tmp) / "run"))
         wall = time.perf_counter() - began
         study = open_study(found.storage)
         trained = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
