@@ -106,3 +106,14 @@ def test_bad_arguments_are_one_line_exit_2(capsys, args, text):
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1 and text in captured.err
+
+
+def test_an_unsteady_timing_is_warned_at_the_searchs_threshold_and_a_steady_one_is_not():
+    from effnas.nas.cli.profile import unsteady_warning
+    from effnas.results.record import UNSTEADY_SPREAD
+
+    assert unsteady_warning({"step_time_spread": UNSTEADY_SPREAD}) is None
+    assert unsteady_warning({"step_time_spread": 0.05}) is None
+    assert unsteady_warning({}) is None  # --no-time: nothing was timed
+    line = unsteady_warning({"step_time_spread": UNSTEADY_SPREAD + 0.01})
+    assert line.startswith("warning:") and "\n" not in line and f"{UNSTEADY_SPREAD + 0.01:.2f}" in line

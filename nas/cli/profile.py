@@ -78,7 +78,21 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(format_profile(result))
+    warning = unsteady_warning(result)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
+
+
+def unsteady_warning(result: dict[str, Any]) -> str | None:
+    """A line for a timing too unsteady to trust: a search would flag a trial with this spread and not rank it."""
+    from effnas.results.record import UNSTEADY_SPREAD
+
+    spread = result.get("step_time_spread")
+    if spread is None or spread <= UNSTEADY_SPREAD:
+        return None
+    return (f"warning: the step time is unsteady: spread {spread:.2f} > {UNSTEADY_SPREAD} (p90 - p10 over the median "
+            "of the timed steps), above what a search ranks; was the machine busy? Rerun, or time more --steps")
 
 
 def _cuda() -> bool:
@@ -107,7 +121,7 @@ def format_profile(result: dict[str, Any]) -> str:
              f"  MACs       {_si(result['macs'])} at {result['image_size']} px  (FLOPs {_si(result['flops'])})"]
     if "step_time_ms" in result:
         lines.append(f"  step time  {result['step_time_ms']:,.1f} ms  median of {result['timed_steps']} steps "
-                     f"(spread {100 * result['step_time_spread']:.1f} %), batch {result['batch_size']} at "
+                     f"(spread {100 * result['step_time_spread']:.1f} %: p90 - p10 over the median), batch {result['batch_size']} at "
                      f"{result['step_image_size']} px on {result['device']}, {result['precision']}")
     rows = [["stage", "op", "k", "s", "e", "in->out", "layers", "se", "params", "MACs", "block string"]]
     stem, head = result["stem"], result["head"]

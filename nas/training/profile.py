@@ -69,8 +69,8 @@ def time_train_step(model: nn.Module, image_size: int, batch_size: int | None = 
     """Median time of the proxy trials' training step on a random batch, after ``warmup`` untimed steps.
 
     The model is moved to ``device`` and trained in place (its weights change: pass a throw-away copy).
-    ``amp`` allows bf16 autocast where the engine would use it (CUDA); ``spread`` is the inter-quartile range
-    of the timed steps over their median. The result names the engine that ran, and why it fell back if it did.
+    ``amp`` allows bf16 autocast where the engine would use it (CUDA); ``spread`` is (p90 - p10) of the timed
+    steps over their median, as a search's trials record it. The result names the engine that ran, and why it fell back if it did.
     """
     device = resolve_device(device)
     batch_size, warmup, steps = timing_plan(device, batch_size, warmup, steps)
