@@ -79,6 +79,18 @@ class TrialMetrics:
         return cls(**dict(metrics))
 
     @classmethod
+    def from_result(cls, result: "TrialMetrics | Mapping[str, Any]") -> "TrialMetrics":
+        """The record a trial function returned, checked as :meth:`from_dict` checks a mapping: the search's own
+        function returns the record itself, a function of one's own (a plug-in's worker, a script) may return a
+        mapping of its fields instead."""
+        if isinstance(result, cls):
+            return cls.from_dict(result.to_dict())
+        if isinstance(result, Mapping):
+            return cls.from_dict(result)
+        raise RecordError(f"trial metrics: expected TrialMetrics or a mapping of its fields, "
+                          f"got {type(result).__name__}")
+
+    @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial) -> "TrialMetrics | None":
         """The record a completed trial holds, or None for trials without one (failed, running, foreign)."""
         attrs = trial.user_attrs

@@ -164,7 +164,7 @@ def test_both_backends_take_the_runs_lock_path_from_one_function(tmp_path, monke
         def options(self, **resources):
             return self
 
-        def remote(self, spec, settings, seed, threads, timeout):
+        def remote(self, key, spec, settings, seed, threads, timeout):
             sent.append(settings["timing_lock"])
             return object()
 

@@ -3,14 +3,18 @@
 import contextlib
 import json
 import math
+import dataclasses
 import multiprocessing as mp
+import pickle
 import time
 from typing import Iterator
 
 import pytest
 
 from effnas.nas.search.device_sharing import DeviceLock
-from effnas.nas.search.trial import TrialError, TrialSettings, TrialSettingsError, lr_schedule, run_trial, trial_data
+from effnas.nas.search.trial import (TrialError, TrialSettings, TrialSettingsError, lr_schedule, measure_trial,
+                                     run_trial, trial_data)
+from effnas.results.record import TrialMetrics
 from effnas.search_space import ArchSpec, StageSpec, spec_from_dict
 from effnas.errors import EffnasError
 
@@ -35,6 +39,16 @@ def test_digits_trial_returns_sane_metrics():
     assert 0 < metrics["train_seconds"] + metrics["eval_seconds"] < metrics["total_seconds"]
     assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] < 2.3
     json.dumps(metrics)  # the runner stores every value as an Optuna user attribute
+
+
+def test_a_worker_sends_the_trials_record_as_it_is():
+    """measure_trial's record crosses a process boundary unchanged; run_trial is the same record as a dict."""
+    settings = dict(FAST, epochs=1, timing_steps=2)
+    record = measure_trial(TINY, settings, seed=0)
+    assert isinstance(record, TrialMetrics) and pickle.loads(pickle.dumps(record)) == record
+    as_dict = run_trial(TINY, settings, seed=0)
+    assert set(as_dict) == {field.name for field in dataclasses.fields(TrialMetrics)}
+    assert as_dict["accuracy"] == record.accuracy and as_dict["params"] == record.params
 
 
 def test_trial_is_deterministic_on_cpu_for_a_seed():

@@ -74,6 +74,15 @@ def test_an_unknown_or_missing_metric_is_refused():
         TrialMetrics.from_dict({"accuracy": 0.5, "params": 10})
 
 
+def test_a_trial_functions_result_is_read_as_the_record():
+    record = TrialMetrics(accuracy=0.5, step_time_ms=3.0, params=10, engine="eager")
+    assert TrialMetrics.from_result(record) == record == TrialMetrics.from_result(record.to_dict())
+    with pytest.raises(RecordError, match="params is missing"):
+        TrialMetrics.from_result(TrialMetrics(accuracy=0.5, step_time_ms=3.0, params=None))
+    with pytest.raises(RecordError, match="expected TrialMetrics or a mapping of its fields, got list"):
+        TrialMetrics.from_result([0.5, 3.0, 10])
+
+
 def test_rank_key_prefers_reward_then_accuracy_then_the_earlier_trial():
     assert sorted([rank_key(0.9, 0.8, 3), rank_key(0.95, 0.7, 5), rank_key(0.9, 0.85, 7), rank_key(0.9, 0.8, 1)]) == [
         rank_key(0.95, 0.7, 5), rank_key(0.9, 0.85, 7), rank_key(0.9, 0.8, 1), rank_key(0.9, 0.8, 3)]

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import optuna
 from optuna.trial import TrialState
@@ -276,7 +276,7 @@ class Search:
                              recipe.reward_w, recipe.reward_v, recipe.trial["epochs"])
         return {**self.trial_settings, "early_stopping": rule.to_dict()}
 
-    def _measure(self, backend: Backend, spec: ArchSpec) -> dict[str, Any] | str:
+    def _measure(self, backend: Backend, spec: ArchSpec) -> TrialMetrics | str:
         """Train the backbone on the backend, under the same conditions as every candidate."""
         backend.submit("reference", spec.to_dict(), self.trial_settings, self.config.runtime.seed)
         results: list[Any] = []
@@ -291,12 +291,12 @@ class Search:
             bar.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
 
     # ------------------------------------------------------------------ steps of the loop
-    def prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str],
+    def prepare(self, measure_reference: Callable[[ArchSpec], TrialMetrics | Mapping[str, Any] | str],
                 conditions: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check this run's timing ``conditions`` against the stored reference's (default: :meth:`conditions`),
         recover trials a dead process left running, and get the reference.
 
-        ``measure_reference(spec)`` runs the backbone on the backend (metrics, or a failure reason);
+        ``measure_reference(spec)`` runs the backbone on the backend (its record, or a failure reason);
         it is only called the first time, later runs reuse the stored reference.
         """
         conditions = conditions if conditions is not None else self.conditions()
@@ -306,7 +306,7 @@ class Search:
         with study_lock(self.storage_url):
             return self._prepare(measure_reference, conditions)
 
-    def _prepare(self, measure_reference: Callable[[ArchSpec], dict[str, Any] | str],
+    def _prepare(self, measure_reference: Callable[[ArchSpec], TrialMetrics | Mapping[str, Any] | str],
                  conditions: dict[str, Any]) -> dict[str, Any]:
         self._check_conditions(conditions)  # another process may have stored the reference meanwhile
         self.study.set_user_attr(SETTINGS_ATTR, asdict(self.config))
@@ -322,7 +322,7 @@ class Search:
         metrics = measure_reference(spec)
         if isinstance(metrics, str):
             raise SearchError(f"the backbone itself failed to train, so there is no reference: {metrics}")
-        record = TrialMetrics.from_dict(metrics)
+        record = TrialMetrics.from_result(metrics)
         conditions = {**conditions, "timing": record.timing}  # stored, not compared: it may name pinned cores
         self.reference = Reference.from_metrics(record, spec.to_dict(), conditions).to_dict()
         self.study.set_user_attr(REFERENCE_ATTR, self.reference)
@@ -358,28 +358,28 @@ class Search:
                 trial.set_user_attr(REUSE_ATTR, original)
         return trial, spec, original
 
-    def record(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
-               seconds: float) -> None:
+    def record(self, trial: optuna.trial.Trial, metrics: TrialMetrics | Mapping[str, Any] | None,
+               error: str | None, seconds: float) -> None:
         """Store a finished trial and rewrite the run files (one result at a time)."""
         self.store(trial, metrics, error, seconds)
         self.publish([trial.number], every=0.0)
 
-    def store(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
-              seconds: float) -> None:
+    def store(self, trial: optuna.trial.Trial, metrics: TrialMetrics | Mapping[str, Any] | None,
+              error: str | None, seconds: float) -> None:
         """Tell the study a trial's metrics and reward, or its failure reason: the one write a result needs
         before the controller can propose the next candidate."""
         with self._costs("store"):
             self._store(trial, metrics, error, seconds)
 
-    def _store(self, trial: optuna.trial.Trial, metrics: dict[str, Any] | None, error: str | None,
-               seconds: float) -> None:
+    def _store(self, trial: optuna.trial.Trial, metrics: TrialMetrics | Mapping[str, Any] | None,
+               error: str | None, seconds: float) -> None:
         trial.set_user_attr(DURATION_ATTR, round(seconds, 3))
         if error is not None or metrics is None:
             trial.set_user_attr(FAIL_REASON_ATTR, error or "no metrics returned")
             self.study.tell(trial, state=TrialState.FAIL)
             return
         try:
-            record = TrialMetrics.from_dict(metrics)
+            record = TrialMetrics.from_result(metrics)
         except RecordError as problem:  # a trial that returned something else than metrics: failed, say why
             trial.set_user_attr(FAIL_REASON_ATTR, str(problem))
             self.study.tell(trial, state=TrialState.FAIL)

@@ -1,6 +1,8 @@
 """One proxy trial: train a candidate briefly on the user's device and measure what the reward needs.
 
-:func:`run_trial` is self-contained (plain dicts in, a plain dict out) so a worker process or Ray can run it.
+:func:`measure_trial` is self-contained (plain dicts in, the trial's
+:class:`~effnas.results.record.TrialMetrics` out, which pickles) so a worker process or Ray can run it and the study
+stores what it returns as it is; :func:`run_trial` gives the same record as a dict, for scripts that read it by name.
 A long-lived worker keeps the loaded, resized, device-resident data between trials (small LRU cache), and
 convolution shapes it has already seen cost nothing again.
 
@@ -38,6 +40,7 @@ from effnas.models import build_model
 from effnas.models.profile import count_macs, count_params
 from effnas.search_space import ArchSpec, spec_from_dict
 from effnas.errors import EffnasError
+from effnas.results.record import TrialMetrics
 
 from effnas.nas.training.budget import measure_step_seconds
 from effnas.nas.training.data import DeviceData, load_data, to_device
@@ -200,8 +203,8 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".strip()[:500]
 
 
-def run_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed: int) -> dict[str, Any]:
-    """Train ``spec`` under ``settings``; return accuracy, step time, size and cost. See the module docs.
+def measure_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed: int) -> TrialMetrics:
+    """Train ``spec`` under ``settings``; return its record: accuracy, step time, size and cost. See the module docs.
 
     Bad settings or data raise an :class:`EffnasError`; a failing candidate raises :class:`TrialError`.
     """
@@ -216,14 +219,19 @@ def run_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed
                      if getattr(settings, name) is not None}
         spec = spec.replace(num_classes=data.num_classes, image_channels=data.channels, **overrides)
         try:
-            metrics = _train_and_measure(spec, settings, seed, device, data)
+            record = _train_and_measure(spec, settings, seed, device, data)
         except TrialError:
             raise
         except Exception as error:  # noqa: BLE001 - whatever the candidate did, it is this trial's result
             reason = "out of memory" if _is_oom(error) else "the model raised"
             raise TrialError(f"{reason}: {_first_line(error)}") from None
-    metrics["total_seconds"] = time.perf_counter() - start
-    return metrics
+    return dataclasses.replace(record, total_seconds=time.perf_counter() - start)
+
+
+def run_trial(spec: dict | ArchSpec, settings: dict | TrialSettings | None, seed: int) -> dict[str, Any]:
+    """:func:`measure_trial`'s record as a dict of every field (None where not measured), for a script that reads
+    metrics by name; a dict a script hands back to the search is read with ``TrialMetrics.from_result``."""
+    return dataclasses.asdict(measure_trial(spec, settings, seed))
 
 
 _MACS_THREAD: ThreadPoolExecutor | None = None
@@ -259,7 +267,7 @@ class _Validation:
 
 
 def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, device: torch.device,
-                       data: DeviceData) -> dict[str, Any]:
+                       data: DeviceData) -> TrialMetrics:
     model = build_model(spec)
     params = count_params(model)
     if device.type == "cuda":
@@ -327,13 +335,12 @@ def _train_and_measure(spec: ArchSpec, settings: TrialSettings, seed: int, devic
     eval_seconds = time.perf_counter() - eval_start
     if macs_job is not None:
         macs = macs_job.result()
-    return {
-        "accuracy": accuracy, "step_time_ms": timing.median_ms, "step_time_spread": timing.spread,
-        "timed_steps": timing.steps, "params": params, "macs": macs, "flops": 2 * macs,
-        "engine": step.engine, "fallback_reason": step.fallback_reason, "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds, "build_seconds": build_seconds, "train_loss": epoch_loss, "train_steps": k,
-        "epochs": epochs_trained,
-        "batch_size": batch, "image_size": spec.train_image_size, "device": str(device),
-        "timing": sharing.conditions(), "threads": torch.get_num_threads(),
-        "workers": settings.workers, "lock_wait_seconds": sharing.wait_seconds,
-    }
+    return TrialMetrics(
+        accuracy=accuracy, step_time_ms=timing.median_ms, step_time_spread=timing.spread,
+        timed_steps=timing.steps, params=params, macs=macs, flops=2 * macs,
+        engine=step.engine, fallback_reason=step.fallback_reason, train_seconds=train_seconds,
+        eval_seconds=eval_seconds, build_seconds=build_seconds, train_loss=epoch_loss, train_steps=k,
+        epochs=epochs_trained,
+        batch_size=batch, image_size=spec.train_image_size, device=str(device),
+        timing=sharing.conditions(), threads=torch.get_num_threads(),
+        workers=settings.workers, lock_wait_seconds=sharing.wait_seconds)

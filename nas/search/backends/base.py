@@ -18,12 +18,15 @@ from typing import Any, Protocol
 from effnas.errors import EffnasError
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrialResult:
-    """What came back for one submitted task: metrics, or the reason it failed."""
+    """What came back for one submitted task: its metrics, or the reason it failed. A worker sends it as it is, so
+    the trial's record reaches the study unchanged."""
 
     key: Any
-    metrics: dict[str, Any] | None
+    # what the trial function returned: the trial's TrialMetrics (a function of one's own may return another value,
+    # which the search reads with TrialMetrics.from_result)
+    metrics: Any
     error: str | None
     seconds: float
 

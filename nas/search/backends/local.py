@@ -23,7 +23,7 @@ from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_r
 from effnas.nas.search.device_sharing import timing_lock_path
 
 
-def _import_function(path: str) -> Callable[..., dict]:
+def _import_function(path: str) -> Callable[..., Any]:
     module_name, _, name = path.partition(":")
     return getattr(importlib.import_module(module_name), name)
 
@@ -62,12 +62,12 @@ def freeze_imports() -> None:
 
 
 def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None) -> None:
-    """Loop: receive (key, spec, settings, seed), run the trial, send the outcome back."""
+    """Loop: receive (key, spec, settings, seed), run the trial, send its :class:`TrialResult` back."""
     import torch  # in the worker process only (see limit_memory)
 
     if threads:
         torch.set_num_threads(threads)
-    run_trial = _import_function(function)
+    trial_function = _import_function(function)
     limit_memory(memory_gib)
     freeze_imports()
 
@@ -82,12 +82,12 @@ def _worker_main(connection: Connection, threads: int | None, function: str, mem
         connection.send(("started", key))  # the time limit counts from here, not from the worker's start-up
         start = time.perf_counter()
         try:
-            metrics = run_trial(spec, settings, seed)
-            connection.send((key, metrics, None, time.perf_counter() - start))
+            metrics = trial_function(spec, settings, seed)
+            connection.send(TrialResult(key, metrics, None, time.perf_counter() - start))
         except KeyboardInterrupt:
             return
         except BaseException as error:  # noqa: BLE001 - any failure of a candidate is data, not a crash
-            connection.send((key, None, failure_reason(error), time.perf_counter() - start))
+            connection.send(TrialResult(key, None, failure_reason(error), time.perf_counter() - start))
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # hand back what the failed candidate held before the next one
 
@@ -138,7 +138,7 @@ class WorkerPool:
     """
 
     def __init__(self, size: int, timeout: float | None = None, threads: int | None = None,
-                 function: str = "effnas.nas.search.trial:run_trial", memory_gib: float | None = None,
+                 function: str = "effnas.nas.search.trial:measure_trial", memory_gib: float | None = None,
                  depth: int = 1) -> None:
         self._context = mp.get_context("spawn")
         self._threads = threads
@@ -186,13 +186,12 @@ class WorkerPool:
             if worker.connection in ready:
                 try:
                     message = worker.connection.recv()
-                    if message[0] == "started":
+                    if not isinstance(message, TrialResult):  # ("started", key): the trial began
                         worker.since, worker.running = time.perf_counter(), True
                         continue
-                    got_key, metrics, error, seconds = message
                     worker.tasks.popleft()
                     worker.since, worker.running = time.perf_counter(), False  # the next one, if any, is due
-                    results.append(TrialResult(got_key, metrics, error, seconds))
+                    results.append(message)
                     continue
                 except (EOFError, OSError):
                     worker.process.join(timeout=1)  # the worker died mid-send; reap it, report below
@@ -258,7 +257,7 @@ class LocalBackend:
 
     DEPTH = 2
 
-    def __init__(self, function: str = "effnas.nas.search.trial:run_trial") -> None:
+    def __init__(self, function: str = "effnas.nas.search.trial:measure_trial") -> None:
         self._function = function
         self._pool: WorkerPool | None = None
         self._timing_lock: str | None = None

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_reason  # noqa: E402
 from effnas.nas.search.device_sharing import timing_lock_path  # noqa: E402
 from effnas.nas.search.settings import SearchError  # noqa: E402
-from effnas.nas.search.trial import run_trial  # noqa: E402
+from effnas.nas.search.trial import measure_trial  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,9 @@ class Resources:
     workers: int
 
 
-def train_candidate(spec: dict, settings: dict, seed: int, threads: int | None,
-                    timeout: float | None) -> tuple[dict[str, Any] | None, str | None, float]:
-    """One proxy trial in a reused Ray worker: (metrics, failure reason, seconds), never raised."""
+def train_candidate(key: Any, spec: dict, settings: dict, seed: int, threads: int | None,
+                    timeout: float | None) -> TrialResult:
+    """One proxy trial in a reused Ray worker: its record, or its failure reason; never raised."""
     if threads:
         torch.set_num_threads(threads)
     watchdog = None
@@ -76,9 +76,9 @@ def train_candidate(spec: dict, settings: dict, seed: int, threads: int | None,
         watchdog.start()
     start = time.perf_counter()
     try:
-        return run_trial(spec, settings, seed), None, time.perf_counter() - start
+        return TrialResult(key, measure_trial(spec, settings, seed), None, time.perf_counter() - start)
     except Exception as error:  # noqa: BLE001 - any failure of a candidate is data, not a crash
-        return None, failure_reason(error), time.perf_counter() - start
+        return TrialResult(key, None, failure_reason(error), time.perf_counter() - start)
     finally:
         if watchdog is not None:
             watchdog.cancel()
@@ -184,7 +184,7 @@ class RayBackend:
 
     def submit(self, key: Any, spec: dict[str, Any], settings: dict[str, Any], seed: int) -> None:
         settings = {**settings, "timing_lock": self._timing_lock, "workers": self.workers}
-        ref = self._task.remote(spec, settings, seed, self.threads, self._timeout)
+        ref = self._task.remote(key, spec, settings, seed, self.threads, self._timeout)
         self._pending[ref] = (key, time.perf_counter())
 
     def collect(self, poll_seconds: float) -> list[TrialResult]:
@@ -195,11 +195,10 @@ class RayBackend:
         for ref in ready:
             key, submitted = self._pending.pop(ref)
             try:
-                metrics, error, seconds = ray.get(ref)
+                results.append(ray.get(ref))
             except ray.exceptions.RayError as failure:
                 seconds = time.perf_counter() - submitted
-                metrics, error = None, self._death_reason(failure, seconds)
-            results.append(TrialResult(key, metrics, error, seconds))
+                results.append(TrialResult(key, None, self._death_reason(failure, seconds), seconds))
         return results
 
     def _death_reason(self, failure: BaseException, seconds: float) -> str:
