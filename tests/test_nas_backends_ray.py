@@ -88,18 +88,37 @@ def ray_worker_pids(title: str) -> list[int]:
     return pids
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (0 once it is gone)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def computing(pid: int, window: float = 0.3) -> bool:
+    """Whether a worker is busy (training) rather than idle between tasks under a stale title."""
+    before = cpu_seconds(pid)
+    time.sleep(window)
+    return cpu_seconds(pid) - before >= window / 3
+
+
 def kill_first_training_worker(killed: list[int], tmp_path) -> None:
     """SIGKILL the Ray worker of the first candidate (the reference trial, which runs the same task, is spared)."""
     deadline = time.time() + 180
     while time.time() < deadline and not killed:
-        try:
-            measured = (tmp_path / "run" / "study.db").exists() and "reference" in load(tmp_path).user_attrs
+        try:  # the reference is stored and a candidate claimed: a worker titled for training is not the
+            # reference's, idle but not yet renamed, which a loaded machine leaves so for a moment
+            study = load(tmp_path) if (tmp_path / "run" / "study.db").exists() else None
+            training = study is not None and "reference" in study.user_attrs and bool(
+                study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         except Exception:  # noqa: BLE001 - the search is still creating the study
-            measured = False
-        if not measured:
+            training = False
+        if not training:
             time.sleep(0.05)
             continue
-        busy = ray_worker_pids("ray::train_candidate")
+        busy = [pid for pid in ray_worker_pids("ray::train_candidate") if computing(pid)]
         if busy:
             os.kill(busy[0], signal.SIGKILL)
             killed.append(busy[0])
