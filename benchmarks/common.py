@@ -129,15 +129,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def write_result(name: str, title: str, device: torch.device | str, rows: Sequence[dict[str, Any]],
-                 notes: Sequence[str] = (), columns: Sequence[str] | None = None) -> Path:
+                 notes: Sequence[str] = (), columns: Sequence[str] | None = None,
+                 directory: Path | None = None) -> Path:
     """Keep a benchmark's result where docs can quote it: ``benchmarks/results/NAME.md`` with the date, the
-    device, the versions and the exact command, so every figure traces back to the run that measured it."""
+    device, the versions and the exact command, so every figure traces back to the run that measured it.
+    ``directory`` puts it elsewhere (a smoke run that must not touch the measured results)."""
     import platform
     import sys
     from importlib.metadata import version
 
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.md"
+    folder = directory if directory is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.md"
     lines = [f"# {title}", "",
              f"- measured: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
              f"- device: {describe_device(device)}",
@@ -163,12 +166,13 @@ def _module(name: str) -> str:
 
 def keep_result(name: str, device: torch.device | str, quick: bool, title: str, rows: Sequence[dict[str, Any]],
                 notes: Sequence[str] = (), columns: Sequence[str] | None = None,
-                more: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[str]]] = ()) -> Path:
+                more: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[str]]] = (),
+                directory: Path | None = None) -> Path:
     """``write_result`` under a name that says what ran: ``NAME-cuda`` on a GPU and ``-quick`` for ``--quick``, so
     neither a GPU run nor a smoke-sized run replaces the CPU result that docs quote. ``more`` adds further
-    ``(title, rows, notes)`` tables of the same run to the same file."""
+    ``(title, rows, notes)`` tables of the same run to the same file; ``directory`` as for ``write_result``."""
     stem = name + ("-cuda" if torch.device(device).type == "cuda" else "") + ("-quick" if quick else "")
-    path = write_result(stem, title, device, rows, notes, columns)
+    path = write_result(stem, title, device, rows, notes, columns, directory)
     for more_title, more_rows, more_notes in more:
         text = [f"## {more_title}", "", "```", format_table(more_rows), "```", ""]
         text += [f"{note}  " for note in more_notes]
