@@ -519,13 +519,24 @@ def pass_sentence(effnas_run: dict[str, Any], practitioner_run: dict[str, Any]) 
             f"the practitioner's wall time ({practitioner_run['wall']:.0f} s)")
 
 
+def _names(known: Any) -> Any:
+    """An argparse type: a comma-separated list of names, each one of ``known``."""
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"expected names from {', '.join(known)}, got {text!r}")
+        return names
+    return parse
+
+
 def tune_pruner(args: argparse.Namespace, results: Path | None) -> str:
     """Each pruner setting once on :data:`TUNING_SEED`; the choice: the highest best reward averaged over ten
     checkpoints up to the longest setting's wall time."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="effnas-pruner-") as tmp, \
-            tqdm(total=len(PRUNERS), desc="pruner settings", unit="search") as bar:
-        for name in PRUNERS:
+            tqdm(total=len(args.pruners), desc="pruner settings", unit="search") as bar:
+        for name in args.pruners:
             runs.append(run_arm("practitioner", TUNING_SEED, args.budget, name, Path(tmp)) | {"pruner": name})
             bar.update()
     horizon = max(run["wall"] for run in runs)
@@ -552,6 +563,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help=f"the practitioner's pruner (default {DEFAULT_PRUNER}; --tune-pruner measures the choice)")
     parser.add_argument("--tune-pruner", action="store_true",
                         help=f"run the practitioner once per pruner setting on seed {TUNING_SEED} and keep the best")
+    parser.add_argument("--pruners", type=_names(PRUNERS), default=list(PRUNERS),
+                        help="with --tune-pruner: the settings to try, comma-separated (default: all)")
+    parser.add_argument("--arms", type=_names(ARMS), default=list(ARMS),
+                        help="the arms of the main table, comma-separated (default: all three; effnas and "
+                             "practitioner are needed for the ratios)")
     parser.add_argument("--long-budget", type=positive_int, default=None,
                         help="also one seed of effnas and the practitioner at this many trials (e.g. 200)")
     parser.add_argument("--check-sample", type=int, default=None,
@@ -574,13 +590,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if seeds[-1] >= TUNING_SEED:
         parser.error(f"--seeds must stay below {TUNING_SEED}, the pruner's tuning seed")
     sample_size = args.check_sample if args.check_sample is not None else (2 if args.quick else CHECK_SAMPLE)
-    searches = len(seeds) * len(ARMS) + (len(LONG_ARMS) if args.long_budget else 0)
+    arms = tuple(arm for arm in ARMS if arm in args.arms)
+    if not {"effnas", "practitioner"} <= set(arms):
+        parser.error("--arms must include effnas and practitioner")
+    searches = len(seeds) * len(arms) + (len(LONG_ARMS) if args.long_budget else 0)
     with tempfile.TemporaryDirectory(prefix="effnas-efficiency-") as tmp, \
             tqdm(total=searches, desc="searches", unit="search") as bar:
         runs, long_runs = [], []
         for seed in seeds:
-            for shift in range(len(ARMS)):
-                runs.append(run_arm(ARMS[(seed + shift) % len(ARMS)], seed, args.budget, args.pruner, Path(tmp)))
+            for shift in range(len(arms)):
+                runs.append(run_arm(arms[(seed + shift) % len(arms)], seed, args.budget, args.pruner, Path(tmp)))
                 bar.update()
         for arm in LONG_ARMS if args.long_budget else ():
             long_runs.append(run_arm(arm, LONG_SEED, args.long_budget, args.pruner, Path(tmp)))
@@ -588,7 +607,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         checked = [run for run in runs + long_runs if run["arm"] == "effnas"] if sample_size > 0 else []
         check = [check_stopped(run, sample_size) for run in tqdm(checked, desc="stopped-candidate check", unit="run")]
 
-    by_arm = {arm: [run for run in runs if run["arm"] == arm] for arm in ARMS}
+    by_arm = {arm: [run for run in runs if run["arm"] == arm] for arm in arms}
     rows = arm_rows(by_arm)
     differences = difference_rows(by_arm)
     horizon = max(statistics.fmean(run["wall"] for run in arm_runs) for arm_runs in by_arm.values())
@@ -608,7 +627,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
              "first candidate (and seen by its TPE), and does not count in its trials or its best.",
              "when effnas first reached the practitioner's final best reward of the same seed, as a multiple of "
              f"the practitioner's wall time: {shown}."]
-    title = "search efficiency: early stopping on vs off, and a practitioner's Optuna script, side by side"
+    title = ("search efficiency: early stopping on vs off, and a practitioner's Optuna script, side by side"
+             if "effnas, no stop" in arms else "search efficiency: effnas and a practitioner's Optuna script, side by side")
     print_report(title, "cpu", rows, notes=notes)
     more: list[tuple[str, list[dict[str, Any]], list[str]]] = []
     differences_title = "differences that decide claims (effnas minus the other arm, means over seeds)"
