@@ -8,7 +8,8 @@ controllers rebuild their state from it, and ``nas report`` / ``optuna-dashboard
 One loop (:meth:`Search.run`) drives every backend (:mod:`effnas.nas.search.backends`): the budget, the
 progress bar, Ctrl-C and the reference trial are written once; a backend only runs trials. The caller chooses and
 builds the backend (local worker processes, Ray) and hands it to :meth:`Search.run`, which knows it only through
-the :class:`~effnas.nas.search.backends.base.Backend` interface.
+the :class:`~effnas.nas.search.backends.base.Backend` interface. What the search tells while it runs and when it
+ends (its own costs, the run files, the progress bar's best reward, the summary) is :mod:`.progress`'s.
 
 Step times are only comparable when measured alike, so the reference records where and how it was timed
 (device, engine, threads, workers, timing discipline) and a resume under other conditions is refused; a trial
@@ -21,12 +22,11 @@ is marked ``interrupted`` on resume and its architecture is evaluated again.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import optuna
 from optuna.trial import TrialState
@@ -38,11 +38,10 @@ from effnas.outputs import claim_run_dir
 from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
 from effnas.nas.training.engine import resolve_device
-from effnas.results import RUN_FILES, write_run_files
+from effnas.results import RUN_FILES
 from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, IDENTITY_ATTR, INTERRUPTED_ATTR, REFERENCE_ATTR,
                                    RETRY_OF_ATTR, REUSE_ATTR, REWARD_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPEC_ATTR,
-                                   STUDY_NAME, UNSTEADY_SPREAD, WORKER_ATTR, RecordError, Reference, TrialMetrics,
-                                   best_trial)
+                                   STUDY_NAME, WORKER_ATTR, RecordError, Reference, TrialMetrics)
 from effnas.results.storage import open_storage, probe_storage, search_storage_url, storage_file, study_lock
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
@@ -52,30 +51,10 @@ from effnas.nas.search.controllers import is_multi_objective, make_sampler, stud
 from effnas.nas.search.data_shape import data_shape
 from effnas.nas.search import repeats
 from effnas.nas.search.early_stopping import EarlyStopping
+from effnas.nas.search.progress import RUN_FILES_EVERY, Progress, SearchSummary, best_of, warn_unsteady
 from effnas.nas.search.repeats import Repeats
 from effnas.nas.search.settings import SearchConfig, SearchError, build_space
 from effnas.nas.search.trial import TrialSettings
-
-
-@dataclass
-class SearchSummary:
-    run_dir: Path
-    storage: str
-    counted: int
-    budget: int
-    best: dict[str, Any] | None
-    reference: dict[str, Any]
-    stopped_early: bool = False  # the search itself was stopped (Ctrl-C, SIGTERM)
-    seconds: float = 0.0
-    stopped: int = 0  # trials early stopping ended after fewer epochs
-    reused: int = 0  # proposals of an architecture the study had trained: its record, no training
-    # Seconds this process spent on each part of its own work (see Search.costs): where a search's time goes
-    # besides its trials' training.
-    costs: dict[str, float] = field(default_factory=dict)
-
-
-# The run files are refreshed at most this often while trials finish (and always when the search ends or stops).
-RUN_FILES_EVERY = 10.0
 
 
 class Search:
@@ -89,17 +68,16 @@ class Search:
                  space: SearchSpace | None = None) -> None:
         recipe, runtime = config.recipe, config.runtime
         self.config = config
-        self.on_trial = on_trial
         self._asked: optuna.trial.Trial | None = None  # see propose
         self.exhausted = False  # the controller proposes only architectures the study has (see repeats)
-        self.costs: dict[str, float] = {}  # seconds of this process's own work, per part (see _costs)
-        self._files_written: float | None = None  # when publish last wrote the run files (time.monotonic)
         self.space = space if space is not None else build_space(recipe.space, recipe.image_size)
         self.multi_objective = is_multi_objective(recipe.controller)
         self.objectives = study_objectives(recipe.controller, recipe.reward_w, recipe.reward_v)
         # See early_stopping's module docs: single-objective controllers only, and a rung needs a next epoch.
         self.early_stopping = recipe.early_stopping and not self.multi_objective and recipe.trial["epochs"] > 1
         self.run_dir = Path(runtime.out)
+        self.progress = Progress(self.run_dir, on_trial)  # costs, run files, on_trial: see progress
+        self.costs = self.progress.costs  # seconds of this process's own work, per part (see Progress.cost)
         self.storage_url = search_storage_url(runtime.out, runtime.storage)
         # Before anything is read or written: a folder of other files, or a storage file that is not a study, is
         # refused as it is, byte for byte.
@@ -174,19 +152,6 @@ class Search:
         return shape.num_classes, shape.channels
 
     # ------------------------------------------------------------------ the loop
-    @contextlib.contextmanager
-    def _costs(self, part: str) -> Iterator[None]:
-        """Add the block's wall time to ``self.costs[part]``: the search process's own work, per part.
-
-        ``start``: starting the backend's workers; ``reference``: training the backbone; ``propose``: asking the
-        controller (study reads, sampling); ``store``: writing a result to the study; ``run_files``: rewriting
-        ``trials.csv``, ``pareto.json`` and ``best.json``; ``progress``: the progress bar's best reward."""
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.costs[part] = self.costs.get(part, 0.0) + time.perf_counter() - began
-
     def run(self, backend: Backend) -> SearchSummary:
         """Run trials on ``backend`` (not yet started; the caller's choice, e.g. local worker processes) until the
         budget is reached, or until Ctrl-C (``nas search`` turns SIGTERM into one): trials cut off are recorded
@@ -198,14 +163,14 @@ class Search:
         stopped_early = False
         bar = None
         try:
-            with self._costs("start"):
+            with self.progress.cost("start"):
                 backend.start(BackendSetup(runtime.workers, runtime.threads, runtime.trial_timeout,
                                            runtime.trial_memory, runtime.device, self.run_dir, self.storage_url))
-            with self._costs("reference"):
+            with self.progress.cost("reference"):
                 self.prepare(lambda spec: self._measure(backend, spec), self.conditions(backend))
             bar = tqdm(total=runtime.budget, initial=min(counted_trials(self.study), runtime.budget), desc="trials",
                        unit="trial", disable=not runtime.progress, dynamic_ncols=True)
-            self._postfix(bar)
+            self.progress.show_best(bar, self.study)
             self._feed(backend, running)
             while running or self.repeats.waiting:
                 finished = []
@@ -220,7 +185,7 @@ class Search:
                 if finished:
                     self.publish(finished)
                     bar.update(len(finished))
-                    self._postfix(bar)
+                    self.progress.show_best(bar, self.study)
         except KeyboardInterrupt:
             stopped_early = True
             for trial in [*running.values(), *self._asked_but_not_submitted(running),
@@ -249,7 +214,7 @@ class Search:
         every worker stops at the budget together). A candidate the study already trained is not trained again:
         it takes that trial's record, at once or when the trial ends."""
         while backend.free and not self.exhausted:
-            with self._costs("propose"):
+            with self.progress.cost("propose"):
                 proposal = self.propose()
             if proposal is None:  # the budget is taken, by this process or others
                 return
@@ -283,12 +248,6 @@ class Search:
         while not results:
             results = backend.collect(0.5)
         return results[0].error if results[0].error is not None else results[0].metrics
-
-    def _postfix(self, bar: Any) -> None:
-        with self._costs("progress"):
-            best = self.best()
-        if best:
-            bar.set_postfix(best_reward=f"{best['metrics']['reward']:.4f}", refresh=False)
 
     # ------------------------------------------------------------------ steps of the loop
     def prepare(self, measure_reference: Callable[[ArchSpec], TrialMetrics | Mapping[str, Any] | str],
@@ -327,7 +286,7 @@ class Search:
         self.reference = Reference.from_metrics(record, spec.to_dict(), conditions).to_dict()
         self.study.set_user_attr(REFERENCE_ATTR, self.reference)
         if record.unsteady:
-            self._warn_unsteady("the reference", record)
+            warn_unsteady("the reference", record)
         return self.reference
 
     def _take_stream(self) -> None:
@@ -368,7 +327,7 @@ class Search:
               error: str | None, seconds: float) -> None:
         """Tell the study a trial's metrics and reward, or its failure reason: the one write a result needs
         before the controller can propose the next candidate."""
-        with self._costs("store"):
+        with self.progress.cost("store"):
             self._store(trial, metrics, error, seconds)
 
     def _store(self, trial: optuna.trial.Trial, metrics: TrialMetrics | Mapping[str, Any] | None,
@@ -394,28 +353,12 @@ class Search:
         else:
             self.study.tell(trial, record.objectives(self.objectives) if self.multi_objective else value)
         if record.unsteady:
-            self._warn_unsteady(f"trial {trial.number}", record)
-
-    def _warn_unsteady(self, what: str, record: TrialMetrics) -> None:
-        """One line on stderr (above the progress bar) for a step time too unsteady to rank."""
-        tqdm.write(f"warning: {what}'s step time is too unsteady to rank: spread {record.step_time_spread:.2f} "
-                   f"> {UNSTEADY_SPREAD} (p90 - p10 over the median of its timed steps; was the machine busy?); "
-                   f"flagged in trials.csv", file=sys.stderr)
+            warn_unsteady(f"trial {trial.number}", record)
 
     def publish(self, numbers: list[int], every: float = RUN_FILES_EVERY) -> None:
-        """After stored trials: refresh the run files, at most every ``every`` seconds (each write reads the whole
-        study, so writing after every trial would cost more the longer the search runs; the search writes them once
-        more when it ends or stops, and a killed search leaves the last, complete, versions), and tell
-        ``on_trial``."""
-        now = time.monotonic()
-        if self._files_written is None or now - self._files_written >= every:
-            with self._costs("run_files"):
-                self.write_outputs()
-            self._files_written = time.monotonic()
-        if self.on_trial is not None:
-            trials = self.study.get_trials(deepcopy=False)
-            for number in numbers:
-                self.on_trial(trials[number])
+        """After stored trials: refresh the run files, at most every ``every`` seconds, and tell ``on_trial``
+        (see :meth:`Progress.publish`)."""
+        self.progress.publish(self.study, numbers, every)
 
     def interrupt(self, trial: optuna.trial.Trial, reason: str) -> None:
         """A trial cut off by the search stopping: not counted, and its architecture is queued again (unless it
@@ -427,22 +370,13 @@ class Search:
             self.study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
 
     def summary(self, seconds: float, stopped_early: bool = False) -> SearchSummary:
-        trials = self.study.get_trials(deepcopy=False)
-        return SearchSummary(self.run_dir, self.storage_url, counted_trials(self.study), self.config.runtime.budget,
-                             self.best(), getattr(self, "reference", {}), stopped_early, seconds,
-                             stopped=sum(t.state == TrialState.PRUNED and REUSE_ATTR not in t.user_attrs
-                                         for t in trials),
-                             reused=sum(t.user_attrs.get(REUSE_ATTR) is not None for t in trials),
-                             costs=dict(self.costs))
+        return self.progress.summary(self.study, self.storage_url, self.config.runtime.budget,
+                                     getattr(self, "reference", {}), seconds, stopped_early)
 
     def best(self) -> dict[str, Any] | None:
         """The best completed trial (the rule ``best.json`` follows too): its spec, metrics and reward."""
-        top = best_trial(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if top is None:
-            return None
-        metrics = {**TrialMetrics.from_trial(top).to_dict(), REWARD_ATTR: top.user_attrs[REWARD_ATTR]}
-        return {"trial": top.number, "spec": top.user_attrs[SPEC_ATTR], "metrics": metrics}
+        return best_of(self.study)
 
     def write_outputs(self) -> None:
         """trials.csv, pareto.json and best.json next to the study, each written atomically."""
-        write_run_files(self.study, self.run_dir)
+        self.progress.write_outputs(self.study)
