@@ -13,9 +13,10 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import optuna
+if TYPE_CHECKING:  # a trial worker reads the record without loading Optuna
+    import optuna
 
 from effnas.errors import EffnasError
 from effnas.results.reward import reward
