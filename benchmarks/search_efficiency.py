@@ -69,7 +69,7 @@ PRUNERS: dict[str, str] = {
     "median-warmup2": "MedianPruner(n_warmup_steps=2)",
     "none": "NopPruner()",
 }
-DEFAULT_PRUNER = "hyperband-min2"  # the script's original setting, until --tune-pruner has measured the choice
+DEFAULT_PRUNER = "hyperband-min2"  # --tune-pruner's choice (results/search_efficiency-pruner.md)
 CHECK_SAMPLE = 20  # stopped candidates trained to the end per effnas run (all of them when fewer)
 CHECK_DRAW_SEED = 0
 LEAD_IN_SE = 2.0  # a difference smaller than this many standard errors of the difference is no lead
