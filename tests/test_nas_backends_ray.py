@@ -27,6 +27,7 @@ from effnas.nas.search.backends.ray import RayBackend, RayOptions, Resources, _r
 TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 ONE_CPU = RayOptions(cpus_per_trial=1)
+LONGER = {**TINY, "data": "synthetic:2400x16"}  # trials that train for seconds, so a kill can land inside one
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,10 +38,10 @@ def local_ray():
     ray.shutdown()
 
 
-def config(tmp_path, budget, name="run", workers=2, **runtime):
+def config(tmp_path, budget, name="run", workers=2, trial=TINY, **runtime):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))
-    return SearchConfig(SearchRecipe(controller="random", space=str(space), trial=TINY),
+    return SearchConfig(SearchRecipe(controller="random", space=str(space), trial=trial),
                         SearchRuntime(out=str(tmp_path / name), budget=budget, workers=workers, progress=False,
                                       **runtime))
 
@@ -105,20 +106,26 @@ def computing(pid: int, window: float = 0.3) -> bool:
 
 
 def kill_first_training_worker(killed: list[int], tmp_path) -> None:
-    """SIGKILL the Ray worker of the first candidate (the reference trial, which runs the same task, is spared)."""
-    deadline = time.time() + 180
+    """SIGKILL the Ray worker of the first candidate (the reference trial, which runs the same task, is spared).
+
+    The kill waits until a candidate has been running for half a second, then kills one worker titled for training
+    that is computing, so it lands inside a trial rather than just after one returned (the trials here train long
+    enough, ``LONGER``, for that)."""
+    deadline, first_seen = time.time() + 180, {}
     while time.time() < deadline and not killed:
-        try:  # the reference is stored and a candidate claimed: a worker titled for training is not the
-            # reference's, idle but not yet renamed, which a loaded machine leaves so for a moment
+        try:
             study = load(tmp_path) if (tmp_path / "run" / "study.db").exists() else None
-            training = study is not None and "reference" in study.user_attrs and bool(
-                study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            running = [] if study is None or "reference" not in study.user_attrs else \
+                study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         except Exception:  # noqa: BLE001 - the search is still creating the study
-            training = False
-        if not training:
+            running = []
+        now = time.time()
+        for trial in running:
+            first_seen.setdefault(trial.number, now)
+        if not any(now - first_seen[trial.number] >= 0.5 for trial in running):
             time.sleep(0.05)
             continue
-        busy = [pid for pid in ray_worker_pids("ray::train_candidate") if computing(pid)]
+        busy = [pid for pid in ray_worker_pids("ray::train_candidate") if computing(pid, window=0.1)]
         if busy:
             os.kill(busy[0], signal.SIGKILL)
             killed.append(busy[0])
@@ -128,7 +135,7 @@ def kill_first_training_worker(killed: list[int], tmp_path) -> None:
 def test_ray_search_survives_a_killed_worker_and_matches_the_local_backend(tmp_path):
     killed: list[int] = []
     threading.Thread(target=kill_first_training_worker, args=(killed, tmp_path), daemon=True).start()
-    summary = run_ray(Search(config(tmp_path, budget=3)), ONE_CPU)
+    summary = run_ray(Search(config(tmp_path, budget=3, trial=LONGER)), ONE_CPU)
     assert killed, "no trial was seen training in a Ray worker"
     study = load(tmp_path)
     assert summary.counted == counted_trials(study) == 3 and not summary.stopped_early
@@ -143,7 +150,7 @@ def test_ray_search_survives_a_killed_worker_and_matches_the_local_backend(tmp_p
 
     # The local backend continues the same study (one more trial, timed as Ray timed: 2 workers of 1 thread) and
     # leaves outputs of the same form.
-    Search(config(tmp_path, budget=4, workers=2)).run(LocalBackend())
+    Search(config(tmp_path, budget=4, workers=2, trial=LONGER)).run(LocalBackend())
     study = load(tmp_path)
     assert counted_trials(study) == 4 and form(tmp_path / "run", study) == ray_form
     by_local = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number >= 3]
