@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from benchmarks import practitioner_script as script
 from benchmarks import search_efficiency as bench
 
 
@@ -88,15 +89,15 @@ def test_draw_sample_is_fixed_and_keeps_order():
 
 def test_rewards_against_base():
     base_ms, params_ratio = 2.0, 1.5
-    candidate_score = 0.9 * 4.0 ** bench.W * params_ratio ** bench.V
-    records = [{"state": "BASE", "score": 0.8 * base_ms ** bench.W, "step_ms": base_ms},
+    candidate_score = 0.9 * 4.0 ** script.W * params_ratio ** script.V
+    records = [{"state": "BASE", "score": 0.8 * base_ms ** script.W, "step_ms": base_ms},
                {"state": "COMPLETE", "score": candidate_score, "step_ms": 4.0}, {"state": "PRUNED"}]
-    base, candidate, pruned = bench.rewards_against_base(records)
+    base, candidate, pruned = script.rewards_against_base(records)
     assert base["reward"] == pytest.approx(0.8)  # the base's reward is its accuracy
-    assert candidate["reward"] == pytest.approx(0.9 * (4.0 / base_ms) ** bench.W * params_ratio ** bench.V)
+    assert candidate["reward"] == pytest.approx(0.9 * (4.0 / base_ms) ** script.W * params_ratio ** script.V)
     assert "reward" not in pruned
     with pytest.raises(RuntimeError):
-        bench.rewards_against_base(records[1:])
+        script.rewards_against_base(records[1:])
 
 
 def _run(arm: str, wall: float, best: float, trials: list[dict]) -> dict:
@@ -130,30 +131,30 @@ def test_the_practitioner_searches_effnas_space_with_its_head():
     from effnas.search_space.space import SearchSpace
 
     space = SearchSpace.from_dict(bench.SPACE)
-    for stage in range(len(bench.V2_S)):
-        for decision, values in bench.stage_options(stage).items():
+    for stage in range(len(script.V2_S)):
+        for decision, values in script.stage_options(stage).items():
             assert tuple(values) == tuple(space.choices(f"s{stage}_{decision}")), (stage, decision)
-    assert bench.divisible(bench.HEAD * bench.WIDTH) == space.backbone.head_channels
+    assert script.divisible(script.HEAD * script.WIDTH) == space.backbone.head_channels
     base_params = space.params_from_spec(space.backbone)
     assert [(base_params[f"s{i}_op"], base_params[f"s{i}_expand"], base_params[f"s{i}_kernel"],
-             base_params[f"s{i}_layers"], base_params[f"s{i}_se"]) for i in range(6)] == bench.base_choices()
+             base_params[f"s{i}_layers"], base_params[f"s{i}_se"]) for i in range(6)] == script.base_choices()
     draw = random.Random(0)
     for _ in range(3):  # same parameter count, block for block, with SE on and off
         params, choices = {}, []
-        for stage in range(len(bench.V2_S)):
-            picked = {name: draw.choice(values) for name, values in bench.stage_options(stage).items()}
+        for stage in range(len(script.V2_S)):
+            picked = {name: draw.choice(values) for name, values in script.stage_options(stage).items()}
             params |= {f"s{stage}_{name}": value for name, value in picked.items()}
             choices.append((picked["op"], picked["expand"], picked["kernel"], picked["layers"],
                             picked["op"] == "mbconv" and picked["se"]))
         spec = space.spec_from_params(params, num_classes=10).replace(image_channels=1)
-        assert count_params(bench.build(choices, 10, 1)) == count_params(build_model(spec))
+        assert count_params(script.build(choices, 10, 1)) == count_params(build_model(spec))
 
 
 def test_every_pruner_setting_builds():
     import optuna
 
     for name in bench.PRUNERS:
-        assert isinstance(bench.make_pruner(name), optuna.pruners.BasePruner)
+        assert isinstance(script.make_pruner(name), optuna.pruners.BasePruner)
     assert bench.DEFAULT_PRUNER in bench.PRUNERS
 
 
