@@ -242,8 +242,9 @@ def test_kill_mid_trial_leaves_a_running_trial_that_resume_reruns(chain):
     snap = steps["mid-trial"]["snapshot"]
     assert snap["reference"]
     running = [number for number, state in snap["trials"] if state == "RUNNING"]
-    # The candidate training, and perhaps the one queued behind it (WorkerPool depth 2): each claimed by name.
-    assert len(running) in (1, 2) and all(snap["named"][number] for number in running)
+    # The candidate training, claimed by name, and perhaps the one queued behind it (WorkerPool depth 2), which
+    # its worker may not have claimed yet: resume marks it interrupted all the same, after a grace period.
+    assert len(running) in (1, 2) and snap["named"][running[0]]
     study = load(out)
     for number in running:
         cut = study.trials[number]
