@@ -387,7 +387,7 @@ def search_recipe(arch: str | Path) -> dict[str, Any] | None:
     trial = (settings.get("recipe") or {}).get("trial") if isinstance(settings.get("recipe"), dict) else None
     if not isinstance(trial, dict):
         return None
-    from effnas.nas.search.trial import TrialSettings
+    from effnas.nas.search.trial_settings import TrialSettings
 
     defaults = TrialSettings()  # a study records only what differed from the defaults of its day
     return {name: trial.get(name, getattr(defaults, name)) for name in ("optimizer", "lr", "weight_decay",

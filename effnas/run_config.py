@@ -89,16 +89,21 @@ def _effnas_version() -> str:
 
 
 def _torch_version() -> str:
-    import torch
+    """torch's installed version (``2.13.0+cpu``, as ``torch.__version__`` says it), read without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return str(torch.__version__)
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _resolved(device: str) -> str:
-    from effnas.nas.training.engine import EngineError, resolve_device
+    from effnas.nas.training.choices import EngineError
+    from effnas.nas.training.devices import device_name
 
     try:
-        return str(resolve_device(device))
+        return device_name(device)
     except EngineError:
         return str(device)
 

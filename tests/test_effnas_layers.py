@@ -139,6 +139,23 @@ def test_spec_layer_needs_no_torch(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+
+def test_a_cpu_search_process_never_imports_torch(tmp_path):
+    """``nas search --device cpu`` only proposes candidates and records them: its workers train, so its own
+    process starts without paying for torch (the workers still import it, and the search completes)."""
+    (tmp_path / "space.json").write_text('{"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 16}')
+    script = (
+        "import sys\n"
+        "from effnas.nas.cli.main import main\n"
+        f"rc = main(['search', '--data', 'synthetic:200x16', '--epochs', '1', '--batch-size', '32', '--workers', '1',"
+        f" '--threads', '1', '--space', {str(tmp_path / 'space.json')!r}, '--device', 'cpu', '--controller', 'random',"
+        f" '--quiet', '--budget', '1', '--out', {str(tmp_path / 'run')!r}])\n"
+        "print(rc, 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["0", "False"], result.stdout[-500:]
+    assert (tmp_path / "run" / "best.json").is_file()
+
 @pytest.mark.parametrize("folder", ["search_space", "models", "scaling", "results", "nas"])
 def test_installed_names_are_under_the_effnas_namespace(folder):
     """What pip installs maps each repository folder into ``effnas.``: no generic top-level name."""

@@ -6,8 +6,8 @@ import gzip
 import numpy as np
 import pytest
 
-from effnas.nas.search import data_shape as module
 from effnas.nas.search.data_shape import DataShape, data_shape
+from effnas.nas.training import data as data_module
 from effnas.nas.training.data import load_data
 from effnas.nas.training.readers import DataError
 
@@ -28,7 +28,7 @@ def idx_folder(tmp_path, request):
 
 
 def _without_loading(monkeypatch):
-    monkeypatch.setattr(module, "load_data", lambda *a, **k: pytest.fail("the whole data set was loaded"))
+    monkeypatch.setattr(data_module, "load_data", lambda *a, **k: pytest.fail("the whole data set was loaded"))
 
 
 def test_digits_synthetic_and_idx_are_read_without_their_images(monkeypatch, idx_folder):

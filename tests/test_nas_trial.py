@@ -12,8 +12,8 @@ from typing import Iterator
 import pytest
 
 from effnas.nas.search.device_sharing import DeviceLock
-from effnas.nas.search.trial import (TrialError, TrialSettings, TrialSettingsError, lr_schedule, measure_trial,
-                                     run_trial, trial_data)
+from effnas.nas.search.trial import TrialError, lr_schedule, measure_trial, run_trial, trial_data
+from effnas.nas.search.trial_settings import TrialSettings, TrialSettingsError
 from effnas.results.record import TrialMetrics
 from effnas.search_space import ArchSpec, StageSpec, spec_from_dict
 from effnas.errors import EffnasError

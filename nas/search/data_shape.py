@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from effnas.errors import EffnasError
-from effnas.nas.training.data import load_data
 from effnas.nas.training.sources import SOURCES
 
 
@@ -38,13 +37,15 @@ def data_shape(source: str, seed: int, val_fraction: float, data_size: int) -> D
         shape = None
     if shape is not None:
         return shape
+    from effnas.nas.training.data import load_data  # torch: only where the images must be read
+
     data = load_data(source, seed=seed, val_fraction=val_fraction, data_size=data_size)
     return DataShape(data.num_classes, data.channels)
 
 
 def _without_images(source: str) -> DataShape | None:
     """The shape from constants or headers; None where the source cannot say it without its images."""
-    from effnas.nas.training import readers  # numpy and torch, as load_data's readers
+    from effnas.nas.training import readers
 
     kind, _, arg = source.strip().partition(":") if isinstance(source, str) else ("", "", "")
     kind = kind.lower()

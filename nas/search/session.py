@@ -37,7 +37,6 @@ from effnas.search_space.space import SearchSpace
 from effnas.outputs import claim_run_dir
 from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
-from effnas.nas.training.engine import resolve_device
 from effnas.results import RUN_FILES
 from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, IDENTITY_ATTR, INTERRUPTED_ATTR, REFERENCE_ATTR,
                                    RETRY_OF_ATTR, REUSE_ATTR, REWARD_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPEC_ATTR,
@@ -45,6 +44,7 @@ from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, IDENTITY_ATT
 from effnas.results.storage import open_storage, probe_storage, search_storage_url, storage_file, study_lock
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
+from effnas.nas.training.devices import device_name
 from effnas.nas.search.budget import counted_trials, recover_interrupted, taken_trials, trial_id_of, worker_id
 from effnas.nas.search import streams
 from effnas.nas.search.controllers import is_multi_objective, make_sampler, study_directions, study_objectives
@@ -54,7 +54,7 @@ from effnas.nas.search.early_stopping import EarlyStopping
 from effnas.nas.search.progress import RUN_FILES_EVERY, Progress, SearchSummary, best_of, warn_unsteady
 from effnas.nas.search.repeats import Repeats
 from effnas.nas.search.settings import SearchConfig, SearchError, build_space
-from effnas.nas.search.trial import TrialSettings
+from effnas.nas.search.trial_settings import TrialSettings
 
 
 class Search:
@@ -126,7 +126,7 @@ class Search:
         runtime = self.config.runtime
         workers = (backend.workers if backend is not None else None) or runtime.workers
         threads = (backend.threads if backend is not None else None) or runtime.threads
-        return {"device": str(resolve_device(runtime.device)), "engine": runtime.engine, "threads": threads,
+        return {"device": device_name(runtime.device), "engine": runtime.engine, "threads": threads,
                 "workers": workers}
 
     def _check_conditions(self, conditions: dict[str, Any]) -> None:

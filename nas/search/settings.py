@@ -15,7 +15,7 @@ from effnas.results.reward import DEFAULT_V, DEFAULT_W
 from effnas.search_space.space import SearchSpace, default_space, load_space
 
 from effnas.nas.search.controllers import CONTROLLERS
-from effnas.nas.search.trial import TrialSettings
+from effnas.nas.search.trial_settings import TrialSettings
 
 
 class SearchError(EffnasError):

@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from effnas.errors import EffnasError, escape_controls
 from effnas.nas.training.idx import MAX_BYTES as IDX_MAX_BYTES
@@ -112,6 +111,8 @@ def synthetic_shape(arg: str) -> tuple[int, int]:
 def synthetic(count: int, size: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, int]:
     """Oriented colour gratings: class c sets orientation, frequency and colour; each image draws its own
     phase, contrast and pixel noise. Learnable, not trivial, and identical on every machine (fixed seed)."""
+    import torch  # here only: reading a data set's shape (a search's own process) must not pay for it
+
     generator = torch.Generator().manual_seed(12345)
     classes = torch.arange(SYNTHETIC_CLASSES, dtype=torch.float32)
     angle = classes * (torch.pi / SYNTHETIC_CLASSES)
