@@ -192,7 +192,8 @@ def test_cli_bad_time_and_threads_are_one_line_exit_2(capsys):
     for bad_time, why in (("0", "more than 0"), ("-5m", "more than 0"), ("soon", "expected a time"),
                           ("10y", "expected a time"), ("8d", "at most 7 days"), ("nan", "more than 0")):
         assert why in refused(f"--time={bad_time}"), bad_time
-    assert "expected one argument" in refused("--time", "-5m")  # argparse reads -5m as an option: refused too
+    flag_like = refused("--time", "-5m")  # argparse reads -5m as an option: refused, saying how to give it
+    assert "expected one argument ('-5m' reads as a flag; to give it as the value, write --time=-5m)" in flag_like
     assert "must be >= 1" in refused("--threads", "0")
 
 

@@ -45,6 +45,7 @@ A typical session:
 """
 
 
+_MISSING_VALUE = re.compile(r"argument (?P<flags>\S+): expected one argument$")
 _INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)")
 
 
@@ -67,6 +68,15 @@ class OneLineParser(argparse.ArgumentParser):
             known = [name.strip().strip("'") for name in choice["choices"].split(",")]  # quoted before 3.12.8
             close = difflib.get_close_matches(choice["value"], known, n=1)
             return self.prog, f" (did you mean '{close[0]}'?)" if close else ""
+        missing = _MISSING_VALUE.match(message)
+        if missing:  # "--time -5m": argparse reads a value that starts with "-" as the next flag
+            given = getattr(self, "_given", [])
+            flags = missing["flags"].split("/")
+            after = [given[i + 1] for i, word in enumerate(given[:-1]) if word in flags]
+            if after and after[0].startswith("-"):
+                return self.prog, (f" ({after[0]!r} reads as a flag; to give it as the value, write "
+                                   f"{flags[-1]}={after[0]})")
+            return self.prog, ""
         if not message.startswith("unrecognized arguments:"):
             return self.prog, ""
         parser = self  # unknown flags of a sub-command surface here, in the top parser: look in the sub-command's
