@@ -6,8 +6,7 @@ alone, imports without torch: a search's own process checks its space with it an
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from effnas.lazy import lazy_names
 
 _HOME = {"FusedMBConv": "blocks", "MBConv": "blocks", "SqueezeExcite": "blocks", "StochasticDepth": "blocks",
          "EfficientNet": "network", "build_model": "network",
@@ -16,14 +15,4 @@ _HOME = {"FusedMBConv": "blocks", "MBConv": "blocks", "SqueezeExcite": "blocks",
 
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _HOME)

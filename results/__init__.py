@@ -5,8 +5,7 @@ Each name is imported from its module on first use, so a trial worker that needs
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from effnas.lazy import lazy_names
 
 _MODULES = {
     "analysis": ("choice_frequencies", "failure_counts", "running_best", "state_counts", "top_trials"),
@@ -20,14 +19,4 @@ _MODULES = {
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _HOME)

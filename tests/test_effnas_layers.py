@@ -17,7 +17,7 @@ FOLDERS = {"effnas": "effnas", "search_space": "effnas.search_space", "models": 
 # Lowest first. A module may import its own layer's modules and lower layers' only. The package's face, ``effnas``
 # itself, sits on top: it re-exports the Python API, loading it on first use.
 LAYERS = (
-    ("effnas.errors", "effnas.writes", "effnas.outputs"),
+    ("effnas.errors", "effnas.writes", "effnas.outputs", "effnas.lazy"),
     ("effnas.search_space",),
     ("effnas.models",),
     ("effnas.scaling", "effnas.nas.training"),
