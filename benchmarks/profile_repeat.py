@@ -45,6 +45,12 @@ def largest_gap(medians: list[float]) -> float:
     return max(medians) / min(medians) - 1.0
 
 
+def result_name(steps: int | None, warmup: int | None) -> str:
+    """The results file's name: the defaults' own, or one per setting, so a run at other settings replaces none."""
+    return "profile_repeat" + "".join(f"-{flag}{value}" for flag, value in (("steps", steps), ("warmup", warmup))
+                                      if value)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=positive_int, default=5, help="profiles of each spec (default 5)")
@@ -71,8 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     notes = [f"{args.runs} fresh `nas profile SPEC --device cpu --json {' '.join(flags)}` processes per spec, one "
              "after the other" + ("" if flags else ", at the command's defaults") + "; spreads: each run's (p90 - p10) / median of its timed steps"]
     print_report("nas profile, repeated", "cpu", rows, notes)
-    name = "profile_repeat" + (f"-steps{args.steps}" if args.steps else "")
-    print(f"wrote {write_result(name, 'nas profile, repeated', 'cpu', rows, notes)}")
+    print(f"wrote {write_result(result_name(args.steps, args.warmup), 'nas profile, repeated', 'cpu', rows, notes)}")
 
 
 if __name__ == "__main__":
