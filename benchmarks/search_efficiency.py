@@ -54,6 +54,7 @@ ARMS = ("effnas", "effnas, no stop", "practitioner")
 LONG_ARMS = ("effnas", "practitioner")
 # The practitioner's pruner is chosen on this seed; the reported runs use seeds 0, 1, ... below it, so the choice
 # is not fitted to the runs it is judged on.
+DEFAULT_BUDGET = 48  # trials per search in the main table; another budget keeps its own results file
 TUNING_SEED = 1000
 LONG_SEED = 0  # the long single-seed row: a search of its own, at another budget than the main table's
 CHECK_SAMPLE = 20  # stopped candidates trained to the end per effnas run (all of them when fewer)
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="where the results file goes (default benchmarks/results)")
     parser.add_argument("--quick", action="store_true", help="a smoke-sized run")
     args = parser.parse_args(argv)
-    args.budget = args.budget or (8 if args.quick else 48)
+    args.budget = args.budget or (8 if args.quick else DEFAULT_BUDGET)
     if args.tune_pruner:
         tune_pruner(args, args.results_dir)
         return []
@@ -448,7 +449,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         more.append(("stopped candidates trained to the end: would any have led?", check, check_notes))
     for more_title, more_rows, more_notes in more:
         print_report(more_title, "cpu", more_rows, notes=more_notes)
-    keep_result("search_efficiency", "cpu", args.quick, title, rows, notes, more=more, directory=args.results_dir)
+    name = "search_efficiency" + ("" if args.budget == DEFAULT_BUDGET else f"-{args.budget}")  # one file per budget
+    keep_result(name, "cpu", args.quick, title, rows, notes, more=more, directory=args.results_dir)
     return rows
 
 
