@@ -37,6 +37,7 @@ from effnas.search_space.space import SearchSpace
 from effnas.outputs import claim_run_dir
 from effnas.writes import ensure_writable_dir, remove_stale_temporaries
 
+from effnas.nas.training.devices import device_name
 from effnas.results import RUN_FILES
 from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, IDENTITY_ATTR, INTERRUPTED_ATTR, REFERENCE_ATTR,
                                    RETRY_OF_ATTR, REUSE_ATTR, REWARD_ATTR, SETTINGS_ATTR, SPACE_ATTR, SPEC_ATTR,
@@ -44,7 +45,6 @@ from effnas.results.record import (DURATION_ATTR, FAIL_REASON_ATTR, IDENTITY_ATT
 from effnas.results.storage import open_storage, probe_storage, search_storage_url, storage_file, study_lock
 
 from effnas.nas.search.backends.base import Backend, BackendSetup
-from effnas.nas.training.devices import device_name
 from effnas.nas.search.budget import counted_trials, recover_interrupted, taken_trials, trial_id_of, worker_id
 from effnas.nas.search import streams
 from effnas.nas.search.controllers import is_multi_objective, make_sampler, study_directions, study_objectives
