@@ -185,7 +185,7 @@ def test_regularisation_overrides_reach_the_model(monkeypatch):
 def test_equal_time_proxies_give_a_faster_candidate_more_steps():
     """With ``seconds``, each candidate's steps are what its own measured step time buys: the small network
     trains many more steps than one many times its cost, and each about seconds / step time."""
-    # About twenty times the small one's step time, so a busy machine's noise in either reading cannot undo it.
+    # Many times the small one's step time, so a busy machine's noise in either reading cannot undo the order.
     wide = spec_from_dict(TINY).replace(stem_channels=64, stages=(StageSpec("fused", 3, 1, 4, 64, 64, 2),
                                                                  StageSpec("fused", 3, 2, 4, 64, 128, 2)))
     settings = dict(FAST, epochs=1, timing_steps=4, seconds=0.6)
