@@ -121,20 +121,20 @@ def test_candidates_over_the_time_limit_fail_with_reason_and_the_search_finishes
     run = out.parent / "timeout" / "run"
     shutil.copytree(out, run)
     (run.parent / "space.json").write_text(json.dumps(SPACE))
-    result = subprocess.run(search_argv(run, "--trial-timeout", "0.2", budget=FINISHED + 2), capture_output=True,
+    result = subprocess.run(search_argv(run, "--trial-timeout", "0.01", budget=FINISHED + 2), capture_output=True,
                             text=True, cwd=run.parent, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     study = load(run)
     failed = [t for t in study.trials if t.state.name == "FAIL" and not t.user_attrs.get("interrupted")]
-    assert len(failed) == 2 and all("time limit of 0.2 s" in t.user_attrs["fail_reason"] for t in failed)
+    assert len(failed) == 2 and all("time limit of 0.01 s" in t.user_attrs["fail_reason"] for t in failed)
     assert "fail" in pd.read_csv(run / "trials.csv").to_csv().lower()
 
 
 def test_reference_over_the_time_limit_is_a_one_line_error(tmp_path):
     (tmp_path / "space.json").write_text(json.dumps(SPACE))
-    result = subprocess.run(search_argv(tmp_path / "run", "--trial-timeout", "0.2"), capture_output=True, text=True,
+    result = subprocess.run(search_argv(tmp_path / "run", "--trial-timeout", "0.01"), capture_output=True, text=True,
                             cwd=tmp_path, timeout=120)
-    assert_one_line_error(result, r"backbone itself failed .*time limit of 0.2 s")
+    assert_one_line_error(result, r"backbone itself failed .*time limit of 0.01 s")
 
 
 def test_diverging_candidates_are_recorded_failed_and_the_search_finishes(finished):
@@ -168,7 +168,7 @@ print(search.run(LocalBackend()).counted)
 
 FAULTS = [
     *[(c[0], c[3], "exit 2, one-line error; every study row and run file unchanged") for c in REFUSALS],
-    ("candidate-timeout", "candidates over --trial-timeout 0.2", "recorded FAIL 'exceeded the time limit'; "
+    ("candidate-timeout", "candidates over --trial-timeout 0.01", "recorded FAIL 'exceeded the time limit'; "
      "search reaches its budget"),
     ("reference-timeout", "the backbone reference over --trial-timeout", "exit 2, one-line error"),
     ("candidate-diverges", "candidates trained with lr 1e12 (NaN/inf loss)",

@@ -1,5 +1,7 @@
 """The local worker pool: results come back, failures and hangs become reasons, workers are reused."""
 
+import os
+
 from effnas.nas.search.backends.local import WorkerPool
 
 TASK = "tests.workers_tasks:behave"
@@ -40,6 +42,34 @@ def test_timeout_and_death_are_reported_and_workers_replaced():
         assert pool.idle == 2
         pool.submit("after", {"action": "ok", "value": 1}, {}, 0)
         assert collect_all(pool, 1)["after"].metrics["value"] == 2
+
+
+def test_a_trial_that_ends_over_its_limit_between_two_looks_at_the_clock_fails_all_the_same():
+    """The pool looks at the clock when it polls; a task whose result arrives while the pool waits (here a poll of
+    10 s) has overrun its 0.2 s even so, and the worker that ran it serves the next task."""
+    with WorkerPool(1, timeout=0.2, function=TASK) as pool:
+        pool.submit("slow", {"action": "sleep", "seconds": 0.6}, {}, 0)
+        found: dict = {}
+        while not found:
+            found = {result.key: result for result in pool.collect(poll=10.0)}
+        assert found["slow"].metrics is None and "time limit of 0.2 s" in found["slow"].error
+        pool.submit("quick", {"action": "ok"}, {}, 0)
+        quick = collect_all(pool, 1)["quick"]
+        assert quick.error is None
+
+
+def test_workers_of_every_pool_fork_from_one_server_and_work_in_the_callers_folder(tmp_path, monkeypatch):
+    """The server that has imported torch outlives a pool, so the next pool's workers (and replacements) start
+    from it without importing anything again; each worker still works in the folder its pool was made in."""
+    with WorkerPool(1, function=TASK) as pool:
+        pool.submit("first", {"action": "where"}, {}, 0)
+        first = collect_all(pool, 1)["first"].metrics
+    monkeypatch.chdir(tmp_path)
+    with WorkerPool(1, function=TASK) as pool:
+        pool.submit("second", {"action": "where"}, {}, 0)
+        second = collect_all(pool, 1)["second"].metrics
+    assert first["pid"] != second["pid"] and first["parent"] == second["parent"] != os.getpid()
+    assert second["cwd"] == str(tmp_path)
 
 
 def test_memory_limit_fails_the_big_task_and_the_worker_serves_the_next():

@@ -14,6 +14,11 @@ def behave(spec: dict, settings: dict, seed: int) -> dict:
         from effnas.nas.search.trial import TrialError
 
         raise TrialError("diverged: training loss is NaN at epoch 1")
+    if action == "sleep":  # a trial that takes a moment, then finishes
+        time.sleep(spec["seconds"])
+        return {"value": 0, "pid": os.getpid()}
+    if action == "where":  # which process ran it, under which parent, in which folder
+        return {"pid": os.getpid(), "parent": os.getppid(), "cwd": os.getcwd()}
     if action == "hang":
         time.sleep(60)
     if action == "die":

@@ -61,6 +61,24 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
+def worker_context() -> mp.context.BaseContext:
+    """How worker processes start: forked from a server that has already imported torch and the trial code.
+
+    The server starts with the first pool and lives as long as this process, so the imports (torch, and the
+    ``torch._dynamo`` that torch's optimizers load when first built: seconds of CPU) are paid once, not once per
+    worker: a replacement for a crashed or hung worker is ready at once, and so is a second search in the same
+    process (the Python API, a notebook). The server is a fresh interpreter, not a fork of this one, so nothing
+    this process has done (threads, CUDA, open files) is inherited; the script that started it (``__main__``) is
+    imported there, and each worker takes this process's folder and ``sys.path``, as with the spawn method.
+    Where forking is not available, each worker is spawned and imports for itself.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "torch", "torch._dynamo", "effnas.nas.search.trial"])
+    return context
+
+
 def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None) -> None:
     """Loop: receive (key, spec, settings, seed), run the trial, send its :class:`TrialResult` back."""
     import torch  # in the worker process only (see limit_memory)
@@ -140,7 +158,7 @@ class WorkerPool:
     def __init__(self, size: int, timeout: float | None = None, threads: int | None = None,
                  function: str = "effnas.nas.search.trial:measure_trial", memory_gib: float | None = None,
                  depth: int = 1) -> None:
-        self._context = mp.get_context("spawn")
+        self._context = worker_context()
         self._threads = threads
         self._memory_gib = memory_gib
         self._function = function
@@ -191,6 +209,9 @@ class WorkerPool:
                         continue
                     worker.tasks.popleft()
                     worker.since, worker.running = time.perf_counter(), False  # the next one, if any, is due
+                    if self.timeout is not None and message.error is None and message.seconds > self.timeout:
+                        # it finished between two looks at the clock: over the limit all the same
+                        message = TrialResult(key, None, self._over_limit(), message.seconds)
                     results.append(message)
                     continue
                 except (EOFError, OSError):
@@ -202,7 +223,7 @@ class WorkerPool:
             timed_out = limit is not None and elapsed > limit
             if died or timed_out:
                 if timed_out and not died:
-                    reason = f"trial exceeded the time limit of {self.timeout:g} s"
+                    reason = self._over_limit()
                 else:
                     code = worker.process.exitcode
                     reason = (f"worker process died (exit code {code}"
@@ -213,6 +234,9 @@ class WorkerPool:
                     replacement.send(queued_key, queued)
                 results.append(TrialResult(key, None, reason, elapsed))
         return results
+
+    def _over_limit(self) -> str:
+        return f"trial exceeded the time limit of {self.timeout:g} s"
 
     def close(self, kill: bool = False) -> None:
         for worker in self._workers:
