@@ -249,14 +249,19 @@ def test_kill_mid_trial_leaves_a_running_trial_that_resume_reruns(chain):
     for number in running:
         cut = study.trials[number]
         assert cut.state.name == "FAIL" and cut.user_attrs["interrupted"] is True
-        assert completed_retry(study, cut).params == cut.params
+        assert cut.params.items() <= completed_retry(study, cut).params.items()
 
 
 def completed_retry(study, cut):
-    """The re-run that completed ``cut``'s architecture: a retry cut off by a later kill is retried in turn."""
+    """The re-run that completed ``cut``'s architecture: a retry cut off by a later kill is retried in turn.
+
+    A retry keeps every decision the cut trial holds; a trial cut off while its candidate was still being drawn
+    (the one queued behind the training one) holds only the decisions drawn so far, and its retry draws the rest.
+    """
     while True:
         retries = [t for t in study.trials if t.user_attrs.get("retry_of") == cut.number]
-        assert len(retries) == 1 and retries[0].params == cut.params, f"seed {SEED}: {len(retries)} retries"
+        assert len(retries) == 1 and cut.params.items() <= retries[0].params.items(), \
+            f"seed {SEED}: {len(retries)} retries"
         cut = retries[0]
         if cut.state.name == "COMPLETE":
             return cut
