@@ -316,8 +316,6 @@ def compare(run_dir: str | Path, *, against: str | Sequence[str] = DEFAULT_AGAIN
     networks (comma-separated or a list; "none" for the winner alone); finished models are read back."""
     options = dict(locals())  # the run file's
     options["against"] = against if isinstance(against, str) else ",".join(against)
-    from effnas.nas.training.compare import Contender, compare as compare_runs
-    from effnas.nas.training.train import TrainConfig
     from effnas.outputs import claim_run_dir
     from effnas.search_space import load_arch
     from effnas.search_space.reference import REFERENCE_NETWORKS, load_network
@@ -329,6 +327,9 @@ def compare(run_dir: str | Path, *, against: str | Sequence[str] = DEFAULT_AGAIN
                           f"{hint}")
     destination = Path(out).expanduser() if out else run_dir
     claim_run_dir(destination, "compare", "--out")  # a folder of the user's files, or another kind of run, is refused
+    # torch and scikit-learn load only for a command that got this far: a refusal above answers at once
+    from effnas.nas.training.compare import Contender, compare as compare_runs
+    from effnas.nas.training.train import TrainConfig
     winner = load_arch(run_dir)
     contenders = [Contender("searched", "searched", winner)]
     contenders += [Contender(Path(path).stem, "scaled", load_arch(path)) for path in scaled]

@@ -55,9 +55,12 @@ def test_compare_writes_one_row_per_model_and_baseline_and_reads_finished_models
     pd.testing.assert_series_equal(again["top1"].iloc[:3], table["top1"].iloc[:3])
 
 
-def test_compare_without_a_winner_is_a_one_line_error(tmp_path):
-    result = nas_compare(str(tmp_path), "--quiet")
-    assert result.returncode == 2
+def test_compare_without_a_winner_is_a_one_line_error_before_torch_loads(tmp_path):
+    refusal = ("import sys\nfrom effnas.nas.cli.main import main\ncode = main(sys.argv[1:])\n"
+               "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules\nsys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", refusal, "compare", str(tmp_path), "--quiet"], capture_output=True,
+                            text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().count("\n") == 0 and "no best.json" in result.stderr
 
 
