@@ -1,9 +1,10 @@
 """Fault suite, disks: a full or read-only output directory under every command that writes.
 
-Each case runs the real CLI (``python -m effnas.nas ...``) inside its own mount namespace (``unshare -m``), where the
-directory it writes to (``disk/``) is a small tmpfs filled with a filler file, or a read-only bind mount; the
-mounts exist only for that one command and vanish with it. Still inside, the directory's contents are then
-copied out (``after/``) and compared with what was there before: the study's rows (SQL dump) and
+Each case runs the real CLI (``nas ...``, through tests/cli_driver.py: one process runs every case's command in
+turn) inside a private mount namespace (``unshare -m``), where the directory it writes to (the case's ``disk/``)
+is a small tmpfs filled with a filler file, or a read-only bind mount; the mounts exist only in that namespace
+and vanish with it. Still inside, each directory's contents are then copied out (``after/``) and compared with
+what was there before: the study's rows (SQL dump) and
 ``PRAGMA integrity_check``, the run files byte for byte, checkpoints loaded with ``weights_only=True``, and
 no temporary files left. Making mounts needs root (CAP_SYS_ADMIN) and unshare(1): elsewhere the cases skip.
 """
@@ -26,6 +27,7 @@ import pytest
 import torch
 
 from effnas.writes import LOW_SPACE_BYTES
+from tests.cli_driver import ROOT
 from tests.test_faults_inputs import assert_one_line_error
 
 pytestmark = pytest.mark.slow  # real full and read-only disks under whole searches and training runs
@@ -36,7 +38,6 @@ TINY = {"stem_channels": 8, "head_channels": 32, "train_image_size": 16, "eval_i
 TRAIN_ARGS = ["--data", "synthetic:200x8", "--epochs", "2", "--stages", "2", "--batch-size", "32",
               "--min-image-size", "8", "--device", "cpu", "--quiet"]
 SQLITE_SIDE_FILES = ("-wal", "-shm")  # SQLite's own companions of study.db: compared through the SQL dump
-BESIDE = 10  # nice level of every command but the seed search, which most cases wait for
 FULL = r"[Nn]o space left on device"
 READ_ONLY = r"[Rr]ead-only file system"
 
@@ -109,20 +110,30 @@ def mount_script(disk: Disk, folder: Path, seed: Path | None) -> list[str]:
     return lines
 
 
-def run_on_disk(case_dir: Path, disk: Disk, seed: Path | None, argv: list[str], nice: int = 0) -> dict:
-    """Run ``argv`` (at priority ``nice``) with ``case_dir/disk`` full or read-only; copy what is there after it
-    to ``case_dir/after``."""
-    folder = case_dir / "disk"
-    folder.mkdir(parents=True)
-    lines = ["set -e", *mount_script(disk, folder, seed), "set +e",
-             f"{shlex.join(argv)} >{case_dir}/stdout 2>{case_dir}/stderr", f"echo $? >{case_dir}/rc",
-             f"rm -f {folder}/.filler 2>/dev/null", f"cp -a {folder}/. {case_dir}/after"]
-    setup = subprocess.run(["nice", "-n", str(nice), "unshare", "-m", "sh", "-c", "\n".join(lines)],
-                           capture_output=True, text=True, timeout=240, cwd=case_dir)
-    assert (case_dir / "rc").exists(), f"mount set-up failed: {setup.stderr[-1500:]}"
-    result = subprocess.CompletedProcess(argv, int((case_dir / "rc").read_text()), (case_dir / "stdout").read_text(),
-                                         (case_dir / "stderr").read_text())
-    return {"result": result, "disk": folder, "after": case_dir / "after"}
+def run_on_disks(root: Path, cases: list["Case"]) -> dict[str, dict]:
+    """Make every case's disk (``root/<case>/disk``) in one private mount namespace, run every command there one
+    after another through the real CLI in one driver process (tests/cli_driver.py: ``main(argv)`` in the case's
+    folder, so torch is imported once, not once a case), then copy what each disk holds to ``root/<case>/after``.
+    """
+    lines, plan = ["set -e"], []
+    for case in cases:
+        case_dir = root / case.id
+        folder = case_dir / "disk"
+        folder.mkdir(parents=True)
+        lines += mount_script(case.disk, folder, root / f"seed-{case.seed}" if case.seed else None)
+        plan.append({"id": case.id, "argv": case.argv(root, folder)[3:], "cwd": str(case_dir)})  # no python -m
+    plan_file, results_file = root / "plan.json", root / "results.json"
+    plan_file.write_text(json.dumps(plan))
+    lines += ["set +e", f"cd {ROOT} && {shlex.join([sys.executable, '-m', 'tests.cli_driver', str(plan_file), str(results_file)])}"]
+    for case in cases:
+        folder = root / case.id / "disk"
+        lines += [f"rm -f {folder}/.filler 2>/dev/null", f"cp -a {folder}/. {root / case.id}/after"]
+    driver = subprocess.run(["unshare", "-m", "sh", "-c", "\n".join(lines)], capture_output=True, text=True,
+                            timeout=600, cwd=root)
+    assert results_file.exists(), f"mount set-up or driver failed: {driver.stderr[-3000:]}"
+    return {r["id"]: {"result": subprocess.CompletedProcess(r["argv"], r["rc"], r["stdout"], r["stderr"]),
+                      "disk": root / r["id"] / "disk", "after": root / r["id"] / "after"}
+            for r in json.loads(results_file.read_text())}
 
 
 # ----------------------------------------------------------------------------- what a folder holds
@@ -220,16 +231,10 @@ WRITE_CASES = [
 CASES = SEARCH_CASES + TRAIN_CASES + WRITE_CASES
 
 
-def needs(case: Case) -> str | None:
-    """The seed a case starts from: its own, or the search that nas best / nas report read."""
-    return case.seed or ("run" if case.id.startswith(("best-", "report-")) else None)
-
-
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
-    """Every case's outcome, three commands at a time: the seeds (a 1-trial search, which most cases wait for, at
-    normal priority; a training run stopped after epoch 1) first, with the cases that need no seed beside them at
-    ``nice 10``, then the rest as their seed is ready."""
+    """Every case's outcome: the seeds first (a 1-trial search, which the resume cases and nas best / nas report
+    read; a training run stopped after epoch 1), side by side, then every case (see :func:`run_on_disks`)."""
     root = tmp_path_factory.mktemp("disk")
     reason = mount_namespaces_work(tmp_path_factory.mktemp("probe"))
     if reason:
@@ -237,29 +242,19 @@ def outcomes(tmp_path_factory):
     (root / "space.json").write_text(json.dumps(SPACE))
     (root / "tiny.json").write_text(json.dumps(TINY))
 
-    def make_seed(name: str, nice: int = 0) -> None:
+    def make_seed(name: str) -> None:
         argv = (search_argv(root, root / "seed-run", 1) if name == "run"
                 else train_argv(root, root / "seed-train", "--stop-after", "1"))
-        result = subprocess.run(["nice", "-n", str(nice), *argv], capture_output=True, text=True, timeout=240,
-                                cwd=root)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=root)
         assert result.returncode == 0, f"seed {name} failed: {result.stderr[-2000:]}"
         if name == "train":
             (root / "seed-train" / "training.html").unlink()  # 4.8 MB of plotly: too big for the small disk
         else:
             shutil.copytree(root / "seed-run", root / "read-run")  # what nas best / report read, not the seed
 
-    def run(case: Case, nice: int) -> dict:
-        if needs(case):
-            seeds[needs(case)].result()
-        case_dir = root / case.id
-        seed = root / f"seed-{case.seed}" if case.seed else None
-        folder = case_dir / "disk"
-        return run_on_disk(case_dir, case.disk, seed, case.argv(root, folder), nice)
-
-    with ThreadPoolExecutor(3) as pool:
-        seeds = {"run": pool.submit(make_seed, "run"), "train": pool.submit(make_seed, "train", BESIDE)}
-        futures = {c.id: pool.submit(run, c, BESIDE) for c in sorted(CASES, key=lambda c: needs(c) is not None)}
-        return root, {key: future.result() for key, future in futures.items()}
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(make_seed, ("run", "train")))
+    return root, run_on_disks(root, CASES)
 
 
 def case_outcome(outcomes, case: Case) -> tuple[Path, dict]:
