@@ -32,6 +32,8 @@ import torch
 
 from benchmarks.common import keep_result, print_report, search_defaults
 
+DEFAULT_BUDGET = 200  # the trials of the quoted run; another budget writes trial_overhead-<budget>.md
+
 PARTS = ("steps", "lock wait", "eval", "build", "in trial", "dispatch")
 
 
@@ -48,7 +50,8 @@ def breakdown(user_attrs: dict[str, Any]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=int, default=200, help="trials (default 200)")
+    parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="trials (default 200; another budget keeps "
+                        "its own results file)")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--quick", action="store_true", help="8 trials of 1 epoch: a smoke run")
     args = parser.parse_args(argv)
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device("cpu")
     print_report("Per-trial cost breakdown of a real search", device, table, notes)
     print_report("The search process's own work (beside the workers)", device, process)
-    keep_result("trial_overhead", device, args.quick, "Per-trial cost breakdown of a real search", table, notes,
+    name = "trial_overhead" + ("" if args.quick or budget == DEFAULT_BUDGET else f"-{budget}")  # one file per budget
+    keep_result(name, device, args.quick, "Per-trial cost breakdown of a real search", table, notes,
                 more=[("The search process's own work (beside the workers)", process, [])])
     return {"rows": rows, "shares": shares, "costs": found.costs, "wall": wall, "idle": idle}
 
