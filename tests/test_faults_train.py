@@ -65,6 +65,10 @@ def runs(tmp_path_factory):
                   "epoch": torch.load(checkpoint, weights_only=True)["epoch"]}
     full_out, full_err = full.communicate(timeout=300)
     assert full.returncode == 0, full_err[-2000:]
+    gone = subprocess.Popen(["true"])  # a finished process's pid: the writer of a copy a kill left mid-write
+    gone.wait()
+    for name in ("metrics.csv", "last.pt"):
+        (root / "killed" / f".{name}.{gone.pid}.tmp").write_bytes(b"half")
     resumed = subprocess.run(train_argv(root, "killed", "--resume"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     return root, after_kill, full_out, resumed.stdout
@@ -148,6 +152,6 @@ FAULTS = [
     ("train-kill-mid-run", "kill -9 of nas train right after its first checkpoint",
      "every .pt left loads with weights_only=True; no final.pt"),
     ("train-resume-after-kill", "nas train --resume after the kill",
-     "final and last weights bit-identical to an uninterrupted run"),
+     "final and last weights bit-identical to an uninterrupted run; copies a killed write left are removed"),
     *[(c[0], c[4], "exit 2, one-line error; files byte-identical") for c in TRAIN_REFUSALS],
 ]

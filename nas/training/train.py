@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from effnas.models import build_model
 from effnas.search_space import ArchSpec, ProgressiveRecipe
-from effnas.writes import atomic_write, ensure_writable_dir
+from effnas.writes import atomic_write, ensure_writable_dir, remove_stale_temporaries
 
 from effnas.nas.training import state as train_state
 from effnas.nas.training.augment import TrainAugment, channel_stats, eval_batch
@@ -42,6 +42,8 @@ from effnas.nas.training.recipe import (LRSchedule, TrainConfig, TrainError, bui
 __all__ = ["LRSchedule", "TrainConfig", "TrainError", "effective_recipe", "train"]
 
 TRAIN_ACC_IMAGES = 2048  # train accuracy is measured on this many (un-augmented) training images
+
+RUN_FILES = ("last.pt", "metrics.csv", "training.html", "final.pt", "metrics.json", "config.yaml")  # what a run writes
 
 
 def evaluate_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, image_size: int,
@@ -119,6 +121,7 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
             budget.spent = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{config.epochs}")
     ensure_writable_dir(out, "output directory")  # read-only or full: one line, before any training
+    remove_stale_temporaries(out, RUN_FILES)  # copies a write killed mid-way left (the files themselves are whole)
     if on_start is not None:  # the run is accepted: a caller's own files (the run file) may be written now
         on_start()
 
