@@ -248,7 +248,7 @@ def outcomes(tmp_path_factory):
         result = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=root)
         assert result.returncode == 0, f"seed {name} failed: {result.stderr[-2000:]}"
         if name == "train":
-            (root / "seed-train" / "training.html").unlink()  # 4.8 MB of plotly: too big for the small disk
+            (root / "seed-train" / "training.html").unlink()  # a page of plotly: too big for the small disk
         else:
             shutil.copytree(root / "seed-run", root / "read-run")  # what nas best / report read, not the seed
 
