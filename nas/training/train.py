@@ -43,7 +43,8 @@ __all__ = ["LRSchedule", "TrainConfig", "TrainError", "effective_recipe", "train
 
 TRAIN_ACC_IMAGES = 2048  # train accuracy is measured on this many (un-augmented) training images
 
-TRAIN_RUN_FILES = ("last.pt", "metrics.csv", "training.html", "final.pt", "metrics.json", "config.yaml")  # what a run writes
+# what a training run writes into its --out
+TRAIN_RUN_FILES = ("last.pt", "metrics.csv", "training.html", "final.pt", "metrics.json", "config.yaml")
 
 
 def evaluate_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, image_size: int,
@@ -121,7 +122,7 @@ def train(spec: ArchSpec, config: TrainConfig, out: str | Path, *, device: str =
             budget.spent = sum(row["seconds"] for row in history)
         log(f"resuming {out} after epoch {first_epoch}/{config.epochs}")
     ensure_writable_dir(out, "output directory")  # read-only or full: one line, before any training
-    remove_stale_temporaries(out, TRAIN_RUN_FILES)  # copies a write killed mid-way left (the files themselves are whole)
+    remove_stale_temporaries(out, TRAIN_RUN_FILES)  # copies a killed write left; the files themselves are whole
     if on_start is not None:  # the run is accepted: a caller's own files (the run file) may be written now
         on_start()
 
