@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 from effnas.errors import EffnasError
@@ -77,11 +78,26 @@ def estimate(spec: ArchSpec, image_size: int | None = None) -> MemoryEstimate:
     return MemoryEstimate(params=params, activations=acts)
 
 
+# What a GPU that torch can use leaves on a Linux machine: NVIDIA's driver (also inside containers), ROCm's
+# kernel driver, or WSL's GPU bridge. Where none is there, torch.cuda cannot be available.
+GPU_DEVICE_PATHS = ("/proc/driver/nvidia", "/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def gpu_may_be_present() -> bool:
+    """False only where torch cannot see a GPU, told without importing torch: a search process that only proposes
+    candidates need not pay the seconds of that import on a CPU machine to learn that ``auto`` means the CPU."""
+    if "torch" in sys.modules or not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(path) for path in GPU_DEVICE_PATHS)
+
+
 def device_memory(device: str) -> tuple[int, str] | None:
     """Total memory of ``device`` in bytes and how to name it (``cpu``: this machine's RAM; ``cuda[:N]``: the
     GPU's; ``auto``: the GPU's when one is there), or None when it cannot be told (the command's own checks
     then answer for the device string)."""
     device = (device or "auto").strip().lower()
+    if device == "auto" and not gpu_may_be_present():
+        device = "cpu"
     if device in ("auto", "cuda") or device.startswith("cuda:"):
         try:
             import torch

@@ -19,6 +19,7 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
+from effnas.models.memory import gpu_may_be_present
 from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_reason
 from effnas.nas.search.device_sharing import timing_lock_path
 
@@ -259,7 +260,7 @@ def default_workers(device: str) -> int:
     throughput, and steady step times), one on a GPU (pass --workers N to share it)."""
     if device.startswith("cuda"):
         return 1
-    if device == "auto":
+    if device == "auto" and gpu_may_be_present():
         import torch  # only to ask whether there is a GPU: a search that is told its device never loads it here
 
         if torch.cuda.is_available():
