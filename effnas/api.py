@@ -136,7 +136,6 @@ def search(*, budget: int = 200, controller: str = "tpe", data: str = "digits", 
     objects alive now may be taken out of the garbage collector's view (leave it False in a notebook)."""
     options = {name: value for name, value in locals().items() if name != "own_process"}  # the run file's
     _refuse_unguarded_script()
-    from effnas.nas.search.session import Search
     from effnas.nas.search.settings import SearchConfig, SearchError, SearchRecipe, SearchRuntime, build_space
     from effnas.results.reward import DEFAULT_V, DEFAULT_W
     from effnas.search_space import spec_from_dict
@@ -168,7 +167,7 @@ def search(*, budget: int = 200, controller: str = "tpe", data: str = "digits", 
         RayBackend.refuse_unsupported(trial_memory)  # before the search writes anything
         runner: Any = RayBackend(RayOptions(address, cpus_per_trial, gpus_per_trial))
     else:
-        from effnas.nas.search.backends.local import LocalBackend, freeze_imports
+        from effnas.nas.search.backends.local import LocalBackend, freeze_imports, start_worker_server
 
         runner = LocalBackend()
         cores = os.cpu_count() or 1
@@ -177,6 +176,10 @@ def search(*, budget: int = 200, controller: str = "tpe", data: str = "digits", 
                               f"this machine ({MAX_WORKERS_PER_CORE * cores} on its {cores} cores)")
     space = build_space(recipe.space, recipe.image_size)  # once: the fit check and the search share it
     _refuse_networks_too_big(recipe, runtime, space)
+    if backend != "ray":
+        start_worker_server()
+    from effnas.nas.search.session import Search
+
     session = Search(SearchConfig(recipe, runtime), space=space)  # claims the run directory, opens the study
     from effnas.run_config import write_run_config
 

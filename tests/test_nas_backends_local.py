@@ -1,6 +1,8 @@
 """The local worker pool: results come back, failures and hangs become reasons, workers are reused."""
 
 import os
+import subprocess
+import sys
 
 from effnas.nas.search.backends.local import WorkerPool
 
@@ -70,6 +72,19 @@ def test_workers_of_every_pool_fork_from_one_server_and_work_in_the_callers_fold
         second = collect_all(pool, 1)["second"].metrics
     assert first["pid"] != second["pid"] and first["parent"] == second["parent"] != os.getpid()
     assert second["cwd"] == str(tmp_path)
+
+
+def test_the_server_can_start_before_any_pool_and_pays_the_imports_in_its_own_process():
+    """A search starts the server first, so its imports run beside the search's own start-up: a child process of the
+    caller exists before any pool, and the caller itself has not imported torch."""
+    script = ("import os, sys\n"
+              "from effnas.nas.search.backends.local import start_worker_server\n"
+              "start_worker_server()\n"
+              "children = open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split()\n"
+              "print(any('forkserver' in open(f'/proc/{c}/cmdline').read() for c in children), 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "False"]
 
 
 def test_memory_limit_fails_the_big_task_and_the_worker_serves_the_next():

@@ -80,6 +80,16 @@ def worker_context() -> mp.context.BaseContext:
     return context
 
 
+def start_worker_server() -> None:
+    """Start the server the workers fork from now, so that its imports (seconds of CPU) run on another core while
+    this process opens the study and measures its data, instead of after it. Without forkserver: nothing."""
+    context = worker_context()
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def _worker_main(connection: Connection, threads: int | None, function: str, memory_gib: float | None) -> None:
     """Loop: receive (key, spec, settings, seed), run the trial, send its :class:`TrialResult` back."""
     import torch  # in the worker process only (see limit_memory)
