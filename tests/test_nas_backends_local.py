@@ -81,7 +81,8 @@ def test_the_server_can_start_before_any_pool_and_pays_the_imports_in_its_own_pr
               "from effnas.nas.search.backends.local import start_worker_server\n"
               "start_worker_server()\n"
               "children = open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split()\n"
-              "print(any('forkserver' in open(f'/proc/{c}/cmdline').read() for c in children), 'torch' in sys.modules)\n")
+              "server = any('forkserver' in open(f'/proc/{c}/cmdline').read() for c in children)\n"
+              "print(server, 'torch' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["True", "False"]
