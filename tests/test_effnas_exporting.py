@@ -96,6 +96,7 @@ def test_missing_onnx_packages_name_the_extra(run_dir, tmp_path):
     assert "pip install 'effnas[export]'" in result.stderr and not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow  # every refusal through the CLI
 def test_the_command_refuses_bad_input_in_one_line_and_keeps_every_byte(run_dir, tmp_path):
     study = tmp_path / "study.db"
     with sqlite3.connect(study) as db:

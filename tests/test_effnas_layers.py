@@ -140,6 +140,7 @@ def test_spec_layer_needs_no_torch(tmp_path):
 
 
 
+@pytest.mark.slow  # a whole search in its own process
 def test_a_cpu_search_process_never_imports_torch(tmp_path):
     """``nas search --device cpu`` only proposes candidates and records them: its workers train, so its own
     process starts without paying for torch (the workers still import it, and the search completes)."""

@@ -34,6 +34,8 @@ import pytest
 from tests.cli_driver import run_commands
 from tests.test_faults_inputs import TINY, assert_one_line_error
 
+pytestmark = pytest.mark.slow  # every hostile input through the real CLI: searches, training runs and reports
+
 SECRET = "SECRETPW"
 PG_URL = f"postgresql://u:{SECRET}@127.0.0.1:1/db"
 SEARCH = ["search", "--device", "cpu", "--quiet", "--budget", "1", "--epochs", "1", "--data", "synthetic:20x8"]

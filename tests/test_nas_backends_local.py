@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from effnas.nas.search.backends.local import WorkerPool
 
 TASK = "tests.workers_tasks:behave"
@@ -74,6 +76,7 @@ def test_workers_of_every_pool_fork_from_one_server_and_work_in_the_callers_fold
     assert second["cwd"] == str(tmp_path)
 
 
+@pytest.mark.slow  # a server importing torch
 def test_the_server_can_start_before_any_pool_and_pays_the_imports_in_its_own_process():
     """A search starts the server first, so its imports run beside the search's own start-up: a child process of the
     caller exists before any pool, and the caller itself has not imported torch."""

@@ -40,6 +40,7 @@ def test_profile_help_teaches():
         assert text in result.stdout
 
 
+@pytest.mark.slow  # a timed profile in its own process
 def test_profile_zoo_model_as_json():
     result = nas("profile", "efficientnetv2-s", "--json", "--no-time")
     assert result.returncode == 0, result.stderr

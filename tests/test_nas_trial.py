@@ -133,6 +133,7 @@ def test_device_lock_makes_training_wait_for_a_timing_pass(tmp_path):
         pass
 
 
+@pytest.mark.slow  # two trials side by side
 def test_a_trial_records_how_long_it_waited_for_the_device(tmp_path):
     """Time spent waiting for the device lock is the trial's cost of sharing: while another process times its
     steps this one waits, and without a lock it never does."""

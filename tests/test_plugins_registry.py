@@ -85,6 +85,7 @@ def test_toys_show_in_help(toys, capsys):
     assert not flips_by_default(TOY_SOURCE) and flips_by_default("cifar:x") and not flips_by_default("idx:x")
 
 
+@pytest.mark.slow  # a whole search
 def test_toys_run_a_one_trial_search(toys, tmp_path):
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SPACE))

@@ -104,6 +104,7 @@ def read_only_mounts_work(folder: Path) -> str | None:
     return None if result.returncode == 0 else f"cannot make a read-only mount here: {result.stderr.strip()[:200]}"
 
 
+@pytest.mark.slow  # four commands in a private mount namespace
 def test_a_killed_study_is_read_from_a_read_only_directory(tmp_path):
     """kill -9 leaves study.db-wal (the last commits) and study.db-shm (its index); SQLite reads both in place from
     a read-only directory, but cannot make a missing -shm there: then effnas reads a private copy. Every committed
