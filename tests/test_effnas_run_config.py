@@ -4,8 +4,6 @@ runs from it with flags overriding it, and a bad file is one line with exit code
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +14,7 @@ from effnas.nas.cli.arguments import apply_run_config
 from effnas.nas.cli.main import build_parser, main
 from effnas.outputs import OutputRefused, claim_run_dir, file_kind
 from effnas.run_config import CONFIG_FILE, read_run_config, write_run_config
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.cli_driver import run_commands
 
 def sub_parser(parser, name: str):
     action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
@@ -88,13 +84,6 @@ def test_out_of_range_in_a_train_run_file(tmp_path, capsys):
     assert "epochs: must be >= 1, got 0" in capsys.readouterr().err
 
 
-def nas(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "effnas.nas", *argv], capture_output=True, text=True, cwd=cwd,
-                            timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 def architectures(run: Path) -> list[str]:
     table = pd.read_csv(run / "trials.csv")
     columns = [c for c in table.columns if (c[:1] == "s" and c[1:2].isdigit()) or c.startswith("net_")]
@@ -105,9 +94,14 @@ def architectures(run: Path) -> list[str]:
 def test_a_search_reruns_from_its_run_file(tmp_path):
     (tmp_path / "space.json").write_text(json.dumps({"width": 0.25, "depth": 0.25, "image_size": 32,
                                                      "head_channels": 32}))
-    nas("search", "--budget", "2", "--epochs", "1", "--workers", "1", "--seed", "3", "--quiet", "--out", "a",
-        "--data", "synthetic:240x16", "--batch-size", "32", "--space", "space.json", cwd=tmp_path)
-    nas("search", "--config", "a/config.yaml", "--out", "b", cwd=tmp_path)
+    work = tmp_path / "driver"
+    work.mkdir()
+    results = run_commands([  # both searches in one process, as `nas` runs them: the imports are paid once
+        {"id": "a", "cwd": tmp_path, "argv": ["search", "--budget", "2", "--epochs", "1", "--workers", "1", "--seed",
+                                              "3", "--quiet", "--out", "a", "--data", "synthetic:240x16",
+                                              "--batch-size", "32", "--space", "space.json"]},
+        {"id": "b", "cwd": tmp_path, "argv": ["search", "--config", "a/config.yaml", "--out", "b"]}], work)
+    assert [results[run].returncode for run in "ab"] == [0, 0], [results[run].stderr[-3000:] for run in "ab"]
     first, again = architectures(tmp_path / "a"), architectures(tmp_path / "b")
     assert len(first) == 2 and first == again
     held = read_run_config(tmp_path / "b" / CONFIG_FILE, "search")
