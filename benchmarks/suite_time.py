@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each suite, in turn (default 1)")
     args = parser.parse_args(argv)
-    plan = [(repeat, name, command) for repeat in range(1, max(1, args.repeats) + 1) for name, command in SUITES.items()]
+    repeats = range(1, max(1, args.repeats) + 1)
+    plan = [(repeat, name, command) for repeat in repeats for name, command in SUITES.items()]
     rows = []
     for repeat, name, command in tqdm(plan, desc="pytest runs", unit="run"):
         rows.append({"run": name, "repeat": repeat, **run(command), "command": "python " + " ".join(command)})
