@@ -78,14 +78,25 @@ def test_workers_of_every_pool_fork_from_one_server_and_work_in_the_callers_fold
 
 @pytest.mark.slow  # a server importing torch
 def test_the_server_can_start_before_any_pool_and_pays_the_imports_in_its_own_process():
-    """A search starts the server first, so its imports run beside the search's own start-up: a child process of the
-    caller exists before any pool, and the caller itself has not imported torch."""
-    script = ("import os, sys\n"
+    """A search starts the server first, so its imports run beside the search's own start-up: before any pool, a
+    child of the caller runs the server and loads torch, and the caller itself has not imported torch. The child
+    is looked for until it has loaded torch, as a process caught between fork and exec shows no command line."""
+    script = ("import os, sys, time\n"
               "from effnas.nas.search.backends.local import start_worker_server\n"
               "start_worker_server()\n"
-              "children = open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split()\n"
-              "server = any('forkserver' in open(f'/proc/{c}/cmdline').read() for c in children)\n"
-              "print(server, 'torch' in sys.modules)\n")
+              "def server_with_torch():\n"
+              "    for child in open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split():\n"
+              "        try:\n"
+              "            command, maps = open(f'/proc/{child}/cmdline').read(), open(f'/proc/{child}/maps').read()\n"
+              "        except OSError:\n"
+              "            continue\n"
+              "        if 'multiprocessing.' + 'forkserver' in command and 'libtorch' in maps:\n"
+              "            return True\n"
+              "    return False\n"
+              "deadline = time.monotonic() + 90\n"
+              "while not server_with_torch() and time.monotonic() < deadline:\n"
+              "    time.sleep(0.2)\n"
+              "print(server_with_torch(), 'torch' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["True", "False"]
