@@ -215,6 +215,7 @@ def test_bad_data_is_one_line_error_and_writes_nothing(case, cli_results):
     assert not (case_dir / "run").exists() and not (case_dir / "PWNED").exists()
 
 
+@pytest.mark.slow  # a search process over a folder of images
 def test_unreadable_images_are_skipped_with_a_warning_naming_each(tmp_path):
     from PIL import Image
 

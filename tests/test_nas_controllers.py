@@ -117,6 +117,7 @@ def test_learning_controllers_beat_random(name) -> None:
         assert all(torch.equal(a, b) for a, b in zip(replayed.policy.parameters(), trained.policy.parameters()))
 
 
+@pytest.mark.slow  # trains the controller's policy over many draws
 def test_rl_draws_again_rather_than_propose_an_architecture_the_study_has() -> None:
     """A converged policy's mode is proposed once; then its next draws, unless all of them are known."""
     study = make_study("rl", seed=0)

@@ -140,6 +140,7 @@ def bad_argument_results(tmp_path_factory):
     return run_commands(plan, root)
 
 
+@pytest.mark.slow  # a CLI process for the refusals
 @pytest.mark.parametrize("index", range(len(BAD_ARGUMENTS)))
 def test_cli_bad_arguments(bad_argument_results, index):
     result, message = bad_argument_results[str(index)], BAD_ARGUMENTS[index][1]

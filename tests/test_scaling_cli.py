@@ -90,6 +90,7 @@ def test_scale_best_json_to_m_writes_loadable_spec_and_prints_table(best_json, t
     assert lines[-1] == f"wrote {out}"
 
 
+@pytest.mark.slow  # a CLI process scaling to every size
 @pytest.mark.parametrize("target, cap, line", IMAGE_SIZE_CASES)
 def test_scale_says_what_it_did_to_the_image_size(driven, target, cap, line):
     result = driven[f"image-{target}-{cap}"]

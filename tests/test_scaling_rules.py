@@ -39,6 +39,7 @@ def params_of(spec):
         return count_params(build_model(spec))
 
 
+@pytest.mark.slow  # MACs of the XL model at 512 px
 def test_s_scales_to_published_xl_within_10_percent_under_its_512_cap(v2_s):
     from effnas.models.profile import count_macs
 
@@ -51,6 +52,7 @@ def test_s_scales_to_published_xl_within_10_percent_under_its_512_cap(v2_s):
     assert abs(count_macs(model, 512) / macs - 1) < 0.10
 
 
+@pytest.mark.slow  # the whole V2 family's MACs at eval size
 @pytest.mark.parametrize("target", ["m", "l"])
 def test_s_scales_to_published_m_and_l_within_10_percent(v2_family, target):
     scaled, counts = v2_family[target]
@@ -62,6 +64,7 @@ def test_s_scales_to_published_m_and_l_within_10_percent(v2_family, target):
     assert len(scaled.stages) == 7  # M and L add a 7th stage, as published
 
 
+@pytest.mark.slow  # the whole V2 family's MACs at eval size
 def test_s_family_grows_and_respects_the_cap(v2_s, v2_family):
     specs = [v2_family[target][0] for target in ("s", "m", "l", "xl")]
     counted = [v2_family[target][1] for target in ("s", "m", "l", "xl")]
