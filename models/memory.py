@@ -6,7 +6,8 @@ so commands estimate first and refuse in one line (:func:`check_fits`). The esti
 weights, their gradients and two optimizer slots (4 copies of the parameters), and for each image of a batch the
 outputs of every convolution, each kept with its batch norm's and activation's output for the backward pass (3
 copies), all float32. Real training needs more (workspaces, the allocator's slack), so a refused network
-certainly does not fit, and one that passes may still fail as a trial "out of memory".
+certainly does not fit, and one that passes may still fail as a trial "out of memory". Beside it: what else the
+machine lets a run use (whether a GPU may be there, the threads its owner allows), asked without importing torch.
 """
 
 from __future__ import annotations
@@ -91,6 +92,15 @@ def gpu_may_be_present() -> bool:
     return any(os.path.exists(path) for path in GPU_DEVICE_PATHS)
 
 
+def threads_set_by_user() -> int | None:
+    """``OMP_NUM_THREADS``, where it is set to a whole number of at least 1: the most threads the user wants one
+    process to use. torch reads it only when it starts, and a run that then chooses its own number would put
+    more busy threads on the machine than its owner allowed (a shared workstation, a scheduler's slot, a test
+    suite's workers); every default here stays within it."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
 def device_memory(device: str) -> tuple[int, str] | None:
     """Total memory of ``device`` in bytes and how to name it (``cpu``: this machine's RAM; ``cuda[:N]``: the
     GPU's; ``auto``: the GPU's when one is there), or None when it cannot be told (the command's own checks
@@ -137,3 +147,4 @@ def check_fits(spec: ArchSpec, batch_size: int, device: str, image_size: int | N
             f"{what} ({found.params / 1e6:,.1f} M params, batch {batch_size} at {image_size or spec.train_image_size} "
             f"px) needs an estimated {need / 2**30:,.2f} GiB to train, more than {named}; make it smaller")
     return found
+

@@ -1,12 +1,16 @@
-"""Shared test set-up: GPU-marked tests skip without CUDA; torch stays on one thread for steady CI; the fault
-suite's total time is printed at the end (it should stay a few minutes on CI's two cores)."""
+"""Shared test set-up: GPU-marked tests skip without CUDA; torch stays on one thread for steady CI, in every
+process; the fault suite's total time is printed at the end (it should stay a few minutes on CI's two cores)."""
 
+import os
 from pathlib import PurePath
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+# Every process a test starts, and each trial worker of its searches, uses one thread too: the suite runs one
+# test per core, and a second busy thread per process would only spin against the other test's.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 _FAULT_SECONDS: dict[str, float] = {}  # test id -> setup + call seconds, tests in tests/test_faults_*.py
 

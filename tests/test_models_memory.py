@@ -42,3 +42,15 @@ def test_a_gpu_driver_on_the_machine_sends_auto_to_torch(tmp_path):
         "from effnas.nas.training.devices import device_name\n"
         "print(memory.gpu_may_be_present(), device_name('auto'))")
     assert words[0] == "True" and words[1] in ("cpu", "cuda") and words[-1] == "True"
+
+
+@pytest.mark.parametrize("value, threads", [("1", 1), (" 3 ", 3), ("0", None), ("-2", None), ("four", None),
+                                            ("", None), (None, None)])
+def test_the_threads_the_user_set_are_read_from_omp_num_threads(monkeypatch, value, threads):
+    from effnas.models.memory import threads_set_by_user
+
+    if value is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert threads_set_by_user() == threads

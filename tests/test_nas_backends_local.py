@@ -136,3 +136,17 @@ def test_a_queued_task_waits_behind_the_running_one_and_survives_its_death():
         assert results["queued"].metrics["value"] == 10  # re-sent to the replacement worker, and run there
         assert results["queued"].metrics["pid"] != first_pid
         assert pool.idle == 1 and pool.free == 2
+
+
+def test_default_threads_stay_within_what_the_user_set(monkeypatch):
+    """A search worker's and a training run's default threads: the machine's share, never above OMP_NUM_THREADS."""
+    from effnas.nas.search.backends.local import default_threads
+    from effnas.nas.training import engine
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(engine, "busy_cores", lambda: 0.0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert (default_threads(1), default_threads(2), engine.default_threads()) == (8, 4, 8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert (default_threads(1), default_threads(8), engine.default_threads()) == (2, 1, 2)

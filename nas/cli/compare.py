@@ -59,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="batch size for every network (default: the search's; every network trains with the "
                         "optimizer, rate and decay the search's candidates trained with)")
     parser.add_argument("--threads", type=thread_count, default=None,
-                        help="CPU threads for every network (default: the cores other jobs leave free, at least 1)")
+                        help="CPU threads for every network (default: the cores other jobs leave free, at least 1 "
+                             "and at most OMP_NUM_THREADS)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="training and evaluation size for every network (default: the winner's proxy size)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")

@@ -106,8 +106,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cpus-per-trial", type=finite_number, default=None,
                         help="with --backend ray: CPU cores per trial (default 1)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads per trial (default: this machine's cores over --workers; "
-                             "with Ray: --cpus-per-trial); lower it when other searches share the machine")
+                        help="torch CPU threads per trial (default: this machine's cores over --workers, at most "
+                             "OMP_NUM_THREADS; with Ray: --cpus-per-trial); lower it when other searches share the "
+                             "machine")
     # --- end scaling out ---
     parser.set_defaults(run=run)
 

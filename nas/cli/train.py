@@ -48,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="train for this long instead of --epochs: 90s, 5m, 1h (training steps only; the "
                              "learning-rate curve and the stages follow the clock)")
     parser.add_argument("--threads", type=thread_count, default=None,
-                        help="CPU threads (default: the cores other jobs leave free, at least 1)")
+                        help="CPU threads (default: the cores other jobs leave free, at least 1 and at most "
+                             "OMP_NUM_THREADS)")
     parser.add_argument("--stages", type=positive_int, default=None,
                         help="progressive stages M (default 4, at most one per epoch)")
     parser.add_argument("--no-progressive", action="store_true",

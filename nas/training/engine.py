@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnas.models.memory import threads_set_by_user
 from effnas.nas.training.choices import ENGINES, OPTIMIZERS, EngineError
 from effnas.nas.training.optim import make_optimizer, set_lr
 
@@ -63,8 +64,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def default_threads() -> int:
     """CPU threads for a training run: the cores this process may use, less those other jobs keep busy right now.
     Two busy threads on one core make every step wait for the slower of them, which turns a shared workstation's
-    epoch from seconds into tens of seconds; one thread per free core never does."""
+    epoch from seconds into tens of seconds; one thread per free core never does. ``OMP_NUM_THREADS``, where set,
+    is the most it takes."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = min(cores, threads_set_by_user() or cores)
     return max(1, min(cores, cores - round(busy_cores())))
 
 

@@ -19,7 +19,7 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-from effnas.models.memory import gpu_may_be_present
+from effnas.models.memory import gpu_may_be_present, threads_set_by_user
 from effnas.nas.search.backends.base import BackendSetup, TrialResult, failure_reason
 from effnas.nas.search.device_sharing import timing_lock_path
 
@@ -261,8 +261,10 @@ class WorkerPool:
 
 
 def default_threads(workers: int) -> int:
-    """CPU threads per worker: the machine's cores shared evenly, so step times stay comparable."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    """CPU threads per worker: the machine's cores shared evenly, so step times stay comparable; no more than
+    ``OMP_NUM_THREADS`` where it is set."""
+    shared = max(1, (os.cpu_count() or 1) // max(1, workers))
+    return min(shared, threads_set_by_user() or shared)
 
 
 def default_workers(device: str) -> int:
