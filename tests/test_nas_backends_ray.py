@@ -27,7 +27,7 @@ from effnas.nas.search.backends.ray import RayBackend, RayOptions, Resources, _r
 TINY = {"data": "synthetic:240x16", "epochs": 1, "batch_size": 32}
 SPACE = {"width": 0.25, "depth": 0.25, "image_size": 32, "head_channels": 32}
 ONE_CPU = RayOptions(cpus_per_trial=1)
-LONGER = {**TINY, "data": "synthetic:2400x16"}  # trials that train for seconds, so a kill can land inside one
+LONGER = {**TINY, "data": "synthetic:1200x16"}  # trials that train for seconds, so a kill can land inside one
 
 
 @pytest.fixture(scope="module", autouse=True)
