@@ -146,6 +146,58 @@ def test_a_trial_records_how_long_it_waited_for_the_device(tmp_path):
     assert run_trial(TINY, settings, seed=0)["lock_wait_seconds"] == 0.0
 
 
+def _trial_logging_its_holds(settings: dict, seed: int, log_path: str) -> None:
+    """Run one trial with every hold of the device logged: (timed or not, start, end) on the machine's monotonic
+    clock, from the moment the lock is held to the moment it is let go."""
+    from effnas.nas.search.device_sharing import DeviceSharing
+
+    holds = []
+
+    def logged(original, timed):
+        @contextlib.contextmanager
+        def hold(self):
+            with original(self):
+                start = time.monotonic()
+                yield
+                holds.append((timed, start, time.monotonic()))
+        return hold
+
+    DeviceSharing.exclusive = logged(DeviceSharing.exclusive, True)
+    DeviceSharing.shared = logged(DeviceSharing.shared, False)
+    metrics = run_trial(TINY, settings, seed=seed)
+    with open(log_path, "w") as handle:
+        json.dump({"holds": holds, "timed_steps": metrics["timed_steps"]}, handle)
+
+
+@pytest.mark.slow  # two trials side by side
+def test_no_timed_step_of_one_trial_overlaps_any_step_of_another(tmp_path):
+    """Two real trials train at once on one lock: their untimed steps interleave, but while either holds the
+    device for timed steps the other does nothing on it, so no recorded step time saw another trial's work."""
+    settings = dict(FAST, epochs=2, timing_lock=str(tmp_path / "device.lock"))
+    trial_data(TrialSettings(**settings), 0, "cpu", 16)  # each process starts with the data loaded
+    context = mp.get_context("fork")
+    logs = [str(tmp_path / f"holds-{seed}.json") for seed in (0, 1)]
+    trials = [context.Process(target=_trial_logging_its_holds, args=(settings, seed, log))
+              for seed, log in enumerate(logs)]
+    for trial in trials:
+        trial.start()
+    for trial in trials:
+        trial.join(120)
+        assert trial.exitcode == 0
+    first, second = (json.loads(open(log).read()) for log in logs)
+    assert first["timed_steps"] > 0 and second["timed_steps"] > 0
+
+    def overlap(a, b) -> bool:
+        return a[1] < b[2] and b[1] < a[2]
+
+    def clashes(one, other) -> list:
+        return [(a, b) for a in one["holds"] if a[0] for b in other["holds"] if overlap(a, b)]
+
+    assert clashes(first, second) == [] and clashes(second, first) == []
+    side_by_side = [(a, b) for a in first["holds"] for b in second["holds"] if not a[0] and not b[0] and overlap(a, b)]
+    assert side_by_side, "the two trials never trained at the same time: nothing was tested"
+
+
 def test_macs_counted_on_a_meta_copy_in_the_background_match():
     # The CUDA path counts MACs in a thread on a meta-device copy while the GPU trains.
     from effnas.models import build_model
