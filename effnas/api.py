@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from effnas.errors import EffnasError, did_you_mean_path
+from effnas.errors import EffnasError, did_you_mean_path, shown
 
 if TYPE_CHECKING:  # names for the annotations only: importing them costs torch, pandas and Optuna
     import pandas as pd
@@ -309,14 +309,28 @@ def train(arch: str | Path | ArchSpec | ReferenceSpec, *, data: str = "digits", 
 
 
 # ----------------------------------------------------------------------------- compare
+MAX_FINALISTS = 20  # each finalist is one more network trained in full
+
+
+def _finalists(run_dir: Path, count: int) -> list[Any]:
+    """The search's ``count`` best candidates, best first, each a contender named after its trial."""
+    from effnas.nas.training.compare import Contender
+    from effnas.results import open_study, spec_of, top_by_reward, trials_frame
+
+    top = top_by_reward(trials_frame(open_study(run_dir)), count)
+    return [Contender(f"trial-{int(row['number'])}", "finalist", spec_of(row)) for _, row in top.iterrows()]
+
+
 def compare(run_dir: str | Path, *, against: str | Sequence[str] = DEFAULT_AGAINST, scaled: Sequence[str | Path] = (),
             classical: bool = False, data: str | None = None, time: float | None = None, epochs: int = 10,
             stages: int | None = None, batch_size: int | None = None, threads: int | None = None,
-            image_size: int | None = None,
+            image_size: int | None = None, finalists: int = 1,
             device: str = "auto", engine: str = "auto", seed: int = 0, out: str | Path | None = None,
             quiet: bool = False) -> CompareResult:
     """Train a search's winner and the alternatives alike on the same data: ``nas compare``. ``against`` names
-    networks (comma-separated or a list; "none" for the winner alone); finished models are read back."""
+    networks (comma-separated or a list; "none" for the winner alone); finished models are read back.
+    ``finalists`` above 1: the search's that many best candidates all train, and the one with the best validation
+    top-1 is the "searched" row (a short proxy's ranking need not hold at the comparison's data and time)."""
     options = dict(locals())  # the run file's
     options["against"] = against if isinstance(against, str) else ",".join(against)
     from effnas.outputs import claim_run_dir
@@ -328,13 +342,16 @@ def compare(run_dir: str | Path, *, against: str | Sequence[str] = DEFAULT_AGAIN
         hint = "" if run_dir.exists() else did_you_mean_path(run_dir)
         raise EffnasError(f"{run_dir}: no best.json (give the run directory of a search with a completed trial)"
                           f"{hint}")
+    if isinstance(finalists, bool) or not isinstance(finalists, int) or not 1 <= finalists <= MAX_FINALISTS:
+        raise EffnasError(f"finalists: must be a whole number from 1 to {MAX_FINALISTS} (each one trains in full), "
+                          f"got {shown(finalists)}")
     destination = Path(out).expanduser() if out else run_dir
     claim_run_dir(destination, "compare", "--out")  # a folder of the user's files, or another kind of run, is refused
     # torch and scikit-learn load only for a command that got this far: a refusal above answers at once
     from effnas.nas.training.compare import Contender, compare as compare_runs
     from effnas.nas.training.train import TrainConfig
     winner = load_arch(run_dir)
-    contenders = [Contender("searched", "searched", winner)]
+    contenders = [Contender("searched", "searched", winner)] if finalists == 1 else _finalists(run_dir, finalists)
     contenders += [Contender(Path(path).stem, "scaled", load_arch(path)) for path in scaled]
     names = against.split(",") if isinstance(against, str) else list(against)
     names = [name.strip() for name in names if name.strip()]

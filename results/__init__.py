@@ -10,7 +10,7 @@ from effnas.lazy import lazy_names
 _MODULES = {
     "analysis": ("choice_frequencies", "failure_counts", "running_best", "state_counts", "top_trials"),
     "pareto": ("FRONTS", "OBJECTIVES", "front_mask", "non_dominated", "pareto_front", "with_fronts"),
-    "queries": ("best_by_reward", "best_under", "metrics_of", "trial_row"),
+    "queries": ("best_by_reward", "best_under", "metrics_of", "top_by_reward", "trial_row"),
     "run_files": ("RUN_FILES", "write_run_files"),
     "record": ("STUDY_NAME", "Reference", "TrialMetrics", "best_trial"),
     "storage": ("STUDY_FILE", "ResultsError", "open_storage", "redact", "search_storage_url", "storage_url"),

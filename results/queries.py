@@ -22,6 +22,12 @@ def best_by_reward(frame: pd.DataFrame) -> pd.Series:
     return _ranked(frame).iloc[0]
 
 
+def top_by_reward(frame: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The ``count`` best completed trials (all of them when fewer completed), best first, by the same rule as
+    :func:`best_by_reward`: the finalists a comparison trains again at its own data and time."""
+    return _ranked(frame).head(count)
+
+
 def best_under(frame: pd.DataFrame, max_params: float | None = None,
                max_step_time_ms: float | None = None) -> pd.Series:
     """The best-reward trial that fits a parameter and/or step-time budget."""

@@ -77,15 +77,39 @@ def test_the_winner_and_every_network_train_with_the_recipe_the_search_chose_und
     run = tmp_path / "run"
     # One process for the three commands, each as `nas` runs it: the imports (torch, scikit-learn) are paid once.
     results = run_commands([
-        {"id": "search", "cwd": ROOT, "argv": ["search", "--data", "digits", "--space", space, "--budget", "1",
+        {"id": "search", "cwd": ROOT, "argv": ["search", "--data", "digits", "--space", space, "--budget", "2",
                                                "--epochs", "1", "--optimizer", "adamw", "--lr", "0.003", "--device",
                                                "cpu", "--out", run, "--quiet"]},
         {"id": "train", "cwd": ROOT, "argv": ["train", "--arch", run / "best.json", "--epochs", "1", "--device", "cpu",
                                               "--out", tmp_path / "train", "--quiet"]},
         {"id": "compare", "cwd": ROOT, "argv": ["compare", run, "--against", "mnist-cnn", "--epochs", "1", "--device",
-                                                "cpu", "--quiet", "--out", tmp_path / "compared"]}], tmp_path)
-    for command in ("search", "train", "compare"):
+                                                "cpu", "--quiet", "--out", tmp_path / "compared"]},
+        {"id": "finalists", "cwd": ROOT, "argv": ["compare", run, "--finalists", "2", "--against", "none", "--epochs",
+                                                  "1", "--device", "cpu", "--out", tmp_path / "finals"]},
+        *({"id": f"finalists-{bad}", "cwd": ROOT,
+           "argv": ["compare", run, "--finalists", bad, "--out", tmp_path / f"refused-{bad}"]}
+          for bad in ("0", "21", "two"))],
+        tmp_path)
+    for command in ("search", "train", "compare", "finalists"):
         assert results[command].returncode == 0, (command, results[command].stderr[-2000:])
+    for bad in ("0", "21", "two"):
+        refused = results[f"finalists-{bad}"]
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "--finalists" in refused.stderr or "finalists:" in refused.stderr
+        assert not (tmp_path / f"refused-{bad}").exists()
+
+    # Finalists: the search's two best candidates both train; the better on validation is the "searched" row.
+    table = pd.read_csv(tmp_path / "finals" / "compare.csv")
+    assert list(table["kind"]) == ["searched", "finalist"]
+    searched, other = table.iloc[0], table.iloc[1]
+    assert searched["top1"] >= other["top1"]
+    folders = sorted(p.name for p in (tmp_path / "finals" / "compare").iterdir())
+    assert len(folders) == 2 and all(name.startswith("trial-") for name in folders)
+    assert other["model"] in folders
+    chosen = next(name for name in folders if name != other["model"])
+    chosen_run = json.loads((tmp_path / "finals" / "compare" / chosen / "metrics.json").read_text())
+    assert chosen_run["top1"] == searched["top1"]
+    assert f"searched: {chosen}, the best validation top-1" in results["finalists"].stdout
     recipe = json.loads((tmp_path / "train" / "metrics.json").read_text())["config"]
     chosen = (recipe["optimizer"], recipe["lr"], recipe["weight_decay"], recipe["batch_size"])
     assert chosen == ("adamw", 0.003, 0.05, 64)
@@ -93,3 +117,15 @@ def test_the_winner_and_every_network_train_with_the_recipe_the_search_chose_und
     for network in ("searched", "mnist-cnn"):
         config = json.loads((tmp_path / "compared" / "compare" / network / "metrics.json").read_text())["config"]
         assert (config["optimizer"], config["lr"]) == ("adamw", 0.003)
+
+
+def test_the_finalist_with_the_best_validation_top1_is_chosen_whatever_its_test_score():
+    from effnas.nas.training.compare import choose_finalist
+
+    rows = [{"model": "trial-3", "kind": "finalist", "top1": 0.90, "test_top1": 0.99},
+            {"model": "trial-7", "kind": "finalist", "top1": 0.92, "test_top1": 0.80},
+            {"model": "trial-1", "kind": "finalist", "top1": 0.92, "test_top1": 0.95},
+            {"model": "mnist-cnn", "kind": "reference", "top1": 0.99, "test_top1": 0.99}]
+    assert choose_finalist(rows) == 1  # the best validation; on a tie the search's better-ranked, never test
+    assert choose_finalist([row for row in rows if row["kind"] != "finalist"]) is None
+

@@ -22,7 +22,8 @@ data split, image size, device and threads, for the same --time (the fair race: 
 training time you have) or the same --epochs. --against takes zoo names, spec files, "backbone" (the search
 space's own backbone, unsearched: what the search adds) and the reference networks mnist-cnn (PyTorch's MNIST
 example) and resnet20. --classical adds a random forest and a logistic regression on the flattened pixels of
-the same split.
+the same split. --finalists K trains the search's K best candidates instead of best.json alone, and the one
+with the best validation top-1 becomes the "searched" row (the others stay in the table as finalists).
 
 Every row is scored once on the data's test split, which neither the search nor training reads (idx's t10k
 files, CIFAR's test_batch, an npz's x_test/y_test, an image folder's test/, else images held out of every
@@ -46,6 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              f"{DEFAULT_AGAINST}; 'none' for the winner alone)")
     parser.add_argument("--scaled", action="append", default=[], metavar="SPEC",
                         help="a scaled family member (nas scale's output) to train too; may repeat")
+    parser.add_argument("--finalists", type=positive_int, default=1, metavar="K",
+                        help="train the search's K best candidates (by reward) and take the one with the best "
+                             "validation top-1 as the winner: a short proxy's ranking need not hold at this "
+                             "data and time (default 1: best.json; at most 20)")
     parser.add_argument("--classical", action="store_true",
                         help="also fit a random forest and a logistic regression on the flattened pixels")
     parser.add_argument("--data", default=None, help=data_help("the one the search used"))

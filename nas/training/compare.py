@@ -50,7 +50,7 @@ class Contender:
     """One network to train: a name for its row and folder, what it is, and its spec."""
 
     name: str
-    kind: str  # "searched", "scaled", "backbone", "reference" or "zoo"
+    kind: str  # "searched", "finalist", "scaled", "backbone", "reference" or "zoo"
     spec: ArchSpec | ReferenceSpec
 
 
@@ -82,6 +82,16 @@ def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *
         curves[contender.name] = history
         _write(out, rows, curves)
         bar.update(1)
+    chosen = choose_finalist(rows)
+    if chosen is not None:
+        name = rows[chosen]["model"]
+        rows[chosen] = {**rows[chosen], "model": "searched", "kind": "searched"}
+        rows.insert(0, rows.pop(chosen))
+        curves = {"searched": curves.pop(name), **curves}
+        finalists = sum(row["kind"] == "finalist" for row in rows) + 1
+        log(f"searched: {name}, the best validation top-1 ({rows[0]['top1']:.4f}) of the {finalists} finalists "
+            f"(its folder: compare/{folder_name(name)})")
+        _write(out, rows, curves)
     if classical:
         for name in CLASSICAL:
             bar.set_postfix_str(name)
@@ -90,6 +100,16 @@ def compare(contenders: list[Contender], config: TrainConfig, out: str | Path, *
             bar.update(1)
     bar.close()
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def choose_finalist(rows: list[dict[str, Any]]) -> int | None:
+    """Which finalist becomes "searched": the best validation top-1, on a tie the one the search ranked higher
+    (trained first). Only the validation split decides; the test split is read for the table, never for this.
+    None without finalists."""
+    finalists = [index for index, row in enumerate(rows) if row["kind"] == "finalist"]
+    if not finalists:
+        return None
+    return max(finalists, key=lambda index: (rows[index]["top1"], -index))
 
 
 def _config_for(contender: Contender, config: TrainConfig, log: Callable[[str], None]) -> TrainConfig:
