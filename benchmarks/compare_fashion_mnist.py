@@ -138,13 +138,17 @@ def main(argv: list[str] | None = None) -> None:
             "--against", against, "--classical", "--seed", str(seed), "--device", "cpu", "--out", str(folder),
             "--quiet", "--finalists", str(args.finalists))
         bar.update(1)
-        return pd.read_csv(folder / "compare.csv")
+        table = pd.read_csv(folder / "compare.csv")
+        trained = {path.name for path in (folder / "compare").iterdir()}
+        chosen = sorted(name for name in trained if name.startswith("trial-") and name not in set(table["model"]))
+        return table.assign(chosen=", ".join(chosen) or "best.json")
 
     started = time.perf_counter()
     with ThreadPoolExecutor(args.parallel) as pool:
         tables = list(pool.map(compare, range(args.seeds)))
     bar.close()
     rows = summarise(tables)
+    picks = [f"seed {seed}: {table['chosen'].iloc[0]}" for seed, table in enumerate(tables)]
     notes = [
         f"data: Fashion-MNIST from {args.data_dir}; the search saw a stratified {args.subset:,}-image subset of the "
         f"training files ({args.budget} trials, space {args.space}, --optimizer {args.optimizer} --lr {args.lr:g}): 'searched' with "
@@ -159,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         "of means over the standard error of the difference",
         f"{args.parallel} compares at once, one thread each; compares took {time.perf_counter() - started:.0f} s",
         *([f"finalists: the search's {args.finalists} best candidates by reward each trained as above ('trial-N' "
-           "rows); in each seed the one with the best validation top-1 is 'searched' (the test split chose nothing)"]
+           "rows); in each seed the one with the best validation top-1 is 'searched' (the test split chose "
+           f"nothing): {'; '.join(picks)}; a row's params and step time are its first seed's"]
           if args.finalists > 1 else []),
         f"search runs: {run}" + (f", {paper}" if paper_form else ""),
     ]
